@@ -38,7 +38,9 @@ fn primitives(c: &mut Criterion) {
         b.iter(|| gcm.seal_in_place(&[0u8; 12], b"aad", &mut buf).unwrap())
     });
     let mac_key = [7u8; 32];
-    g.bench_function("keyed blake3/1 thread", |b| b.iter(|| blake3::keyed_hash(&mac_key, &buf)));
+    g.bench_function("keyed blake3/1 thread", |b| {
+        b.iter(|| blake3::keyed_hash(&mac_key, &buf))
+    });
     let mut small = vec![0u8; 8 << 20];
     g.throughput(Throughput::Bytes(small.len() as u64));
     g.bench_function("rc4-drop3072/1 thread", |b| {

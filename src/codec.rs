@@ -138,7 +138,10 @@ impl<'a> Decoder<'a> {
             return Err(self.err(format!("a count of {n} exceeds its bound of {max}")));
         }
         if n.saturating_mul(min_item_len.max(1)) > self.remaining() {
-            return Err(self.err(format!("a count of {n} items cannot fit in the {} bytes left", self.remaining())));
+            return Err(self.err(format!(
+                "a count of {n} items cannot fit in the {} bytes left",
+                self.remaining()
+            )));
         }
         Ok(n)
     }
@@ -176,7 +179,9 @@ mod tests {
         let buf = e.finish();
         assert!(Decoder::new(&buf, "t").bytes(3).is_err());
         assert!(Decoder::new(&[0, 0, 0, 9, 1], "t").bytes(100).is_err());
-        assert!(Decoder::new(&[0xff, 0xff, 0xff, 0xff], "t").count(usize::MAX, 1).is_err());
+        assert!(Decoder::new(&[0xff, 0xff, 0xff, 0xff], "t")
+            .count(usize::MAX, 1)
+            .is_err());
         let d = Decoder::new(&[1], "t");
         assert!(d.finish().is_err());
     }

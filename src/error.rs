@@ -110,6 +110,46 @@ pub enum Error {
     /// A crypto backend failed in a way that is not an authentication failure.
     #[error("crypto backend failure: {0}")]
     Crypto(&'static str),
+    /// A file written by a newer major version of the format.
+    #[error("unsupported format version {found}: this colvault reads major version {supported}; upgrade colvault")]
+    UnsupportedVersion {
+        /// The version found (major.minor).
+        found: String,
+        /// The major version this build reads.
+        supported: u8,
+    },
+    /// Data not in the colvault format at all (wrong magic).
+    #[error("not a colvault file: {0}")]
+    NotColvault(String),
+    /// A file protected otherwise than the reader expects (a downgrade, or a file from elsewhere).
+    #[error("algorithm mismatch: expected {expected}, the file says {found}; refusing to read it")]
+    AlgorithmMismatch {
+        /// What the project settings require.
+        expected: String,
+        /// What the file declares.
+        found: String,
+    },
+    /// The file is wrapped under a key the reader does not allow for this data.
+    #[error("key {key} is not one of the keys allowed for this data; refusing to read the file")]
+    KeyNotAllowed {
+        /// The key id the file names.
+        key: String,
+    },
+    /// Encrypted data was opened without any way to reach its keys.
+    #[error("the data is encrypted with {algorithm} and no key access was given; pass the project's key access")]
+    KeysRequired {
+        /// The file's algorithm.
+        algorithm: String,
+    },
+    /// The schema of a batch differs from the writer's.
+    #[error("schema mismatch: {0}")]
+    SchemaMismatch(String),
+    /// An error from the Parquet encoder or decoder.
+    #[error("parquet: {0}")]
+    Parquet(String),
+    /// An error from Arrow.
+    #[error("arrow: {0}")]
+    Arrow(String),
     /// An I/O error, with the path or operation it came from.
     #[error("I/O error while {context}: {source}")]
     Io {

@@ -2,8 +2,18 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod clock;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod format;
+pub mod kms;
+pub mod read;
+pub mod write;
 
+pub use access::KeyAccess;
+pub use crypto::Algorithm;
 pub use error::{Error, Result};
+pub use read::{BatchReader, CmpOp, FileReader, Predicate, ReaderOptions, ScanBuilder};
+pub use write::{Compression, FileMetadata, FileWriter, WriterOptions, WriterOptionsBuilder};

@@ -31,7 +31,13 @@ fn speed(mib: u32, runs: u32) -> colvault::Result<()> {
     let len = mib as usize * (1 << 20);
     let dek = SecretKey::generate()?;
     let file = FileId::random()?;
-    println!("{:<8} {:>12} {:>12}   ({mib} MiB chunk, best of {runs}, {} threads)", "algorithm", "seal MB/s", "open MB/s", rayon::current_num_threads());
+    println!(
+        "{:<8} {:>12} {:>12}   ({mib} MiB chunk, best of {runs}, {} threads)",
+        "algorithm",
+        "seal MB/s",
+        "open MB/s",
+        rayon::current_num_threads()
+    );
     for alg in Algorithm::ALL {
         let sealer = ChunkSealer::new(alg, &dek, file, alg.id() as u32)?;
         let opener = ChunkOpener::new(alg, &dek, file, alg.id() as u32)?;
@@ -46,7 +52,9 @@ fn speed(mib: u32, runs: u32) -> colvault::Result<()> {
             opener.open(run, ChunkKind::Data, &mut buf)?;
             best_open = best_open.min(t.elapsed().as_secs_f64());
             if buf != plain {
-                return Err(colvault::Error::Integrity { what: "speed self-check: opened data differs".into() });
+                return Err(colvault::Error::Integrity {
+                    what: "speed self-check: opened data differs".into(),
+                });
             }
         }
         let mb = len as f64 / 1e6;

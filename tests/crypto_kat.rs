@@ -9,7 +9,10 @@ use hex_literal::hex;
 /// boundary after the first block, which checks the 128-bit big-endian increment.
 #[test]
 fn sp800_38a_f55_ctr_aes256() {
-    let key = SecretKey::from_slice(&hex!("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")).unwrap();
+    let key = SecretKey::from_slice(&hex!(
+        "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4"
+    ))
+    .unwrap();
     let counter = hex!("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
     let plain = hex!(
         "6bc1bee22e409f96e93d7e117393172a ae2d8a571e03ac9c9eb76fac45af8e51
@@ -33,7 +36,10 @@ fn sp800_38a_f55_ctr_aes256() {
 /// validation vectors (McGrew and Viega, "The Galois/Counter Mode of Operation", appendix B).
 #[test]
 fn gcm_aes256_test_case_16() {
-    let key = SecretKey::from_slice(&hex!("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")).unwrap();
+    let key = SecretKey::from_slice(&hex!(
+        "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308"
+    ))
+    .unwrap();
     let iv = hex!("cafebabefacedbaddecaf888");
     let aad = hex!("feedfacedeadbeeffeedfacedeadbeefabaddad2");
     let plain = hex!(
@@ -63,8 +69,14 @@ fn gcm_aes256_test_cases_13_14() {
     let key = SecretKey::from_slice(&[0u8; 32]).unwrap();
     let gcm = default_provider().aes256_gcm(&key).unwrap();
     let iv = [0u8; 12];
-    assert_eq!(gcm.seal_in_place(&iv, &[], &mut []).unwrap(), hex!("530f8afbc74536b9a963b4f1c4cb738b"));
+    assert_eq!(
+        gcm.seal_in_place(&iv, &[], &mut []).unwrap(),
+        hex!("530f8afbc74536b9a963b4f1c4cb738b")
+    );
     let mut block = [0u8; 16];
-    assert_eq!(gcm.seal_in_place(&iv, &[], &mut block).unwrap(), hex!("d0d1c8a799996bf0265b98b5d48ab919"));
+    assert_eq!(
+        gcm.seal_in_place(&iv, &[], &mut block).unwrap(),
+        hex!("d0d1c8a799996bf0265b98b5d48ab919")
+    );
     assert_eq!(block, hex!("cea7403d4d606b6e074ec5d3baf39d18"));
 }

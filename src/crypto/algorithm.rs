@@ -52,7 +52,12 @@ pub enum Integrity {
 
 impl Algorithm {
     /// Every algorithm, in id order.
-    pub const ALL: [Algorithm; 4] = [Algorithm::None, Algorithm::Aes256Gcm, Algorithm::Aes256Ctr, Algorithm::Rc4];
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::None,
+        Algorithm::Aes256Gcm,
+        Algorithm::Aes256Ctr,
+        Algorithm::Rc4,
+    ];
 
     /// The stable numeric id written into files.
     pub const fn id(self) -> u8 {
@@ -145,7 +150,10 @@ mod tests {
             assert_eq!(name.parse::<Algorithm>().unwrap(), a);
             assert_eq!(name.to_uppercase().parse::<Algorithm>().unwrap(), a);
         }
-        assert!(matches!(Algorithm::from_id(4), Err(Error::UnknownAlgorithmId { id: 4 })));
+        assert!(matches!(
+            Algorithm::from_id(4),
+            Err(Error::UnknownAlgorithmId { id: 4 })
+        ));
         let err = "aes-128".parse::<Algorithm>().unwrap_err().to_string();
         for name in ["none", "aes256", "aesctr", "rc4"] {
             assert!(err.contains(name), "{err}");

@@ -102,8 +102,14 @@ fn plaintext_len_with(tag: usize, seg: usize, sealed: usize) -> Option<usize> {
 enum Cipher {
     None,
     Gcm(Box<dyn GcmKey>),
-    Ctr { enc: Box<dyn CtrKey>, mac: Zeroizing<[u8; KEY_LEN]> },
-    Rc4 { chunk_root: SecretKey, mac: Zeroizing<[u8; KEY_LEN]> },
+    Ctr {
+        enc: Box<dyn CtrKey>,
+        mac: Zeroizing<[u8; KEY_LEN]>,
+    },
+    Rc4 {
+        chunk_root: SecretKey,
+        mac: Zeroizing<[u8; KEY_LEN]>,
+    },
 }
 
 /// Everything needed to seal or open the chunks of one column of one file.
@@ -242,7 +248,8 @@ impl ColumnKeys {
     }
 
     fn check_segment_count(&self, n: usize) -> Result<u32> {
-        u32::try_from(self.segments(n)).map_err(|_| Error::InvalidArgument("a chunk has more than 2^32 segments".into()))
+        u32::try_from(self.segments(n))
+            .map_err(|_| Error::InvalidArgument("a chunk has more than 2^32 segments".into()))
     }
 
     fn seal(&self, row_group: u32, kind: ChunkKind, data: &mut [u8], parallel: bool) -> Result<Vec<u8>> {
@@ -263,13 +270,21 @@ impl ColumnKeys {
             })?,
             Cipher::Ctr { enc, mac } => self.for_each_segment(data, &mut tags, parallel, |i, seg, tag| {
                 enc.apply_keystream(&Self::counter_block(row_group, kind, i as u64 * blocks_per_seg), seg)?;
-                tag.copy_from_slice(&Self::blake3_tag(Some(mac), &self.aad(row_group, kind, i, i == last), seg));
+                tag.copy_from_slice(&Self::blake3_tag(
+                    Some(mac),
+                    &self.aad(row_group, kind, i, i == last),
+                    seg,
+                ));
                 Ok(())
             })?,
             Cipher::Rc4 { chunk_root, mac } => {
                 rc4::apply_keystream(&Self::rc4_chunk_key(chunk_root, row_group, kind)?, data)?;
                 self.for_each_segment(data, &mut tags, parallel, |i, seg, tag| {
-                    tag.copy_from_slice(&Self::blake3_tag(Some(mac), &self.aad(row_group, kind, i, i == last), seg));
+                    tag.copy_from_slice(&Self::blake3_tag(
+                        Some(mac),
+                        &self.aad(row_group, kind, i, i == last),
+                        seg,
+                    ));
                     Ok(())
                 })?
             }
@@ -292,7 +307,15 @@ impl ColumnKeys {
         result
     }
 
-    fn open_inner(&self, row_group: u32, kind: ChunkKind, data: &mut [u8], tags: &[u8], parallel: bool, last: u32) -> Result<()> {
+    fn open_inner(
+        &self,
+        row_group: u32,
+        kind: ChunkKind,
+        data: &mut [u8],
+        tags: &[u8],
+        parallel: bool,
+        last: u32,
+    ) -> Result<()> {
         let t = self.algorithm.tag_len();
         let mut tag_copy = tags.to_vec();
         let verify_blake3 = |key: Option<&[u8; KEY_LEN]>, data: &mut [u8], tag_copy: &mut [u8]| {
@@ -383,6 +406,11 @@ impl ChunkSealer {
         })
     }
 
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.keys.algorithm
+    }
+
     /// Whether an earlier failure poisoned this sealer.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)
@@ -460,11 +488,10 @@ impl ChunkOpener {
     /// before every tag has been checked (GCM checks each segment's tag as it decrypts it; on any
     /// failure the whole buffer is wiped), and a failure is an [`Error::Integrity`] naming the chunk.
     pub fn open(&self, row_group: u32, kind: ChunkKind, buf: &mut Vec<u8>) -> Result<()> {
-        let n = plaintext_len_with(self.keys.algorithm.tag_len(), self.keys.seg_len, buf.len())
-            .ok_or_else(|| {
-                buf.zeroize();
-                Error::integrity(self.keys.describe(row_group, kind))
-            })?;
+        let n = plaintext_len_with(self.keys.algorithm.tag_len(), self.keys.seg_len, buf.len()).ok_or_else(|| {
+            buf.zeroize();
+            Error::integrity(self.keys.describe(row_group, kind))
+        })?;
         let (data, tags) = buf.split_at_mut(n);
         let parallel = n > self.keys.seg_len;
         if let Err(e) = self.keys.open(row_group, kind, data, tags, parallel) {
@@ -486,7 +513,9 @@ impl ChunkOpener {
 /// (a multiple of 16) run on rayon. The output is identical to one call over the whole buffer.
 pub fn ctr_apply_parallel(key: &dyn CtrKey, counter: &[u8; 16], buf: &mut [u8], slice_len: usize) -> Result<()> {
     if slice_len == 0 || slice_len % 16 != 0 {
-        return Err(Error::InvalidArgument("the CTR slice length must be a non-zero multiple of 16".into()));
+        return Err(Error::InvalidArgument(
+            "the CTR slice length must be a non-zero multiple of 16".into(),
+        ));
     }
     let base = u128::from_be_bytes(*counter);
     buf.par_chunks_mut(slice_len).enumerate().try_for_each(|(i, slice)| {
@@ -513,7 +542,11 @@ mod tests {
                 for n in [0usize, 1, 15, 16, 17, 63, 64, 65, 128, 1000, 3 * seg, 3 * seg + 1] {
                     let k = if n == 0 { 1 } else { n.div_ceil(seg) };
                     let sealed = n + k * tag;
-                    assert_eq!(plaintext_len_with(tag, seg, sealed), Some(n), "tag {tag} seg {seg} n {n}");
+                    assert_eq!(
+                        plaintext_len_with(tag, seg, sealed),
+                        Some(n),
+                        "tag {tag} seg {seg} n {n}"
+                    );
                 }
                 for bad in [0usize, 1, tag - 1, tag + seg + tag - 1] {
                     if bad != tag && (bad < tag || bad % (seg + tag) <= tag && bad % (seg + tag) != 0) {
@@ -558,7 +591,10 @@ mod tests {
                 c[bit / 8] ^= 1 << (bit % 8);
                 let err = opener.open(0, ChunkKind::Data, &mut c).unwrap_err();
                 assert!(matches!(err, Error::Integrity { .. }), "{alg} bit {bit}: {err}");
-                assert!(c.is_empty(), "{alg}: the buffer is wiped and emptied after a failed open");
+                assert!(
+                    c.is_empty(),
+                    "{alg}: the buffer is wiped and emptied after a failed open"
+                );
             }
             // Truncation and extension.
             for cut in 0..sealed.len() {
@@ -624,10 +660,16 @@ mod tests {
             let mut swapped_tags = tags.clone();
             swapped_tags[..t].copy_from_slice(&tags[t..2 * t]);
             swapped_tags[t..2 * t].copy_from_slice(&tags[..t]);
-            assert!(k.open(0, ChunkKind::Data, &mut swapped, &swapped_tags, false).is_err(), "{alg} reorder");
+            assert!(
+                k.open(0, ChunkKind::Data, &mut swapped, &swapped_tags, false).is_err(),
+                "{alg} reorder"
+            );
             // Drop the last segment: the new last one was not sealed as last.
             let mut short = data[..128].to_vec();
-            assert!(k.open(0, ChunkKind::Data, &mut short, &tags[..2 * t], false).is_err(), "{alg} drop");
+            assert!(
+                k.open(0, ChunkKind::Data, &mut short, &tags[..2 * t], false).is_err(),
+                "{alg} drop"
+            );
         }
     }
 

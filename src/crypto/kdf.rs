@@ -78,7 +78,11 @@ pub fn derive_key(key: &SecretKey, purpose: Purpose, parts: &[&[u8]]) -> Result<
 }
 
 /// A 512-bit subkey (two AES-256 keys, as AES-SIV needs), zeroized by the caller's wrapper.
-pub(crate) fn derive_key_512(key: &SecretKey, purpose: Purpose, parts: &[&[u8]]) -> Result<zeroize::Zeroizing<[u8; 64]>> {
+pub(crate) fn derive_key_512(
+    key: &SecretKey,
+    purpose: Purpose,
+    parts: &[&[u8]],
+) -> Result<zeroize::Zeroizing<[u8; 64]>> {
     let mut out = zeroize::Zeroizing::new([0u8; 64]);
     hkdf_expand(key.expose(), purpose, parts, out.as_mut())?;
     Ok(out)
@@ -106,7 +110,9 @@ pub fn verify_commitment(dek: &SecretKey, stored: &[u8]) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::integrity("key commitment (the data key does not match this file)"))
+        Err(Error::integrity(
+            "key commitment (the data key does not match this file)",
+        ))
     }
 }
 

@@ -92,7 +92,10 @@ mod tests {
     fn debug_is_redacted() {
         let mut raw = [7u8; KEY_LEN];
         let k = SecretKey::from_bytes(&mut raw);
-        assert_eq!(raw, [0u8; KEY_LEN], "imported material is wiped from the caller's buffer");
+        assert_eq!(
+            raw, [0u8; KEY_LEN],
+            "imported material is wiped from the caller's buffer"
+        );
         let shown = format!("{k:?}");
         assert!(!shown.contains('7'), "{shown}");
         assert_eq!(shown, "SecretKey([REDACTED])");

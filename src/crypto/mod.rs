@@ -13,7 +13,9 @@ pub mod provider;
 pub mod rc4;
 
 pub use algorithm::{Algorithm, Integrity};
-pub use chunk::{ctr_apply_parallel, plaintext_len, sealed_len, ChunkKind, ChunkOpener, ChunkSealer, FileId, SEGMENT_LEN};
+pub use chunk::{
+    ctr_apply_parallel, plaintext_len, sealed_len, ChunkKind, ChunkOpener, ChunkSealer, FileId, SEGMENT_LEN,
+};
 pub use kdf::{commitment, derive_key, verify_commitment, Purpose, COMMITMENT_LEN};
 pub use keys::{ct_eq, fill_random, random_array, SecretKey, KEY_LEN};
 pub use provider::{default_provider, CipherProvider, CtrKey, GcmKey};

@@ -1,0 +1,122 @@
+//! How writers and readers reach a project's keys: the KEK cache, the principal, and the immutable
+//! ids that make up each wrap's encryption context.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::crypto::{FileId, SecretKey};
+use crate::error::{Error, Result};
+use crate::kms::{DataKeyEnvelope, EncryptionContext, KeyCache, KeyId, Principal};
+
+/// A principal's access to keys, bound to one project and table.
+///
+/// A file's DEK is wrapped with the context (project id, table id, file id) and its KEK with the
+/// context (project id), so a wrapped key cannot be moved to another project, table or file.
+#[derive(Clone)]
+pub struct KeyAccess {
+    cache: Arc<KeyCache>,
+    principal: Principal,
+    project_id: String,
+    table_id: String,
+}
+
+impl fmt::Debug for KeyAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyAccess")
+            .field("principal", &self.principal)
+            .field("project_id", &self.project_id)
+            .field("table_id", &self.table_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyAccess {
+    /// Access through `cache` as `principal`, for data of table `table_id` in project `project_id`
+    /// (immutable random ids, not names).
+    pub fn new(
+        cache: Arc<KeyCache>,
+        principal: Principal,
+        project_id: impl Into<String>,
+        table_id: impl Into<String>,
+    ) -> Self {
+        KeyAccess {
+            cache,
+            principal,
+            project_id: project_id.into(),
+            table_id: table_id.into(),
+        }
+    }
+
+    /// The same access for another table of the project.
+    pub fn for_table(&self, table_id: impl Into<String>) -> Self {
+        KeyAccess {
+            table_id: table_id.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The principal.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The KEK cache.
+    pub fn cache(&self) -> &Arc<KeyCache> {
+        &self.cache
+    }
+
+    fn kek_context(&self) -> EncryptionContext {
+        EncryptionContext::new().with("project", self.project_id.clone())
+    }
+
+    fn dek_context(&self, file_id: &FileId, column: Option<u32>) -> EncryptionContext {
+        let ctx = EncryptionContext::new()
+            .with("project", self.project_id.clone())
+            .with("table", self.table_id.clone())
+            .with("file", file_id.to_hex());
+        match column {
+            Some(c) => ctx.with("column", c.to_string()),
+            None => ctx,
+        }
+    }
+
+    /// A fresh DEK for a file (or one column of it) under `cmk`, and its wrapped form.
+    pub(crate) fn new_data_key(
+        &self,
+        cmk: &KeyId,
+        file_id: &FileId,
+        column: Option<u32>,
+    ) -> Result<(SecretKey, Vec<u8>)> {
+        let (dek, env) = self.cache.new_data_key(
+            &self.principal,
+            cmk,
+            &self.kek_context(),
+            &self.dek_context(file_id, column),
+        )?;
+        Ok((dek, env.to_bytes()))
+    }
+
+    /// Unwraps a file's (or column's) DEK. `allowed` lists the CMKs this data may be under; a file
+    /// naming any other key is refused before the KMS is asked.
+    pub(crate) fn open_data_key(
+        &self,
+        wrapped: &[u8],
+        file_id: &FileId,
+        column: Option<u32>,
+        allowed: Option<&[KeyId]>,
+    ) -> Result<SecretKey> {
+        let env = DataKeyEnvelope::from_bytes(wrapped)?;
+        let key = env.key_id();
+        if let Some(allowed) = allowed {
+            if !allowed.iter().any(|k| k == key) {
+                return Err(Error::KeyNotAllowed { key: key.to_string() });
+            }
+        }
+        self.cache.open_data_key(
+            &self.principal,
+            &env,
+            &self.kek_context(),
+            &self.dek_context(file_id, column),
+        )
+    }
+}

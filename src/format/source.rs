@@ -1,0 +1,75 @@
+//! Positioned reads: what a [`crate::FileReader`] reads from.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+/// Anything colvault can read a file from with positioned reads: a [`File`], [`Bytes`], a
+/// `Vec<u8>`, or an [`Arc`] of one of them.
+pub trait ReadAt: Send + Sync {
+    /// The total length in bytes.
+    fn len(&self) -> Result<u64>;
+    /// Whether it holds no bytes.
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Fills `buf` with the bytes at `offset`; fails if they are not all there.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
+fn slice_read(data: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
+    let start = usize::try_from(offset).map_err(|_| Error::integrity("read offset"))?;
+    let end = start
+        .checked_add(buf.len())
+        .filter(|&e| e <= data.len())
+        .ok_or_else(|| {
+            Error::io(
+                "reading",
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the data"),
+            )
+        })?;
+    buf.copy_from_slice(&data[start..end]);
+    Ok(())
+}
+
+impl ReadAt for Bytes {
+    fn len(&self) -> Result<u64> {
+        Ok(Bytes::len(self) as u64)
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        slice_read(self, offset, buf)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn len(&self) -> Result<u64> {
+        Ok(Vec::len(self) as u64)
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        slice_read(self, offset, buf)
+    }
+}
+
+impl ReadAt for File {
+    fn len(&self) -> Result<u64> {
+        Ok(self
+            .metadata()
+            .map_err(|e| Error::io("reading file metadata", e))?
+            .len())
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset).map_err(|e| Error::io("reading a file", e))
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
+    fn len(&self) -> Result<u64> {
+        (**self).len()
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_exact_at(offset, buf)
+    }
+}

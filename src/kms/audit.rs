@@ -1,0 +1,491 @@
+//! The hash-chained audit log of a [`super::LocalKms`] keystore (`<keystore>.audit`).
+//!
+//! One record per administrative action and per key use (generate, decrypt, re-wrap), successful or
+//! refused. A record names the action, key id, version, principal and outcome; it never holds key
+//! material. Each record carries
+//!
+//! ```text
+//! mac_i = BLAKE3-keyed(K_audit, mac_{i-1} || record_i)        (mac_0 = 32 zero bytes)
+//! K_audit = HKDF-SHA256(audit key, "colvault v1 audit chain key")
+//! ```
+//!
+//! where the audit key is 32 random bytes kept inside the sealed keystore, so only holders of the root
+//! secret can extend or verify the chain. The sealed keystore also records the sequence number and
+//! MAC of the record of its last administrative action (the head); verification checks the chain and
+//! that the head is in it, so editing, reordering, or truncating the log before the last administrative
+//! action is detected. Key-use records after the head can be cut off unnoticed (a limitation stated in
+//! the spec: anchoring them would need a keystore write per key use).
+//!
+//! # File layout
+//!
+//! ```text
+//! file   = "CVAL" u8(1) frame*
+//! frame  = u32 n || record (n bytes, n <= 8192) || mac (32 bytes) || u32 n
+//! record = u64 seq || u64 secs || u32 nanos || u8 action
+//!          || u8 has_key [|| str key id] || u32 version (0 = none)
+//!          || u8 has_principal [|| str principal] || u8 outcome (0 success, 1 failure)
+//!          || str detail || str error message (empty on success)
+//! ```
+//!
+//! (`str` = `u32` length then UTF-8; all integers big-endian.) The trailing length lets an appender find
+//! the last MAC without reading the whole file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::types::{decode_time, encode_time, KeyId, Principal};
+use crate::codec::{Decoder, Encoder};
+use crate::crypto::{ct_eq, derive_key, Purpose, SecretKey};
+use crate::error::{Error, Result};
+
+/// The first bytes of an audit log file.
+pub const AUDIT_MAGIC: [u8; 4] = *b"CVAL";
+/// The audit log format version.
+pub const AUDIT_FORMAT_VERSION: u8 = 1;
+const FILE_HEADER_LEN: u64 = 5;
+/// The largest encoded record.
+pub const MAX_AUDIT_RECORD_LEN: usize = 8192;
+const MAX_DETAIL_LEN: usize = 2048;
+const MAC_LEN: usize = 32;
+
+/// What an audit record records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// The keystore was created.
+    CreateKeystore,
+    /// The root secret was changed.
+    ChangeRootSecret,
+    /// A key was created.
+    CreateKey,
+    /// A key was enabled.
+    Enable,
+    /// A key was disabled.
+    Disable,
+    /// A key's deletion was scheduled.
+    ScheduleDeletion,
+    /// A key's scheduled deletion was cancelled.
+    CancelDeletion,
+    /// A key was deleted (its material destroyed).
+    DeleteKey,
+    /// A key was rotated.
+    Rotate,
+    /// A key version was destroyed.
+    DestroyVersion,
+    /// A principal was granted use of a key.
+    Grant,
+    /// A principal's grant was revoked.
+    Revoke,
+    /// A data key was generated (a key use).
+    GenerateDataKey,
+    /// A data key was unwrapped (a key use).
+    DecryptDataKey,
+    /// A wrapped key was re-wrapped (a key use).
+    Rewrap,
+}
+
+impl AuditAction {
+    const ALL: [AuditAction; 15] = [
+        AuditAction::CreateKeystore,
+        AuditAction::ChangeRootSecret,
+        AuditAction::CreateKey,
+        AuditAction::Enable,
+        AuditAction::Disable,
+        AuditAction::ScheduleDeletion,
+        AuditAction::CancelDeletion,
+        AuditAction::DeleteKey,
+        AuditAction::Rotate,
+        AuditAction::DestroyVersion,
+        AuditAction::Grant,
+        AuditAction::Revoke,
+        AuditAction::GenerateDataKey,
+        AuditAction::DecryptDataKey,
+        AuditAction::Rewrap,
+    ];
+
+    /// The byte that encodes it (1 to 15, in the order of the variants).
+    pub fn code(self) -> u8 {
+        Self::ALL
+            .iter()
+            .position(|a| *a == self)
+            .expect("every action is listed") as u8
+            + 1
+    }
+
+    /// The action encoded by `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+
+    /// Whether it is an administrative action (as opposed to a key use).
+    pub fn is_administrative(self) -> bool {
+        !matches!(
+            self,
+            AuditAction::GenerateDataKey | AuditAction::DecryptDataKey | AuditAction::Rewrap
+        )
+    }
+}
+
+/// How an audited action ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// It succeeded.
+    Success,
+    /// It was refused or failed; the error message (which never holds key material).
+    Failure(String),
+}
+
+/// One verified audit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When it happened, by the KMS's clock.
+    pub time: SystemTime,
+    /// What happened.
+    pub action: AuditAction,
+    /// The key concerned, if any.
+    pub key: Option<KeyId>,
+    /// The key version concerned, if any (for a re-wrap, the new version).
+    pub version: Option<u32>,
+    /// The principal that used the key, or that was granted or revoked.
+    pub principal: Option<Principal>,
+    /// Further facts (for instance the deletion window, or the version a re-wrap came from).
+    pub detail: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+}
+
+/// What the caller of [`append`] fills in; the log adds the sequence number.
+#[derive(Clone, Debug)]
+pub(crate) struct AuditEntry {
+    pub action: AuditAction,
+    pub key: Option<KeyId>,
+    pub version: Option<u32>,
+    pub principal: Option<Principal>,
+    pub detail: String,
+}
+
+impl AuditEntry {
+    pub(crate) fn new(action: AuditAction, key: Option<&KeyId>, principal: Option<&Principal>) -> Self {
+        AuditEntry {
+            action,
+            key: key.cloned(),
+            version: None,
+            principal: principal.cloned(),
+            detail: String::new(),
+        }
+    }
+}
+
+/// The position and MAC of a record: what the sealed keystore holds of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct AuditHead {
+    pub seq: u64,
+    pub mac: [u8; MAC_LEN],
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn encode_record(seq: u64, time: SystemTime, entry: &AuditEntry, outcome: &AuditOutcome) -> Result<Vec<u8>> {
+    let mut e = Encoder::new();
+    e.u64(seq);
+    encode_time(&mut e, time)?;
+    e.u8(entry.action.code());
+    match &entry.key {
+        Some(k) => e.u8(1).str(k.as_str()),
+        None => e.u8(0),
+    };
+    e.u32(entry.version.unwrap_or(0));
+    match &entry.principal {
+        Some(p) => e.u8(1).str(p.as_str()),
+        None => e.u8(0),
+    };
+    match outcome {
+        AuditOutcome::Success => e.u8(0).str(truncate_utf8(&entry.detail, MAX_DETAIL_LEN)).str(""),
+        AuditOutcome::Failure(m) => e
+            .u8(1)
+            .str(truncate_utf8(&entry.detail, MAX_DETAIL_LEN))
+            .str(truncate_utf8(m, MAX_DETAIL_LEN)),
+    };
+    Ok(e.finish())
+}
+
+fn decode_record(bytes: &[u8]) -> Result<AuditRecord> {
+    const WHAT: &str = "audit record";
+    let mut d = Decoder::new(bytes, WHAT);
+    let seq = d.u64()?;
+    let time = decode_time(&mut d, WHAT)?;
+    let code = d.u8()?;
+    let action = AuditAction::from_code(code).ok_or_else(|| Error::malformed(WHAT, format!("action {code}")))?;
+    let key = match d.u8()? {
+        0 => None,
+        1 => Some(KeyId::decode(&mut d)?),
+        b => return Err(Error::malformed(WHAT, format!("key flag {b}"))),
+    };
+    let version = match d.u32()? {
+        0 => None,
+        v => Some(v),
+    };
+    let principal = match d.u8()? {
+        0 => None,
+        1 => Some(Principal::decode(&mut d)?),
+        b => return Err(Error::malformed(WHAT, format!("principal flag {b}"))),
+    };
+    let flag = d.u8()?;
+    let detail = d.str(MAX_DETAIL_LEN)?.to_owned();
+    let message = d.str(MAX_DETAIL_LEN)?;
+    let outcome = match flag {
+        0 if message.is_empty() => AuditOutcome::Success,
+        1 => AuditOutcome::Failure(message.to_owned()),
+        _ => return Err(Error::malformed(WHAT, format!("outcome {flag}"))),
+    };
+    d.finish()?;
+    Ok(AuditRecord {
+        seq,
+        time,
+        action,
+        key,
+        version,
+        principal,
+        detail,
+        outcome,
+    })
+}
+
+fn chain_mac(mac_key: &SecretKey, prev: &[u8; MAC_LEN], record: &[u8]) -> [u8; MAC_LEN] {
+    let mut h = blake3::Hasher::new_keyed(mac_key.expose());
+    h.update(prev);
+    h.update(record);
+    *h.finalize().as_bytes()
+}
+
+fn chain_key(audit_key: &SecretKey) -> Result<SecretKey> {
+    derive_key(audit_key, Purpose::AuditChain, &[])
+}
+
+fn io(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::io(format!("{what} audit log {}", path.display()), e)
+}
+
+fn bad(path: &Path, detail: impl std::fmt::Display) -> Error {
+    Error::integrity(format!("audit log {}: {detail}", path.display()))
+}
+
+/// Creates an empty log; fails if the file exists.
+pub(crate) fn create(path: &Path) -> Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(|e| io(path, "creating", e))?;
+    let mut header = AUDIT_MAGIC.to_vec();
+    header.push(AUDIT_FORMAT_VERSION);
+    f.write_all(&header).map_err(|e| io(path, "writing", e))?;
+    f.sync_all().map_err(|e| io(path, "syncing", e))
+}
+
+/// The (seq, mac) of the last record of an open log, read from its end.
+fn tail(path: &Path, f: &mut File) -> Result<AuditHead> {
+    let len = f.seek(SeekFrom::End(0)).map_err(|e| io(path, "reading", e))?;
+    if len < FILE_HEADER_LEN {
+        return Err(bad(path, "shorter than its header"));
+    }
+    if len == FILE_HEADER_LEN {
+        return Ok(AuditHead::default());
+    }
+    let mut n = [0u8; 4];
+    f.seek(SeekFrom::End(-4)).map_err(|e| io(path, "reading", e))?;
+    f.read_exact(&mut n).map_err(|e| io(path, "reading", e))?;
+    let n = u32::from_be_bytes(n) as usize;
+    if n > MAX_AUDIT_RECORD_LEN || (n + MAC_LEN + 8) as u64 > len - FILE_HEADER_LEN {
+        return Err(bad(path, "the last frame's length is out of range"));
+    }
+    let mut frame = vec![0u8; n + MAC_LEN + 4];
+    f.seek(SeekFrom::End(-((n + MAC_LEN + 8) as i64)))
+        .map_err(|e| io(path, "reading", e))?;
+    f.read_exact(&mut frame).map_err(|e| io(path, "reading", e))?;
+    if frame[..4] != (n as u32).to_be_bytes() || n < 8 {
+        return Err(bad(path, "the last frame's lengths disagree"));
+    }
+    let seq = u64::from_be_bytes(frame[4..12].try_into().expect("8 bytes"));
+    let mut mac = [0u8; MAC_LEN];
+    mac.copy_from_slice(&frame[4 + n..4 + n + MAC_LEN]);
+    Ok(AuditHead { seq, mac })
+}
+
+/// Appends one record under an exclusive lock on the log, syncs it, and returns its head.
+pub(crate) fn append(
+    path: &Path,
+    audit_key: &SecretKey,
+    time: SystemTime,
+    entry: &AuditEntry,
+    outcome: &AuditOutcome,
+) -> Result<AuditHead> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io(path, "opening", e))?;
+    f.lock().map_err(|e| io(path, "locking", e))?;
+    let prev = tail(path, &mut f)?;
+    let seq = prev.seq + 1;
+    let record = encode_record(seq, time, entry, outcome)?;
+    debug_assert!(record.len() <= MAX_AUDIT_RECORD_LEN);
+    let mac = chain_mac(&chain_key(audit_key)?, &prev.mac, &record);
+    let n = (record.len() as u32).to_be_bytes();
+    let mut frame = Vec::with_capacity(record.len() + MAC_LEN + 8);
+    frame.extend_from_slice(&n);
+    frame.extend_from_slice(&record);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&n);
+    f.write_all(&frame).map_err(|e| io(path, "appending to", e))?;
+    f.sync_data().map_err(|e| io(path, "syncing", e))?;
+    Ok(AuditHead { seq, mac })
+}
+
+/// Reads and verifies the whole log: the chain of MACs, consecutive sequence numbers, and that
+/// `head` (from the sealed keystore) is one of its records. Any failure is [`Error::Integrity`].
+pub(crate) fn read_verified(path: &Path, audit_key: &SecretKey, head: AuditHead) -> Result<Vec<AuditRecord>> {
+    let mut f = File::open(path).map_err(|e| io(path, "opening", e))?;
+    f.lock_shared().map_err(|e| io(path, "locking", e))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).map_err(|e| io(path, "reading", e))?;
+    drop(f);
+    let mut d = Decoder::new(&buf, "audit log");
+    let mal = |e: Error| bad(path, e);
+    if d.array::<4>().map_err(mal)? != AUDIT_MAGIC || d.u8().map_err(mal)? != AUDIT_FORMAT_VERSION {
+        return Err(bad(path, "bad magic or format version"));
+    }
+    let key = chain_key(audit_key)?;
+    let mut prev = [0u8; MAC_LEN];
+    let mut out = Vec::new();
+    let mut head_seen = head.seq == 0;
+    while d.remaining() > 0 {
+        let record = d.bytes(MAX_AUDIT_RECORD_LEN).map_err(mal)?;
+        let mac = d.array::<MAC_LEN>().map_err(mal)?;
+        let n = d.u32().map_err(mal)?;
+        if n as usize != record.len() {
+            return Err(bad(path, "a frame's lengths disagree"));
+        }
+        let expected = chain_mac(&key, &prev, record);
+        let seq = out.len() as u64 + 1;
+        if !ct_eq(&expected, &mac) {
+            return Err(bad(
+                path,
+                format!("record {seq} fails its MAC (edited, reordered or removed records)"),
+            ));
+        }
+        let r = decode_record(record).map_err(mal)?;
+        if r.seq != seq {
+            return Err(bad(path, format!("record {seq} claims sequence number {}", r.seq)));
+        }
+        if seq == head.seq {
+            if !ct_eq(&mac, &head.mac) {
+                return Err(bad(path, format!("record {seq} is not the one the keystore recorded")));
+            }
+            head_seen = true;
+        }
+        prev = mac;
+        out.push(r);
+    }
+    if !head_seen {
+        return Err(bad(
+            path,
+            format!(
+                "it ends at record {} before the last administrative action (record {}): truncated",
+                out.len(),
+                head.seq
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn entry(action: AuditAction) -> AuditEntry {
+        AuditEntry::new(
+            action,
+            Some(&KeyId::new("k1").unwrap()),
+            Some(&Principal::new("p").unwrap()),
+        )
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for a in AuditAction::ALL {
+            assert_eq!(AuditAction::from_code(a.code()), Some(a));
+        }
+        assert_eq!(AuditAction::from_code(0), None);
+        assert_eq!(AuditAction::from_code(16), None);
+        assert!(AuditAction::Grant.is_administrative());
+        assert!(!AuditAction::DecryptDataKey.is_administrative());
+    }
+
+    #[test]
+    fn chain_verifies_and_detects_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.audit");
+        create(&path).unwrap();
+        assert!(create(&path).is_err(), "never overwrites a log");
+        let key = SecretKey::generate().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h1 = append(&path, &key, t, &entry(AuditAction::CreateKey), &AuditOutcome::Success).unwrap();
+        let h2 = append(&path, &key, t, &entry(AuditAction::Disable), &AuditOutcome::Success).unwrap();
+        let fail = AuditOutcome::Failure("key k1 is disabled".into());
+        let h3 = append(&path, &key, t, &entry(AuditAction::DecryptDataKey), &fail).unwrap();
+        assert_eq!((h1.seq, h2.seq, h3.seq), (1, 2, 3));
+        let recs = read_verified(&path, &key, h2).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[2].outcome, fail);
+        assert_eq!(recs[1].action, AuditAction::Disable);
+
+        // The wrong key, and a head that is not in the log.
+        assert!(read_verified(&path, &SecretKey::generate().unwrap(), h2).is_err());
+        let mut forged = h2;
+        forged.mac[0] ^= 1;
+        assert!(matches!(
+            read_verified(&path, &key, forged),
+            Err(Error::Integrity { .. })
+        ));
+
+        let good = std::fs::read(&path).unwrap();
+        // Every single-byte change is detected.
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 0x20;
+            std::fs::write(&path, &b).unwrap();
+            assert!(
+                matches!(read_verified(&path, &key, h2), Err(Error::Integrity { .. })),
+                "byte {i}"
+            );
+        }
+        // Truncation before the head is detected; after it, it is not (documented).
+        let frame3 = good.len() - (h3_len(&good));
+        std::fs::write(&path, &good[..frame3]).unwrap();
+        assert_eq!(read_verified(&path, &key, h2).unwrap().len(), 2);
+        assert!(read_verified(&path, &key, h3).is_err());
+        std::fs::write(&path, &good[..frame3 - 10]).unwrap();
+        assert!(read_verified(&path, &key, h1).is_err());
+    }
+
+    fn h3_len(file: &[u8]) -> usize {
+        let n = u32::from_be_bytes(file[file.len() - 4..].try_into().unwrap()) as usize;
+        n + MAC_LEN + 8
+    }
+}

@@ -1,0 +1,739 @@
+//! Reading colvault files: [`FileReader`], scans with projection, row-group selection and pruning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchReader, Scalar};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::reader::{ChunkReader, Length};
+use rayon::prelude::*;
+
+use crate::access::KeyAccess;
+use crate::crypto::{
+    derive_key, plaintext_len, verify_commitment, Algorithm, ChunkKind, ChunkOpener, FileId, Purpose, SecretKey,
+};
+use crate::error::{Error, Result};
+use crate::format::envelope::{Envelope, KeyRole};
+use crate::format::footer::{body_aad, open_body, FooterBody};
+use crate::format::{ReadAt, MAGIC, MAX_BODY_LEN, MAX_ENVELOPE_LEN, TRAILER_LEN};
+use crate::kms::KeyId;
+
+/// What a reader expects and how it reaches keys.
+#[derive(Clone, Debug, Default)]
+pub struct ReaderOptions {
+    keys: Option<KeyAccess>,
+    expected_algorithm: Option<Algorithm>,
+    allowed_keys: Option<Vec<KeyId>>,
+}
+
+impl ReaderOptions {
+    /// Reads encrypted files through `access`.
+    pub fn with_keys(mut self, access: KeyAccess) -> Self {
+        self.keys = Some(access);
+        self
+    }
+    /// Refuses any file not written with `algorithm` (no downgrade: project settings say which).
+    pub fn expect_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.expected_algorithm = Some(algorithm);
+        self
+    }
+    /// Refuses any file whose keys are wrapped under a CMK not in `keys`.
+    pub fn allow_keys(mut self, keys: Vec<KeyId>) -> Self {
+        self.allowed_keys = Some(keys);
+        self
+    }
+}
+
+/// A column's key state inside a reader.
+enum ColumnKey {
+    File,
+    Own { field: usize, entry: usize },
+}
+
+/// An open colvault file: its footer authenticated and decoded, its chunks not yet read.
+pub struct FileReader {
+    source: Arc<dyn ReadAt>,
+    envelope: Envelope,
+    body: FooterBody,
+    metadata: ArrowReaderMetadata,
+    leaf_field: Vec<usize>,
+    leaf_key: Vec<ColumnKey>,
+    file_dek: Option<SecretKey>,
+    column_deks: Mutex<HashMap<usize, SecretKey>>,
+    opts: ReaderOptions,
+    file_len: u64,
+}
+
+impl fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileReader")
+            .field("file_id", &self.envelope.file_id)
+            .field("algorithm", &self.envelope.algorithm)
+            .field("rows", &self.num_rows())
+            .field("row_groups", &self.num_row_groups())
+            .finish_non_exhaustive()
+    }
+}
+
+fn pq_err(e: ParquetError) -> Error {
+    Error::Parquet(e.to_string())
+}
+
+fn read_vec(source: &dyn ReadAt, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    source.read_exact_at(offset, &mut buf)?;
+    Ok(buf)
+}
+
+/// The parts of a file that can be read without any key: the envelope and the layout.
+#[derive(Clone, Debug)]
+pub struct EnvelopeInfo {
+    /// The decoded envelope.
+    pub envelope: Envelope,
+    /// Total file length.
+    pub file_len: u64,
+    /// Length of the sealed footer body.
+    pub sealed_body_len: u64,
+    /// Bytes taken by chunks.
+    pub chunk_bytes: u64,
+}
+
+/// Reads and checks the trailer and envelope of a file, without keys (what `inspect` shows).
+pub fn read_envelope(source: &dyn ReadAt) -> Result<(EnvelopeInfo, Vec<u8>)> {
+    let file_len = source.len()?;
+    let min = (MAGIC.len() + TRAILER_LEN) as u64;
+    if file_len < min {
+        return Err(Error::NotColvault(format!(
+            "{file_len} bytes is shorter than the smallest colvault file"
+        )));
+    }
+    let head = read_vec(source, 0, 4)?;
+    let trailer = read_vec(source, file_len - TRAILER_LEN as u64, TRAILER_LEN)?;
+    if head != MAGIC || trailer[8..] != MAGIC {
+        return Err(Error::NotColvault(
+            "wrong magic at the start or end (truncated, or not colvault)".into(),
+        ));
+    }
+    let env_len = u32::from_be_bytes(trailer[0..4].try_into().expect("4 bytes")) as u64;
+    let body_len = u32::from_be_bytes(trailer[4..8].try_into().expect("4 bytes")) as u64;
+    if env_len as usize > MAX_ENVELOPE_LEN || body_len as usize > MAX_BODY_LEN || env_len + body_len + min > file_len {
+        return Err(Error::integrity(format!(
+            "trailer (envelope {env_len} and body {body_len} bytes do not fit a {file_len}-byte file)"
+        )));
+    }
+    let env_start = file_len - TRAILER_LEN as u64 - body_len - env_len;
+    let env_bytes = read_vec(source, env_start, env_len as usize)?;
+    let envelope = Envelope::decode(&env_bytes)?;
+    Ok((
+        EnvelopeInfo {
+            envelope,
+            file_len,
+            sealed_body_len: body_len,
+            chunk_bytes: env_start - MAGIC.len() as u64,
+        },
+        env_bytes,
+    ))
+}
+
+impl FileReader {
+    /// Opens a file: checks magic and trailer, decodes the envelope, unwraps the file key (checking
+    /// its commitment), authenticates and decodes the footer body, and checks that the parts tile
+    /// the file exactly. Reads nothing but the envelope, the body and the trailer.
+    pub fn open(source: impl ReadAt + 'static, opts: ReaderOptions) -> Result<Self> {
+        Self::open_shared(Arc::new(source), opts)
+    }
+
+    /// [`open`](Self::open) for a source already shared.
+    pub fn open_shared(source: Arc<dyn ReadAt>, opts: ReaderOptions) -> Result<Self> {
+        let (info, env_bytes) = read_envelope(&*source)?;
+        let envelope = info.envelope;
+        let alg = envelope.algorithm;
+        if let Some(expected) = opts.expected_algorithm {
+            if expected != alg {
+                return Err(Error::AlgorithmMismatch {
+                    expected: expected.to_string(),
+                    found: alg.to_string(),
+                });
+            }
+        }
+        let file_id = envelope.file_id;
+        let file_dek = if alg.is_encrypted() {
+            let access = opts.keys.as_ref().ok_or_else(|| Error::KeysRequired {
+                algorithm: alg.to_string(),
+            })?;
+            let entry = &envelope.keys[0];
+            let dek = access.open_data_key(&entry.wrapped, &file_id, None, opts.allowed_keys.as_deref())?;
+            verify_commitment(&dek, &entry.commitment)?;
+            Some(dek)
+        } else {
+            None
+        };
+        let body_start = info.file_len - TRAILER_LEN as u64 - info.sealed_body_len;
+        let mut body = read_vec(&*source, body_start, info.sealed_body_len as usize)?;
+        let aad = body_aad(&env_bytes, info.file_len, info.sealed_body_len);
+        let footer_key = match &file_dek {
+            Some(dek) => Some(derive_key(dek, Purpose::FooterKey, &[&file_id.0])?),
+            None => None,
+        };
+        open_body(footer_key.as_ref(), &envelope.footer_nonce, &aad, &mut body)?;
+        let body = FooterBody::decode(&body)?;
+
+        // The chunks tile [4, envelope start) exactly.
+        let mut at = MAGIC.len() as u64;
+        for c in &body.chunks {
+            if c.offset != at || c.len > info.chunk_bytes {
+                return Err(Error::integrity("chunk table (chunks do not tile the file)"));
+            }
+            at += c.len;
+        }
+        if at != MAGIC.len() as u64 + info.chunk_bytes {
+            return Err(Error::integrity("chunk table (chunks do not tile the file)"));
+        }
+
+        let pq = ParquetMetaDataReader::decode_metadata(&body.parquet_metadata).map_err(pq_err)?;
+        let schema_descr = pq.file_metadata().schema_descr_ptr();
+        if pq.num_row_groups() != body.row_groups as usize || schema_descr.num_columns() != body.leaves as usize {
+            return Err(Error::integrity(
+                "footer (row groups or columns disagree with the chunk table)",
+            ));
+        }
+        for (r, rg) in pq.row_groups().iter().enumerate() {
+            for (l, col) in rg.columns().iter().enumerate() {
+                let entry = &body.chunks[r * body.leaves as usize + l];
+                let (_, len) = col.byte_range();
+                if plaintext_len(alg, entry.len as usize)? as u64 != len {
+                    return Err(Error::integrity(format!("footer (chunk {r}/{l} length)")));
+                }
+            }
+        }
+        let leaf_field: Vec<usize> = (0..schema_descr.num_columns())
+            .map(|i| schema_descr.get_column_root_idx(i))
+            .collect();
+        let metadata = ArrowReaderMetadata::try_new(Arc::new(pq), ArrowReaderOptions::new()).map_err(pq_err)?;
+        let leaf_key = leaf_field
+            .iter()
+            .map(
+                |&f| match envelope.keys.iter().position(|k| k.role == KeyRole::Column(f as u32)) {
+                    Some(entry) => ColumnKey::Own { field: f, entry },
+                    None => ColumnKey::File,
+                },
+            )
+            .collect();
+        Ok(FileReader {
+            source,
+            envelope,
+            body,
+            metadata,
+            leaf_field,
+            leaf_key,
+            file_dek,
+            column_deks: Mutex::new(HashMap::new()),
+            opts,
+            file_len: info.file_len,
+        })
+    }
+
+    /// The Arrow schema, with its metadata.
+    pub fn schema(&self) -> SchemaRef {
+        self.metadata.schema().clone()
+    }
+    /// The file's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.envelope.algorithm
+    }
+    /// The file's id.
+    pub fn file_id(&self) -> FileId {
+        self.envelope.file_id
+    }
+    /// The file's length.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+    /// The envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+    /// Total rows.
+    pub fn num_rows(&self) -> u64 {
+        self.metadata.metadata().file_metadata().num_rows() as u64
+    }
+    /// Number of row groups.
+    pub fn num_row_groups(&self) -> usize {
+        self.metadata.metadata().num_row_groups()
+    }
+    /// The Parquet metadata: row groups, column chunks, encodings and statistics.
+    pub fn parquet_metadata(&self) -> &Arc<ParquetMetaData> {
+        self.metadata.metadata()
+    }
+    /// The sealed length of each chunk of row group `rg`, in leaf-column order.
+    pub fn chunk_lengths(&self, rg: usize) -> Vec<u64> {
+        let l = self.body.leaves as usize;
+        self.body.chunks[rg * l..(rg + 1) * l].iter().map(|c| c.len).collect()
+    }
+
+    /// A scan of this file.
+    pub fn scan(&self) -> ScanBuilder<'_> {
+        ScanBuilder {
+            reader: self,
+            projection: None,
+            row_groups: None,
+            batch_size: 8192,
+            predicates: Vec::new(),
+        }
+    }
+
+    /// The DEK of a leaf, unwrapping a column key on first use.
+    fn leaf_dek(&self, leaf: usize) -> Result<Option<SecretKey>> {
+        match &self.leaf_key[leaf] {
+            ColumnKey::File => Ok(self.file_dek.clone()),
+            ColumnKey::Own { field, entry } => {
+                if let Some(k) = self.column_deks.lock().map_err(|_| Error::Poisoned)?.get(field) {
+                    return Ok(Some(k.clone()));
+                }
+                let name = self.schema().field(*field).name().clone();
+                let access = self.opts.keys.as_ref().ok_or_else(|| Error::KeysRequired {
+                    algorithm: self.algorithm().to_string(),
+                })?;
+                let e = &self.envelope.keys[*entry];
+                let dek = access
+                    .open_data_key(
+                        &e.wrapped,
+                        &self.envelope.file_id,
+                        Some(*field as u32),
+                        self.opts.allowed_keys.as_deref(),
+                    )
+                    .map_err(|err| match err {
+                        Error::AccessDenied { principal, key } => Error::AccessDenied {
+                            principal: format!("{principal} (reading column {name:?})"),
+                            key,
+                        },
+                        other => other,
+                    })?;
+                verify_commitment(&dek, &e.commitment)?;
+                self.column_deks
+                    .lock()
+                    .map_err(|_| Error::Poisoned)?
+                    .insert(*field, dek.clone());
+                Ok(Some(dek))
+            }
+        }
+    }
+}
+
+/// A comparison for row-group pruning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+    /// `IS NULL`
+    IsNull,
+}
+
+/// A simple predicate on a top-level primitive or string column, used to skip row groups whose
+/// statistics prove that no row matches. Pruning is conservative: kept row groups are returned
+/// whole, so apply the predicate to the rows as well if you need exact results.
+#[derive(Clone, Debug)]
+pub struct Predicate {
+    column: String,
+    op: CmpOp,
+    value: Option<ArrayRef>,
+}
+
+impl Predicate {
+    /// `column op value`, where `value` is a one-element array (cast to the column's type).
+    pub fn compare(column: impl Into<String>, op: CmpOp, value: ArrayRef) -> Self {
+        Predicate {
+            column: column.into(),
+            op,
+            value: Some(value),
+        }
+    }
+    /// `column IS NULL`.
+    pub fn is_null(column: impl Into<String>) -> Self {
+        Predicate {
+            column: column.into(),
+            op: CmpOp::IsNull,
+            value: None,
+        }
+    }
+
+    /// Which row groups may hold a match.
+    fn keep(&self, reader: &FileReader) -> Result<Vec<bool>> {
+        let meta = reader.parquet_metadata();
+        let n = meta.num_row_groups();
+        let schema = reader.schema();
+        let conv = StatisticsConverter::try_new(&self.column, &schema, meta.file_metadata().schema_descr())
+            .map_err(|e| Error::InvalidArgument(format!("predicate on {:?}: {e}", self.column)))?;
+        if self.op == CmpOp::IsNull {
+            let nulls = conv.row_group_null_counts(meta.row_groups().iter()).map_err(pq_err)?;
+            return Ok((0..n).map(|i| nulls.is_null(i) || nulls.value(i) > 0).collect());
+        }
+        let value = self
+            .value
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("predicate without a value".into()))?;
+        if value.len() != 1 {
+            return Err(Error::InvalidArgument(
+                "a predicate value is a one-element array".into(),
+            ));
+        }
+        let field_type = schema
+            .field_with_name(&self.column)
+            .map_err(|e| Error::Arrow(e.to_string()))?
+            .data_type()
+            .clone();
+        let value = arrow::compute::cast(value, &field_type).map_err(|e| Error::Arrow(e.to_string()))?;
+        let v = Scalar::new(value);
+        let mins = conv.row_group_mins(meta.row_groups().iter()).map_err(pq_err)?;
+        let maxes = conv.row_group_maxes(meta.row_groups().iter()).map_err(pq_err)?;
+        use arrow::compute::kernels::cmp;
+        let a = |r: std::result::Result<BooleanArray, ArrowError>| r.map_err(|e| Error::Arrow(e.to_string()));
+        // prune[i] is true when statistics prove no row of group i matches.
+        let prune: BooleanArray = match self.op {
+            CmpOp::Eq => {
+                let gt = a(cmp::gt(&mins, &v))?;
+                let lt = a(cmp::lt(&maxes, &v))?;
+                arrow::compute::or(&gt, &lt).map_err(|e| Error::Arrow(e.to_string()))?
+            }
+            CmpOp::Lt => a(cmp::gt_eq(&mins, &v))?,
+            CmpOp::LtEq => a(cmp::gt(&mins, &v))?,
+            CmpOp::Gt => a(cmp::lt_eq(&maxes, &v))?,
+            CmpOp::GtEq => a(cmp::lt(&maxes, &v))?,
+            CmpOp::IsNull => unreachable!(),
+        };
+        Ok((0..n).map(|i| prune.is_null(i) || !prune.value(i)).collect())
+    }
+}
+
+/// Builds a scan: projection, row groups, batch size and pruning predicates.
+pub struct ScanBuilder<'a> {
+    reader: &'a FileReader,
+    projection: Option<Vec<usize>>,
+    row_groups: Option<Vec<usize>>,
+    batch_size: usize,
+    predicates: Vec<Predicate>,
+}
+
+impl<'a> ScanBuilder<'a> {
+    /// Reads only these top-level fields, by index.
+    pub fn project(mut self, fields: Vec<usize>) -> Self {
+        self.projection = Some(fields);
+        self
+    }
+    /// Reads only these top-level fields, by name.
+    pub fn project_names<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self> {
+        let schema = self.reader.schema();
+        let idx = names
+            .iter()
+            .map(|n| {
+                schema
+                    .index_of(n.as_ref())
+                    .map_err(|_| Error::InvalidArgument(format!("no column named {:?}", n.as_ref())))
+            })
+            .collect::<Result<_>>()?;
+        self.projection = Some(idx);
+        Ok(self)
+    }
+    /// Reads only these row groups.
+    pub fn row_groups(mut self, rgs: Vec<usize>) -> Self {
+        self.row_groups = Some(rgs);
+        self
+    }
+    /// Rows per batch (at least 1).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+    /// Skips row groups whose statistics rule out `p`.
+    pub fn filter(mut self, p: Predicate) -> Self {
+        self.predicates.push(p);
+        self
+    }
+
+    /// The row groups this scan will read, after selection and pruning.
+    pub fn selected_row_groups(&self) -> Result<Vec<usize>> {
+        let n = self.reader.num_row_groups();
+        let mut keep = vec![true; n];
+        if let Some(rgs) = &self.row_groups {
+            keep = vec![false; n];
+            for &r in rgs {
+                *keep
+                    .get_mut(r)
+                    .ok_or_else(|| Error::InvalidArgument(format!("row group {r} of {n}")))? = true;
+            }
+        }
+        for p in &self.predicates {
+            for (k, p) in keep.iter_mut().zip(p.keep(self.reader)?) {
+                *k &= p;
+            }
+        }
+        Ok((0..n).filter(|&i| keep[i]).collect())
+    }
+
+    /// The reader of record batches.
+    pub fn build(self) -> Result<BatchReader> {
+        let reader = self.reader;
+        let fields = reader.schema().fields().len();
+        let projection: Vec<usize> = match &self.projection {
+            Some(p) => {
+                if let Some(bad) = p.iter().find(|&&i| i >= fields) {
+                    return Err(Error::InvalidArgument(format!("column {bad} of {fields}")));
+                }
+                p.clone()
+            }
+            None => (0..fields).collect(),
+        };
+        let row_groups = self.selected_row_groups()?;
+        let wanted_leaves: Vec<usize> = (0..reader.leaf_field.len())
+            .filter(|l| projection.contains(&reader.leaf_field[*l]))
+            .collect();
+        // Keys first: a projection of a column whose key is unavailable fails here, by name.
+        let mut openers: HashMap<usize, Arc<ChunkOpener>> = HashMap::new();
+        let none_key = SecretKey::from_slice(&[0u8; 32])?;
+        for &leaf in &wanted_leaves {
+            let dek = reader.leaf_dek(leaf)?;
+            let opener = ChunkOpener::new(
+                reader.algorithm(),
+                dek.as_ref().unwrap_or(&none_key),
+                reader.envelope.file_id,
+                leaf as u32,
+            )?;
+            openers.insert(leaf, Arc::new(opener));
+        }
+        let meta = reader.parquet_metadata();
+        let mut by_start = BTreeMap::new();
+        let leaves = reader.body.leaves as usize;
+        for (r, rg) in meta.row_groups().iter().enumerate() {
+            for (l, col) in rg.columns().iter().enumerate() {
+                let (start, len) = col.byte_range();
+                by_start.insert(start, (r, l, len));
+            }
+        }
+        let error = Arc::new(Mutex::new(None));
+        let vfile = VirtualFile {
+            inner: Arc::new(VirtualInner {
+                source: reader.source.clone(),
+                algorithm: reader.algorithm(),
+                entries: reader.body.chunks.clone(),
+                leaves,
+                by_start,
+                openers,
+                wanted_leaves,
+                cache: Mutex::new(HashMap::new()),
+                error: error.clone(),
+                virtual_len: reader.file_len,
+            }),
+        };
+        let schema_descr = meta.file_metadata().schema_descr();
+        let mask = ProjectionMask::roots(schema_descr, projection.iter().copied());
+        let inner = ParquetRecordBatchReaderBuilder::new_with_metadata(vfile, reader.metadata.clone())
+            .with_projection(mask)
+            .with_row_groups(row_groups)
+            .with_batch_size(self.batch_size)
+            .build()
+            .map_err(pq_err)?;
+        Ok(BatchReader { inner, error })
+    }
+}
+
+/// Record batches of a scan. Implements [`RecordBatchReader`]; errors are
+/// `ArrowError::ExternalError` wrapping a [`crate::Error`] where colvault knows the cause (use
+/// [`BatchReader::next_batch`] to get the typed error directly).
+pub struct BatchReader {
+    inner: ParquetRecordBatchReader,
+    error: Arc<Mutex<Option<Error>>>,
+}
+
+impl fmt::Debug for BatchReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchReader")
+            .field("schema", &self.inner.schema())
+            .finish()
+    }
+}
+
+impl BatchReader {
+    /// The next batch, with colvault's typed error.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        match self.inner.next() {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(e)) => Err(self.take_error(e)),
+        }
+    }
+
+    /// All remaining batches.
+    pub fn read_all(mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(b) = self.next_batch()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    fn take_error(&self, e: ArrowError) -> Error {
+        match self.error.lock().ok().and_then(|mut g| g.take()) {
+            Some(err) => err,
+            None => Error::Parquet(e.to_string()),
+        }
+    }
+}
+
+impl Iterator for BatchReader {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.inner.next()? {
+            Ok(b) => Some(Ok(b)),
+            Err(e) => Some(Err(ArrowError::ExternalError(Box::new(self.take_error(e))))),
+        }
+    }
+}
+
+impl RecordBatchReader for BatchReader {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+/// The plaintext Parquet file that parquet's reader sees: column chunk byte ranges map to sealed
+/// chunks, read and opened on demand (a row group's wanted chunks in parallel).
+#[derive(Clone)]
+struct VirtualFile {
+    inner: Arc<VirtualInner>,
+}
+
+struct VirtualInner {
+    source: Arc<dyn ReadAt>,
+    algorithm: Algorithm,
+    entries: Vec<crate::format::ChunkEntry>,
+    leaves: usize,
+    by_start: BTreeMap<u64, (usize, usize, u64)>,
+    openers: HashMap<usize, Arc<ChunkOpener>>,
+    wanted_leaves: Vec<usize>,
+    cache: Mutex<HashMap<(usize, usize), Bytes>>,
+    error: Arc<Mutex<Option<Error>>>,
+    virtual_len: u64,
+}
+
+impl VirtualInner {
+    fn open_chunk(&self, rg: usize, leaf: usize) -> Result<Bytes> {
+        let entry = &self.entries[rg * self.leaves + leaf];
+        let opener = self
+            .openers
+            .get(&leaf)
+            .ok_or_else(|| Error::InvalidArgument(format!("column chunk {leaf} was not projected")))?;
+        let mut buf = vec![0u8; usize::try_from(entry.len).map_err(|_| Error::integrity("chunk length"))?];
+        self.source.read_exact_at(entry.offset, &mut buf)?;
+        let n = plaintext_len(self.algorithm, buf.len())?;
+        if !crate::crypto::ct_eq(blake3::hash(&buf[n..]).as_bytes(), &entry.tags_digest) {
+            return Err(Error::integrity(format!(
+                "row group {rg} column {leaf} chunk (tags differ from the footer)"
+            )));
+        }
+        opener.open(rg as u32, ChunkKind::Data, &mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// The plaintext of chunk (rg, leaf); on a miss, opens every wanted chunk of the row group in
+    /// parallel and drops the cached chunks of other row groups.
+    fn chunk(&self, rg: usize, leaf: usize) -> Result<Bytes> {
+        {
+            let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
+            if let Some(b) = cache.get(&(rg, leaf)) {
+                return Ok(b.clone());
+            }
+        }
+        let mut todo = self.wanted_leaves.clone();
+        if !todo.contains(&leaf) {
+            todo.push(leaf);
+        }
+        let opened: Vec<(usize, Bytes)> = todo
+            .par_iter()
+            .map(|&l| self.open_chunk(rg, l).map(|b| (l, b)))
+            .collect::<Result<_>>()?;
+        let mut cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
+        cache.retain(|(r, _), _| *r == rg);
+        for (l, b) in opened {
+            cache.insert((rg, l), b);
+        }
+        cache
+            .get(&(rg, leaf))
+            .cloned()
+            .ok_or_else(|| Error::integrity("chunk cache"))
+    }
+
+    fn bytes(&self, start: u64, length: usize) -> Result<Bytes> {
+        let end = start + length as u64;
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut at = start;
+        while at < end {
+            let (&cstart, &(rg, leaf, clen)) = self
+                .by_start
+                .range(..=at)
+                .next_back()
+                .ok_or_else(|| Error::integrity(format!("no column chunk at virtual offset {at}")))?;
+            if at >= cstart + clen {
+                return Err(Error::integrity(format!("no column chunk at virtual offset {at}")));
+            }
+            let chunk = self.chunk(rg, leaf)?;
+            let from = (at - cstart) as usize;
+            let to = ((end.min(cstart + clen)) - cstart) as usize;
+            out.push(chunk.slice(from..to));
+            at = cstart + to as u64;
+        }
+        Ok(match out.len() {
+            0 => Bytes::new(),
+            1 => out.pop().expect("one"),
+            _ => Bytes::from(out.concat()),
+        })
+    }
+}
+
+impl Length for VirtualFile {
+    fn len(&self) -> u64 {
+        self.inner.virtual_len
+    }
+}
+
+impl ChunkReader for VirtualFile {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let (&cstart, &(_, _, clen)) = self
+            .inner
+            .by_start
+            .range(..=start)
+            .next_back()
+            .ok_or_else(|| ParquetError::General(format!("no chunk at {start}")))?;
+        let len = (cstart + clen).saturating_sub(start) as usize;
+        Ok(bytes::Buf::reader(self.get_bytes(start, len)?))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.inner.bytes(start, length).map_err(|e| {
+            let msg = e.to_string();
+            if let Ok(mut slot) = self.inner.error.lock() {
+                slot.get_or_insert(e);
+            }
+            ParquetError::General(msg)
+        })
+    }
+}

@@ -1,0 +1,684 @@
+//! Writing colvault files: [`FileWriter`] and its [`WriterOptions`].
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
+use parquet::basic::{Compression as PqCompression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaDataWriter;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
+
+use crate::access::KeyAccess;
+use crate::crypto::{
+    commitment, derive_key, random_array, Algorithm, ChunkKind, ChunkSealer, FileId, Purpose, SecretKey,
+};
+use crate::error::{Error, Result};
+use crate::format::envelope::{Envelope, KeyEntry, KeyRole};
+use crate::format::footer::{body_aad, seal_body, sealed_body_len, ChunkEntry, FooterBody};
+use crate::format::{MAGIC, TRAILER_LEN, VERSION_MINOR};
+use crate::kms::KeyId;
+
+/// The codec of column chunk pages (compressed before they are encrypted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (raw block format).
+    Lz4,
+    /// Zstandard at the given level (1 to 22).
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(1)
+    }
+}
+
+impl Compression {
+    fn to_parquet(self) -> Result<PqCompression> {
+        Ok(match self {
+            Compression::None => PqCompression::UNCOMPRESSED,
+            Compression::Snappy => PqCompression::SNAPPY,
+            Compression::Lz4 => PqCompression::LZ4_RAW,
+            Compression::Zstd(l) => PqCompression::ZSTD(
+                ZstdLevel::try_new(l)
+                    .map_err(|_| Error::InvalidArgument(format!("zstd level {l} is not in 1..=22")))?,
+            ),
+        })
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    /// `none`, `snappy`, `lz4`, `zstd` or `zstd:LEVEL`.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        Ok(match s.as_str() {
+            "none" | "uncompressed" => Compression::None,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd(1),
+            other => match other.strip_prefix("zstd:").and_then(|l| l.parse().ok()) {
+                Some(l) => Compression::Zstd(l),
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "unknown compression {s:?}: expected none, snappy, lz4, zstd or zstd:LEVEL"
+                    )))
+                }
+            },
+        })
+    }
+}
+
+/// Options of a [`FileWriter`]; build them with [`WriterOptions::builder`].
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    algorithm: Algorithm,
+    allow_legacy_rc4: bool,
+    keys: Option<(KeyAccess, KeyId)>,
+    column_keys: Vec<(String, KeyId)>,
+    compression: Compression,
+    max_row_group_rows: usize,
+    max_row_group_bytes: usize,
+    dictionary: bool,
+    statistics: bool,
+    deterministic: Option<DeterministicKeys>,
+}
+
+/// Fixed key material for reproducible test vectors. Never use it for real data: it reuses keys
+/// and nonces by design.
+#[derive(Clone, Debug)]
+pub struct DeterministicKeys {
+    /// The file id.
+    pub file_id: FileId,
+    /// The file DEK.
+    pub dek: SecretKey,
+    /// The wrapped DEK to record (made once, with the real KMS path).
+    pub wrapped_dek: Vec<u8>,
+    /// The footer nonce.
+    pub footer_nonce: [u8; 12],
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            algorithm: Algorithm::None,
+            allow_legacy_rc4: false,
+            keys: None,
+            column_keys: Vec::new(),
+            compression: Compression::default(),
+            max_row_group_rows: 1 << 20,
+            max_row_group_bytes: 128 << 20,
+            dictionary: true,
+            statistics: true,
+            deterministic: None,
+        }
+    }
+}
+
+/// Builds [`WriterOptions`].
+///
+/// ```
+/// use colvault::{Algorithm, Compression, WriterOptions};
+/// let opts = WriterOptions::builder()
+///     .compression(Compression::Snappy)
+///     .max_row_group_rows(100_000)
+///     .build();
+/// assert_eq!(opts.algorithm(), Algorithm::None);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct WriterOptionsBuilder(WriterOptions);
+
+impl WriterOptions {
+    /// A builder with the defaults: no encryption, zstd level 1, row groups of 1,048,576 rows or
+    /// 128 MiB, dictionary encoding and chunk statistics on.
+    pub fn builder() -> WriterOptionsBuilder {
+        WriterOptionsBuilder::default()
+    }
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+    /// The compression codec.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+    /// Maximum rows per row group.
+    pub fn max_row_group_rows(&self) -> usize {
+        self.max_row_group_rows
+    }
+}
+
+impl WriterOptionsBuilder {
+    /// Encrypts with `algorithm`, wrapping each file's DEK under `cmk` through `access`.
+    pub fn encryption(mut self, algorithm: Algorithm, access: KeyAccess, cmk: KeyId) -> Self {
+        self.0.algorithm = algorithm;
+        self.0.keys = Some((access, cmk));
+        self
+    }
+    /// Allows writing RC4 (legacy; RFC 7465). Without it an RC4 writer is refused.
+    pub fn allow_legacy_rc4(mut self, allow: bool) -> Self {
+        self.0.allow_legacy_rc4 = allow;
+        self
+    }
+    /// Gives the top-level field `field` its own CMK: an independent DEK wrapped under `cmk`.
+    pub fn column_key(mut self, field: impl Into<String>, cmk: KeyId) -> Self {
+        self.0.column_keys.push((field.into(), cmk));
+        self
+    }
+    /// The page codec.
+    pub fn compression(mut self, c: Compression) -> Self {
+        self.0.compression = c;
+        self
+    }
+    /// Maximum rows per row group (at least 1).
+    pub fn max_row_group_rows(mut self, n: usize) -> Self {
+        self.0.max_row_group_rows = n.max(1);
+        self
+    }
+    /// Maximum encoded bytes buffered per row group before it is flushed (at least 1 MiB).
+    pub fn max_row_group_bytes(mut self, n: usize) -> Self {
+        self.0.max_row_group_bytes = n.max(1 << 20);
+        self
+    }
+    /// Dictionary encoding on or off.
+    pub fn dictionary(mut self, on: bool) -> Self {
+        self.0.dictionary = on;
+        self
+    }
+    /// Column chunk statistics on or off (they allow row-group pruning).
+    pub fn statistics(mut self, on: bool) -> Self {
+        self.0.statistics = on;
+        self
+    }
+    /// Test vectors only: fixed file id, DEK, wrapped DEK and footer nonce, so output is
+    /// reproducible byte for byte. This reuses (key, nonce) pairs across files by design.
+    #[doc(hidden)]
+    pub fn insecure_deterministic_for_test_vectors(mut self, keys: DeterministicKeys) -> Self {
+        self.0.deterministic = Some(keys);
+        self
+    }
+    /// The options.
+    pub fn build(self) -> WriterOptions {
+        self.0
+    }
+}
+
+/// What [`FileWriter::close`] reports about the file it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMetadata {
+    /// The file's random id.
+    pub file_id: FileId,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// Rows written.
+    pub num_rows: u64,
+    /// Row groups written.
+    pub row_groups: usize,
+    /// Total file length in bytes.
+    pub file_len: u64,
+    /// BLAKE3 of everything after the chunks (envelope, sealed body, trailer). It authenticates,
+    /// through the footer's chunk table, every chunk tag of the file.
+    pub footer_digest: [u8; 32],
+    /// The CMKs this file's keys are wrapped under (file key first).
+    pub key_ids: Vec<KeyId>,
+}
+
+/// A `Write` that parquet's file writer writes the virtual plaintext file into; colvault drains it
+/// after every row group.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().expect("shared buffer lock"))
+    }
+}
+
+fn pq_err(e: parquet::errors::ParquetError) -> Error {
+    Error::Parquet(e.to_string())
+}
+
+/// Writes Arrow record batches into one colvault file.
+///
+/// Batches stream into per-column Parquet encoders that run in parallel on rayon; when a row group
+/// is full its column chunks are closed, sealed in parallel and written, so memory stays at about
+/// one row group whatever the file size. A writer that fails is poisoned: nothing more is written
+/// with its data key.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Int64Array, RecordBatch, StringArray};
+/// use arrow::datatypes::{DataType, Field, Schema};
+/// use colvault::{FileReader, FileWriter, ReaderOptions, WriterOptions};
+///
+/// let schema = Arc::new(Schema::new(vec![
+///     Field::new("id", DataType::Int64, false),
+///     Field::new("city", DataType::Utf8, true),
+/// ]));
+/// let batch = RecordBatch::try_new(schema.clone(), vec![
+///     Arc::new(Int64Array::from(vec![1, 2, 3])),
+///     Arc::new(StringArray::from(vec![Some("Oslo"), None, Some("Lima")])),
+/// ])?;
+/// let mut out = Vec::new();
+/// let mut w = FileWriter::try_new(&mut out, schema, WriterOptions::default())?;
+/// w.write(&batch)?;
+/// let meta = w.close()?;
+/// assert_eq!(meta.num_rows, 3);
+///
+/// let reader = FileReader::open(out, ReaderOptions::default())?;
+/// let batches: Vec<_> = reader.scan().build()?.collect::<Result<_, _>>()?;
+/// assert_eq!(batches[0], batch);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct FileWriter<W: Write> {
+    sink: W,
+    position: u64,
+    schema: SchemaRef,
+    opts: WriterOptions,
+    pq: Option<SerializedFileWriter<SharedBuf>>,
+    virtual_buf: SharedBuf,
+    virtual_pos: u64,
+    factory: ArrowRowGroupWriterFactory,
+    writers: Vec<ArrowColumnWriter>,
+    leaf_field: Vec<usize>,
+    sealers: Vec<Arc<ChunkSealer>>,
+    rows_in_group: usize,
+    row_groups: usize,
+    num_rows: u64,
+    chunks: Vec<ChunkEntry>,
+    file_id: FileId,
+    file_dek: Option<SecretKey>,
+    key_entries: Vec<KeyEntry>,
+    key_ids: Vec<KeyId>,
+    poisoned: bool,
+}
+
+impl<W: Write> std::fmt::Debug for FileWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWriter")
+            .field("file_id", &self.file_id)
+            .field("algorithm", &self.opts.algorithm)
+            .field("row_groups", &self.row_groups)
+            .field("num_rows", &self.num_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> FileWriter<W> {
+    /// A writer of a file with `schema` into `sink`.
+    pub fn try_new(mut sink: W, schema: SchemaRef, opts: WriterOptions) -> Result<Self> {
+        let alg = opts.algorithm;
+        if alg.is_legacy() && !opts.allow_legacy_rc4 {
+            return Err(Error::LegacyAlgorithmRefused);
+        }
+        if alg.is_encrypted() && opts.keys.is_none() && opts.deterministic.is_none() {
+            return Err(Error::KeysRequired {
+                algorithm: alg.to_string(),
+            });
+        }
+        if !alg.is_encrypted() && !opts.column_keys.is_empty() {
+            return Err(Error::InvalidArgument(
+                "column keys need an encryption algorithm".into(),
+            ));
+        }
+
+        // Parquet schema and writer properties; the Arrow schema rides in the key-value metadata so
+        // that every Arrow type and the schema's metadata come back exactly.
+        let mut props = WriterProperties::builder()
+            .set_compression(opts.compression.to_parquet()?)
+            .set_dictionary_enabled(opts.dictionary)
+            .set_statistics_enabled(if opts.statistics {
+                EnabledStatistics::Chunk
+            } else {
+                EnabledStatistics::None
+            })
+            .set_offset_index_disabled(true)
+            .set_created_by(format!("colvault {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let props = Arc::new(props);
+        let parquet_schema = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)
+            .map_err(pq_err)?;
+        let virtual_buf = SharedBuf::default();
+        let pq = SerializedFileWriter::new(virtual_buf.clone(), parquet_schema.root_schema_ptr(), props.clone())
+            .map_err(pq_err)?;
+        let factory = ArrowRowGroupWriterFactory::new(&pq, schema.clone());
+        let writers = factory.create_column_writers(0).map_err(pq_err)?;
+
+        // Which top-level field each leaf belongs to.
+        let mut leaf_field = Vec::with_capacity(parquet_schema.num_columns());
+        for (i, col) in parquet_schema.columns().iter().enumerate() {
+            let root = parquet_schema.get_column_root_idx(i);
+            let _ = col;
+            leaf_field.push(root);
+        }
+
+        // Keys: the file DEK, and one DEK per field with its own CMK.
+        let det = opts.deterministic.clone();
+        let file_id = match &det {
+            Some(d) => d.file_id,
+            None => FileId::random()?,
+        };
+        let mut key_entries = Vec::new();
+        let mut key_ids = Vec::new();
+        let mut file_dek = None;
+        let mut field_deks: HashMap<usize, SecretKey> = HashMap::new();
+        if alg.is_encrypted() {
+            let (dek, wrapped) = match (&det, &opts.keys) {
+                (Some(d), _) => (d.dek.clone(), d.wrapped_dek.clone()),
+                (None, Some((access, cmk))) => {
+                    key_ids.push(cmk.clone());
+                    access.new_data_key(cmk, &file_id, None)?
+                }
+                (None, None) => unreachable!("checked above"),
+            };
+            key_entries.push(KeyEntry {
+                role: KeyRole::File,
+                wrapped,
+                commitment: commitment(&dek)?,
+            });
+            file_dek = Some(dek);
+            for (name, cmk) in &opts.column_keys {
+                let idx = schema
+                    .index_of(name)
+                    .map_err(|_| Error::InvalidArgument(format!("column key for unknown field {name:?}")))?;
+                let access = &opts
+                    .keys
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidArgument("column keys need key access".into()))?
+                    .0;
+                let (dek, wrapped) = access.new_data_key(cmk, &file_id, Some(idx as u32))?;
+                key_entries.push(KeyEntry {
+                    role: KeyRole::Column(idx as u32),
+                    wrapped,
+                    commitment: commitment(&dek)?,
+                });
+                key_ids.push(cmk.clone());
+                field_deks.insert(idx, dek);
+            }
+        }
+        let none_key = SecretKey::from_slice(&[0u8; 32])?;
+        let sealers = leaf_field
+            .iter()
+            .enumerate()
+            .map(|(leaf, field)| {
+                let dek = field_deks.get(field).or(file_dek.as_ref()).unwrap_or(&none_key);
+                ChunkSealer::new(alg, dek, file_id, leaf as u32).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        sink.write_all(&MAGIC).map_err(|e| Error::io("writing a file", e))?;
+        Ok(FileWriter {
+            sink,
+            position: MAGIC.len() as u64,
+            schema,
+            opts,
+            pq: Some(pq),
+            virtual_buf,
+            virtual_pos: 0,
+            factory,
+            writers,
+            leaf_field,
+            sealers,
+            rows_in_group: 0,
+            row_groups: 0,
+            num_rows: 0,
+            chunks: Vec::new(),
+            file_id,
+            file_dek,
+            key_entries,
+            key_ids,
+            poisoned: false,
+        })
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The file's id.
+    pub fn file_id(&self) -> FileId {
+        self.file_id
+    }
+
+    /// Rows written so far.
+    pub fn num_rows(&self) -> u64 {
+        self.num_rows
+    }
+
+    /// Bytes written to the sink so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.position
+    }
+
+    fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// Writes a batch. Its schema must equal the writer's (field names, types, nullability).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(Error::SchemaMismatch(format!(
+                "the batch has fields {:?}, the file {:?}",
+                batch.schema().fields(),
+                self.schema.fields()
+            )));
+        }
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let room = self.opts.max_row_group_rows - self.rows_in_group;
+            let take = room.min(batch.num_rows() - offset);
+            let slice = batch.slice(offset, take);
+            let r = self.write_slice(&slice);
+            self.guard(r)?;
+            offset += take;
+            if self.rows_in_group >= self.opts.max_row_group_rows
+                || self.buffered_bytes() >= self.opts.max_row_group_bytes
+            {
+                let r = self.flush_row_group();
+                self.guard(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.writers.iter().map(|w| w.get_estimated_total_bytes()).sum()
+    }
+
+    fn write_slice(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut leaves = Vec::with_capacity(self.writers.len());
+        for (field, col) in self.schema.fields().iter().zip(batch.columns()) {
+            leaves.extend(compute_leaves(field, col).map_err(pq_err)?);
+        }
+        self.writers
+            .par_iter_mut()
+            .zip(leaves.par_iter())
+            .try_for_each(|(w, leaf)| w.write(leaf))
+            .map_err(pq_err)?;
+        self.rows_in_group += batch.num_rows();
+        self.num_rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Closes the current row group (if it has rows): closes its column encoders in parallel,
+    /// seals the chunks in parallel, and writes them.
+    fn flush_row_group(&mut self) -> Result<()> {
+        if self.rows_in_group == 0 {
+            return Ok(());
+        }
+        let rg = self.row_groups;
+        let next = self.factory.create_column_writers(rg + 1).map_err(pq_err)?;
+        let writers = std::mem::replace(&mut self.writers, next);
+        let closed = writers
+            .into_par_iter()
+            .map(|w| w.close())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(pq_err)?;
+        let pq = self.pq.as_mut().ok_or(Error::Poisoned)?;
+        let mut rgw = pq.next_row_group().map_err(pq_err)?;
+        for chunk in closed {
+            chunk.append_to_row_group(&mut rgw).map_err(pq_err)?;
+        }
+        let rg_meta = rgw.close().map_err(pq_err)?;
+        pq.flush().map_err(|e| Error::io("encoding a row group", e))?;
+        let bytes = self.virtual_buf.take();
+        // The virtual file begins with parquet's own 4-byte magic, which colvault does not store.
+        let (base, bytes) = if self.virtual_pos == 0 {
+            (4u64, bytes.get(4..).unwrap_or_default().to_vec())
+        } else {
+            (self.virtual_pos, bytes)
+        };
+        self.virtual_pos = base + bytes.len() as u64;
+        let mut plain: Vec<Vec<u8>> = Vec::with_capacity(rg_meta.columns().len());
+        let mut expected = base;
+        for col in rg_meta.columns() {
+            let (start, len) = col.byte_range();
+            if start != expected || start + len > self.virtual_pos {
+                return Err(Error::Parquet(format!(
+                    "column chunk at {start}+{len} is not where colvault expected it ({expected})"
+                )));
+            }
+            let s = (start - base) as usize;
+            plain.push(bytes[s..s + len as usize].to_vec());
+            expected = start + len;
+        }
+        if expected != self.virtual_pos {
+            return Err(Error::Parquet("a row group has bytes outside its column chunks".into()));
+        }
+        drop(bytes);
+        let sealers = &self.sealers;
+        let tags: Vec<[u8; 32]> = plain
+            .par_iter_mut()
+            .enumerate()
+            .map(|(leaf, buf)| {
+                let tags = sealers[leaf].seal_detached(rg as u32, ChunkKind::Data, buf)?;
+                buf.extend_from_slice(&tags);
+                Ok(*blake3::hash(&tags).as_bytes())
+            })
+            .collect::<Result<_>>()?;
+        for (buf, tags_digest) in plain.iter().zip(tags) {
+            self.sink.write_all(buf).map_err(|e| Error::io("writing a file", e))?;
+            self.chunks.push(ChunkEntry {
+                offset: self.position,
+                len: buf.len() as u64,
+                tags_digest,
+            });
+            self.position += buf.len() as u64;
+        }
+        self.row_groups += 1;
+        self.rows_in_group = 0;
+        Ok(())
+    }
+
+    /// Flushes the last row group, writes the footer and trailer, and returns the file's metadata.
+    /// The sink is flushed but not synced; durability is the caller's (tables sync and rename).
+    pub fn close(mut self) -> Result<FileMetadata> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let r = self.finish();
+        self.guard(r)
+    }
+
+    fn finish(&mut self) -> Result<FileMetadata> {
+        self.flush_row_group()?;
+        let pq = self.pq.take().ok_or(Error::Poisoned)?;
+        let metadata = pq.close().map_err(pq_err)?;
+        let mut pq_bytes = Vec::new();
+        ParquetMetaDataWriter::new(&mut pq_bytes, &metadata)
+            .finish()
+            .map_err(pq_err)?;
+        // Drop parquet's 8-byte tail (metadata length and magic): colvault frames it itself.
+        pq_bytes.truncate(pq_bytes.len().saturating_sub(8));
+
+        let body = FooterBody {
+            parquet_metadata: pq_bytes,
+            row_groups: self.row_groups as u32,
+            leaves: self.leaf_field.len() as u32,
+            chunks: std::mem::take(&mut self.chunks),
+        };
+        let alg = self.opts.algorithm;
+        let footer_nonce = match (&self.opts.deterministic, alg.is_encrypted()) {
+            (Some(d), true) => d.footer_nonce,
+            (None, true) => random_array()?,
+            (_, false) => [0u8; 12],
+        };
+        let envelope = Envelope {
+            minor: VERSION_MINOR,
+            algorithm: alg,
+            file_id: self.file_id,
+            kms: match &self.opts.keys {
+                Some((access, _)) => access.cache().kms().name().to_string(),
+                None if alg.is_encrypted() => "test".to_string(),
+                None => String::new(),
+            },
+            keys: std::mem::take(&mut self.key_entries),
+            footer_nonce,
+        }
+        .encode();
+        let mut sealed = body.encode();
+        let sealed_len = sealed_body_len(alg, sealed.len());
+        let file_len = self.position + envelope.len() as u64 + sealed_len as u64 + TRAILER_LEN as u64;
+        let aad = body_aad(&envelope, file_len, sealed_len as u64);
+        let footer_key = match &self.file_dek {
+            Some(dek) => Some(derive_key(dek, Purpose::FooterKey, &[&self.file_id.0])?),
+            None => None,
+        };
+        seal_body(footer_key.as_ref(), &footer_nonce, &aad, &mut sealed)?;
+        debug_assert_eq!(sealed.len(), sealed_len);
+        let mut trailer = Vec::with_capacity(TRAILER_LEN);
+        trailer.extend_from_slice(&(envelope.len() as u32).to_be_bytes());
+        trailer.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
+        trailer.extend_from_slice(&MAGIC);
+        let mut digest = blake3::Hasher::new();
+        for part in [&envelope, &sealed, &trailer] {
+            self.sink.write_all(part).map_err(|e| Error::io("writing a file", e))?;
+            digest.update(part);
+            self.position += part.len() as u64;
+        }
+        self.sink.flush().map_err(|e| Error::io("flushing a file", e))?;
+        debug_assert_eq!(self.position, file_len);
+        Ok(FileMetadata {
+            file_id: self.file_id,
+            algorithm: alg,
+            num_rows: self.num_rows,
+            row_groups: self.row_groups,
+            file_len,
+            footer_digest: *digest.finalize().as_bytes(),
+            key_ids: self.key_ids.clone(),
+        })
+    }
+}

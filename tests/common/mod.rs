@@ -1,0 +1,65 @@
+//! Shared test fixtures: a LocalKms in a temporary directory, a project key, key access.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use colvault::clock::ManualClock;
+use colvault::kms::{
+    Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
+    RootSecret,
+};
+use colvault::KeyAccess;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub kms: Arc<LocalKms>,
+    pub clock: Arc<ManualClock>,
+    pub cache: Arc<KeyCache>,
+    pub project: Principal,
+    pub cmk: KeyId,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+        ));
+        let opts = LocalKmsOptions::new()
+            .with_clock(clock.clone())
+            .with_argon2(Argon2Params::insecure_for_tests());
+        let kms = Arc::new(
+            LocalKms::create(
+                dir.path().join("keystore"),
+                RootSecret::passphrase("test passphrase"),
+                opts,
+            )
+            .unwrap(),
+        );
+        let project = Principal::new("prj_test").unwrap();
+        let cmk = kms
+            .create_key(CreateKeyRequest::project_default(project.clone()))
+            .unwrap()
+            .id;
+        let cache = Arc::new(KeyCache::new(kms.clone(), CacheOptions::default().with_clock(clock.clone())).unwrap());
+        Fixture {
+            dir,
+            kms,
+            clock,
+            cache,
+            project,
+            cmk,
+        }
+    }
+
+    pub fn access(&self) -> KeyAccess {
+        KeyAccess::new(self.cache.clone(), self.project.clone(), "prj_test_id", "tbl_test_id")
+    }
+
+    pub fn new_key(&self) -> KeyId {
+        self.kms
+            .create_key(CreateKeyRequest::project_default(self.project.clone()))
+            .unwrap()
+            .id
+    }
+}

@@ -1,0 +1,188 @@
+//! File format: round trips for every algorithm, projection, row groups, pruning, keys.
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use colvault::{Algorithm, CmpOp, Error, FileReader, FileWriter, Predicate, ReaderOptions, WriterOptions};
+use common::Fixture;
+
+fn batch(start: i64, n: usize) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("price", DataType::Float64, true),
+    ]));
+    let ids: Vec<i64> = (start..start + n as i64).collect();
+    let cities: Vec<Option<String>> = ids
+        .iter()
+        .map(|i| {
+            if i % 7 == 0 {
+                None
+            } else {
+                Some(format!("city{}", i % 13))
+            }
+        })
+        .collect();
+    let prices: Vec<Option<f64>> = ids.iter().map(|i| Some(*i as f64 * 0.5)).collect();
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(cities)),
+            Arc::new(Float64Array::from(prices)),
+        ],
+    )
+    .unwrap()
+}
+
+fn write(fx: &Fixture, alg: Algorithm, batches: &[RecordBatch], rg_rows: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut b = WriterOptions::builder()
+        .max_row_group_rows(rg_rows)
+        .allow_legacy_rc4(true);
+    if alg.is_encrypted() {
+        b = b.encryption(alg, fx.access(), fx.cmk.clone());
+    }
+    let mut w = FileWriter::try_new(&mut out, batches[0].schema(), b.build()).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    let meta = w.close().unwrap();
+    assert_eq!(meta.file_len, out.len() as u64);
+    out
+}
+
+#[test]
+fn round_trip_every_algorithm() {
+    let fx = Fixture::new();
+    let input = vec![batch(0, 1000), batch(1000, 2500), batch(3500, 1)];
+    for alg in Algorithm::ALL {
+        let file = write(&fx, alg, &input, 1024);
+        let r = FileReader::open(file.clone(), ReaderOptions::default().with_keys(fx.access())).unwrap();
+        assert_eq!(r.algorithm(), alg);
+        assert_eq!(r.num_rows(), 3501);
+        assert_eq!(r.num_row_groups(), 4);
+        let got = r.scan().batch_size(10_000).build().unwrap().read_all().unwrap();
+        let all = arrow::compute::concat_batches(&input[0].schema(), &got).unwrap();
+        let want = arrow::compute::concat_batches(&input[0].schema(), &input).unwrap();
+        assert_eq!(all, want, "{alg}");
+        if alg.is_encrypted() {
+            // The plaintext of a string column does not appear in the file.
+            assert!(!file.windows(6).any(|w| w == b"city12"), "{alg}: plaintext leaked");
+        }
+    }
+}
+
+#[test]
+fn projection_row_groups_and_pruning() {
+    let fx = Fixture::new();
+    let file = write(&fx, Algorithm::Aes256Gcm, &[batch(0, 4000)], 1000);
+    let r = FileReader::open(file, ReaderOptions::default().with_keys(fx.access())).unwrap();
+    let got = r
+        .scan()
+        .project_names(&["price"])
+        .unwrap()
+        .row_groups(vec![2])
+        .build()
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+    assert_eq!(got.num_columns(), 1);
+    assert_eq!(got.num_rows(), 1000);
+    let prices = got.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+    assert_eq!(prices.value(0), 1000.0);
+
+    let v: ArrayRef = Arc::new(Int64Array::from(vec![2500]));
+    let cases = [
+        (CmpOp::Eq, vec![2]),
+        (CmpOp::Lt, vec![0, 1, 2]),
+        (CmpOp::LtEq, vec![0, 1, 2]),
+        (CmpOp::Gt, vec![2, 3]),
+        (CmpOp::GtEq, vec![2, 3]),
+    ];
+    for (op, want) in cases {
+        let s = r.scan().filter(Predicate::compare("id", op, v.clone()));
+        assert_eq!(s.selected_row_groups().unwrap(), want, "{op:?}");
+    }
+    let v: ArrayRef = Arc::new(Int64Array::from(vec![3000]));
+    assert_eq!(
+        r.scan()
+            .filter(Predicate::compare("id", CmpOp::Lt, v.clone()))
+            .selected_row_groups()
+            .unwrap(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        r.scan()
+            .filter(Predicate::compare("id", CmpOp::GtEq, v))
+            .selected_row_groups()
+            .unwrap(),
+        vec![3]
+    );
+    // city is null where id % 7 == 0: every group has nulls; price never.
+    assert_eq!(
+        r.scan()
+            .filter(Predicate::is_null("city"))
+            .selected_row_groups()
+            .unwrap(),
+        vec![0, 1, 2, 3]
+    );
+    assert!(r
+        .scan()
+        .filter(Predicate::is_null("price"))
+        .selected_row_groups()
+        .unwrap()
+        .is_empty());
+    let s: ArrayRef = Arc::new(StringArray::from(vec!["zzz"]));
+    assert!(r
+        .scan()
+        .filter(Predicate::compare("city", CmpOp::Eq, s))
+        .selected_row_groups()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn wrong_expectations_are_refused() {
+    let fx = Fixture::new();
+    let file = write(&fx, Algorithm::Aes256Ctr, &[batch(0, 10)], 1000);
+    let err = FileReader::open(
+        file.clone(),
+        ReaderOptions::default()
+            .with_keys(fx.access())
+            .expect_algorithm(Algorithm::Aes256Gcm),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::AlgorithmMismatch { .. }), "{err}");
+    let err = FileReader::open(file.clone(), ReaderOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::KeysRequired { .. }), "{err}");
+    let other = fx.new_key();
+    let err = FileReader::open(
+        file.clone(),
+        ReaderOptions::default().with_keys(fx.access()).allow_keys(vec![other]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::KeyNotAllowed { .. }), "{err}");
+    // Another table's context cannot unwrap the DEK.
+    let err = FileReader::open(file, ReaderOptions::default().with_keys(fx.access().for_table("other"))).unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    // A plaintext file where encryption is expected (a downgrade) is refused.
+    let plain = write(&fx, Algorithm::None, &[batch(0, 10)], 1000);
+    let err = FileReader::open(plain, ReaderOptions::default().expect_algorithm(Algorithm::Aes256Gcm)).unwrap_err();
+    assert!(matches!(err, Error::AlgorithmMismatch { .. }), "{err}");
+}
+
+#[test]
+fn rc4_needs_the_opt_in() {
+    let fx = Fixture::new();
+    let b = batch(0, 10);
+    let opts = WriterOptions::builder()
+        .encryption(Algorithm::Rc4, fx.access(), fx.cmk.clone())
+        .build();
+    let err = FileWriter::try_new(Vec::new(), b.schema(), opts).unwrap_err();
+    assert!(matches!(err, Error::LegacyAlgorithmRefused));
+}
