@@ -145,6 +145,43 @@ pub fn read_envelope(source: &dyn ReadAt) -> Result<(EnvelopeInfo, Vec<u8>)> {
     ))
 }
 
+/// Opens the sealed statistics of the columns whose keys were unwrapped and puts them back into the
+/// Parquet metadata.
+fn restore_stats(
+    pq: ParquetMetaData,
+    body: &FooterBody,
+    leaf_field: &[usize],
+    deks: &HashMap<usize, SecretKey>,
+    envelope: &Envelope,
+) -> Result<ParquetMetaData> {
+    let mut stats: HashMap<(u32, u32), parquet::file::statistics::Statistics> = HashMap::new();
+    for st in &body.sealed_stats {
+        let Some(dek) = deks.get(&leaf_field[st.leaf as usize]) else {
+            continue;
+        };
+        let opener = ChunkOpener::new(envelope.algorithm, dek, envelope.file_id, st.leaf)?;
+        let mut buf = st.sealed.clone();
+        opener.open(st.row_group, ChunkKind::Metadata, &mut buf)?;
+        stats.insert((st.row_group, st.leaf), crate::format::stats::decode(&buf)?);
+    }
+    if stats.is_empty() {
+        return Ok(pq);
+    }
+    let mut builder = pq.into_builder();
+    let mut rgs = builder.take_row_groups();
+    for (r, rg) in rgs.iter_mut().enumerate() {
+        let mut b = rg.clone().into_builder();
+        let mut cols = b.take_columns();
+        for (l, col) in cols.iter_mut().enumerate() {
+            if let Some(st) = stats.remove(&(r as u32, l as u32)) {
+                *col = col.clone().into_builder().set_statistics(st).build().map_err(pq_err)?;
+            }
+        }
+        *rg = b.set_column_metadata(cols).build().map_err(pq_err)?;
+    }
+    Ok(builder.set_row_groups(rgs).build())
+}
+
 impl FileReader {
     /// Opens a file: checks magic and trailer, decodes the envelope, unwraps the file key (checking
     /// its commitment), authenticates and decodes the footer body, and checks that the parts tile
@@ -219,6 +256,29 @@ impl FileReader {
         let leaf_field: Vec<usize> = (0..schema_descr.num_columns())
             .map(|i| schema_descr.get_column_root_idx(i))
             .collect();
+        // Columns with their own key: unwrap what this principal may, and put those columns'
+        // statistics back for pruning. A key it may not use leaves the column unreadable (the
+        // error comes when the column is projected) and without statistics.
+        let mut column_deks = HashMap::new();
+        let mut pq = pq;
+        if envelope.keys.len() > 1 {
+            let arrow_schema =
+                parquet::arrow::parquet_to_arrow_schema(schema_descr.as_ref(), pq.file_metadata().key_value_metadata())
+                    .map_err(pq_err)?;
+            for (entry, k) in envelope.keys.iter().enumerate() {
+                let KeyRole::Column(f) = k.role else { continue };
+                let f = f as usize;
+                if f >= arrow_schema.fields().len() {
+                    return Err(Error::integrity(
+                        "envelope (a column key for a field that does not exist)",
+                    ));
+                }
+                if let Ok(dek) = unwrap_column_key(&opts, &envelope, entry, f, arrow_schema.field(f).name()) {
+                    column_deks.insert(f, dek);
+                }
+            }
+            pq = restore_stats(pq, &body, &leaf_field, &column_deks, &envelope)?;
+        }
         let metadata = ArrowReaderMetadata::try_new(Arc::new(pq), ArrowReaderOptions::new()).map_err(pq_err)?;
         let leaf_key = leaf_field
             .iter()
@@ -237,7 +297,7 @@ impl FileReader {
             leaf_field,
             leaf_key,
             file_dek,
-            column_deks: Mutex::new(HashMap::new()),
+            column_deks: Mutex::new(column_deks),
             opts,
             file_len: info.file_len,
         })
@@ -301,25 +361,7 @@ impl FileReader {
                     return Ok(Some(k.clone()));
                 }
                 let name = self.schema().field(*field).name().clone();
-                let access = self.opts.keys.as_ref().ok_or_else(|| Error::KeysRequired {
-                    algorithm: self.algorithm().to_string(),
-                })?;
-                let e = &self.envelope.keys[*entry];
-                let dek = access
-                    .open_data_key(
-                        &e.wrapped,
-                        &self.envelope.file_id,
-                        Some(*field as u32),
-                        self.opts.allowed_keys.as_deref(),
-                    )
-                    .map_err(|err| match err {
-                        Error::AccessDenied { principal, key } => Error::AccessDenied {
-                            principal: format!("{principal} (reading column {name:?})"),
-                            key,
-                        },
-                        other => other,
-                    })?;
-                verify_commitment(&dek, &e.commitment)?;
+                let dek = unwrap_column_key(&self.opts, &self.envelope, *entry, *field, &name)?;
                 self.column_deks
                     .lock()
                     .map_err(|_| Error::Poisoned)?
@@ -328,6 +370,36 @@ impl FileReader {
             }
         }
     }
+}
+
+/// Unwraps the DEK of a field with its own key; an access error names the column.
+fn unwrap_column_key(
+    opts: &ReaderOptions,
+    envelope: &Envelope,
+    entry: usize,
+    field: usize,
+    name: &str,
+) -> Result<SecretKey> {
+    let access = opts.keys.as_ref().ok_or_else(|| Error::KeysRequired {
+        algorithm: envelope.algorithm.to_string(),
+    })?;
+    let e = &envelope.keys[entry];
+    let dek = access
+        .open_data_key(
+            &e.wrapped,
+            &envelope.file_id,
+            Some(field as u32),
+            opts.allowed_keys.as_deref(),
+        )
+        .map_err(|err| match err {
+            Error::AccessDenied { principal, key } => Error::AccessDenied {
+                principal: format!("{principal} (reading column {name:?})"),
+                key,
+            },
+            other => other,
+        })?;
+    verify_commitment(&dek, &e.commitment)?;
+    Ok(dek)
 }
 
 /// A comparison for row-group pruning.

@@ -9,7 +9,7 @@ use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
-use parquet::file::metadata::ParquetMetaDataWriter;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataWriter};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use rayon::prelude::*;
@@ -20,7 +20,8 @@ use crate::crypto::{
 };
 use crate::error::{Error, Result};
 use crate::format::envelope::{Envelope, KeyEntry, KeyRole};
-use crate::format::footer::{body_aad, seal_body, sealed_body_len, ChunkEntry, FooterBody};
+use crate::format::footer::{body_aad, seal_body, sealed_body_len, ChunkEntry, FooterBody, SealedStats};
+use crate::format::stats;
 use crate::format::{MAGIC, TRAILER_LEN, VERSION_MINOR};
 use crate::kms::KeyId;
 
@@ -304,6 +305,7 @@ pub struct FileWriter<W: Write> {
     factory: ArrowRowGroupWriterFactory,
     writers: Vec<ArrowColumnWriter>,
     leaf_field: Vec<usize>,
+    own_key: Vec<bool>,
     sealers: Vec<Arc<ChunkSealer>>,
     rows_in_group: usize,
     row_groups: usize,
@@ -432,6 +434,7 @@ impl<W: Write> FileWriter<W> {
             })
             .collect::<Result<Vec<_>>>()?;
 
+        let own_key = leaf_field.iter().map(|f| field_deks.contains_key(f)).collect();
         sink.write_all(&MAGIC).map_err(|e| Error::io("writing a file", e))?;
         Ok(FileWriter {
             sink,
@@ -444,6 +447,7 @@ impl<W: Write> FileWriter<W> {
             factory,
             writers,
             leaf_field,
+            own_key,
             sealers,
             rows_in_group: 0,
             row_groups: 0,
@@ -613,10 +617,52 @@ impl<W: Write> FileWriter<W> {
         self.guard(r)
     }
 
+    /// Moves the statistics of columns with their own key out of the Parquet metadata (which is
+    /// sealed under the footer key) into blobs sealed under the column's key; level histograms and
+    /// byte-array sizes of those columns, which also reveal something of the values, are dropped.
+    fn seal_column_key_stats(&self, metadata: ParquetMetaData) -> Result<(ParquetMetaData, Vec<SealedStats>)> {
+        if !self.own_key.iter().any(|&o| o) {
+            return Ok((metadata, Vec::new()));
+        }
+        let mut sealed = Vec::new();
+        let mut builder = metadata.into_builder();
+        let mut row_groups = builder.take_row_groups();
+        for (r, rg) in row_groups.iter_mut().enumerate() {
+            let mut b = rg.clone().into_builder();
+            let mut cols = b.take_columns();
+            for (leaf, col) in cols.iter_mut().enumerate() {
+                if !self.own_key[leaf] {
+                    continue;
+                }
+                if let Some(st) = col.statistics() {
+                    let mut blob = stats::encode(st);
+                    self.sealers[leaf].seal(r as u32, ChunkKind::Metadata, &mut blob)?;
+                    sealed.push(SealedStats {
+                        row_group: r as u32,
+                        leaf: leaf as u32,
+                        sealed: blob,
+                    });
+                }
+                *col = col
+                    .clone()
+                    .into_builder()
+                    .clear_statistics()
+                    .set_unencoded_byte_array_data_bytes(None)
+                    .set_repetition_level_histogram(None)
+                    .set_definition_level_histogram(None)
+                    .build()
+                    .map_err(pq_err)?;
+            }
+            *rg = b.set_column_metadata(cols).build().map_err(pq_err)?;
+        }
+        Ok((builder.set_row_groups(row_groups).build(), sealed))
+    }
+
     fn finish(&mut self) -> Result<FileMetadata> {
         self.flush_row_group()?;
         let pq = self.pq.take().ok_or(Error::Poisoned)?;
         let metadata = pq.close().map_err(pq_err)?;
+        let (metadata, sealed_stats) = self.seal_column_key_stats(metadata)?;
         let mut pq_bytes = Vec::new();
         ParquetMetaDataWriter::new(&mut pq_bytes, &metadata)
             .finish()
@@ -629,6 +675,7 @@ impl<W: Write> FileWriter<W> {
             row_groups: self.row_groups as u32,
             leaves: self.leaf_field.len() as u32,
             chunks: std::mem::take(&mut self.chunks),
+            sealed_stats,
         };
         let alg = self.opts.algorithm;
         let footer_nonce = match (&self.opts.deterministic, alg.is_encrypted()) {

@@ -186,3 +186,61 @@ fn rc4_needs_the_opt_in() {
     let err = FileWriter::try_new(Vec::new(), b.schema(), opts).unwrap_err();
     assert!(matches!(err, Error::LegacyAlgorithmRefused));
 }
+
+#[test]
+fn column_keys() {
+    use colvault::kms::KmsAdmin;
+    let fx = Fixture::new();
+    let price_key = fx.new_key();
+    let input = batch(0, 3000);
+    let mut file = Vec::new();
+    let opts = WriterOptions::builder()
+        .encryption(Algorithm::Aes256Gcm, fx.access(), fx.cmk.clone())
+        .column_key("price", price_key.clone())
+        .max_row_group_rows(1000)
+        .build();
+    let mut w = FileWriter::try_new(&mut file, input.schema(), opts).unwrap();
+    w.write(&input).unwrap();
+    let meta = w.close().unwrap();
+    assert_eq!(meta.key_ids, vec![fx.cmk.clone(), price_key.clone()]);
+
+    // With access to both keys: everything reads, and price statistics prune.
+    let r = FileReader::open(file.clone(), ReaderOptions::default().with_keys(fx.access())).unwrap();
+    let got = r.scan().build().unwrap().read_all().unwrap();
+    assert_eq!(arrow::compute::concat_batches(&input.schema(), &got).unwrap(), input);
+    assert!(r.parquet_metadata().row_group(0).column(2).statistics().is_some());
+    let v: ArrayRef = Arc::new(Float64Array::from(vec![1200.0]));
+    assert_eq!(
+        r.scan()
+            .filter(Predicate::compare("price", CmpOp::GtEq, v))
+            .selected_row_groups()
+            .unwrap(),
+        vec![2]
+    );
+
+    // Revoke the project's use of the column key: the other columns still read; price does not, and
+    // its statistics are not visible.
+    fx.kms.revoke(&price_key, &fx.project).unwrap();
+    fx.cache.invalidate();
+    let r = FileReader::open(file.clone(), ReaderOptions::default().with_keys(fx.access())).unwrap();
+    assert!(r.parquet_metadata().row_group(0).column(2).statistics().is_none());
+    assert!(r.parquet_metadata().row_group(0).column(0).statistics().is_some());
+    let got = r
+        .scan()
+        .project_names(&["id", "city"])
+        .unwrap()
+        .build()
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+    let err = r.scan().project_names(&["price"]).unwrap().build().unwrap_err();
+    match err {
+        Error::AccessDenied { principal, key } => {
+            assert!(principal.contains("price"), "{principal}");
+            assert_eq!(key, price_key.to_string());
+        }
+        other => panic!("expected AccessDenied, got {other}"),
+    }
+    assert!(r.scan().build().is_err(), "a full scan needs every key");
+}

@@ -29,12 +29,27 @@ pub struct FooterBody {
     pub leaves: u32,
     /// `row_groups * leaves` entries, row group major.
     pub chunks: Vec<ChunkEntry>,
+    /// Statistics of the chunks of columns with their own key, each sealed under that column's
+    /// key (kind 1, "metadata"); the Parquet metadata above carries none for those columns.
+    pub sealed_stats: Vec<SealedStats>,
+}
+
+/// The sealed statistics of one column chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedStats {
+    /// Row group.
+    pub row_group: u32,
+    /// Leaf column.
+    pub leaf: u32,
+    /// The sealed bytes of [`crate::format::stats::encode`].
+    pub sealed: Vec<u8>,
 }
 
 const MAX_PARQUET_METADATA: usize = 64 << 20;
 const MAX_ROW_GROUPS: usize = 1 << 24;
 const MAX_LEAVES: usize = 1 << 16;
 const CHUNK_ENTRY_LEN: usize = 8 + 8 + 32;
+const MAX_SEALED_STATS: usize = 4 << 20;
 
 impl FooterBody {
     /// The bytes of the body.
@@ -44,6 +59,10 @@ impl FooterBody {
         e.u32(self.chunks.len() as u32);
         for c in &self.chunks {
             e.u64(c.offset).u64(c.len).raw(&c.tags_digest);
+        }
+        e.u32(self.sealed_stats.len() as u32);
+        for st in &self.sealed_stats {
+            e.u32(st.row_group).u32(st.leaf).bytes(&st.sealed);
         }
         e.finish()
     }
@@ -75,12 +94,30 @@ impl FooterBody {
                 tags_digest: d.array()?,
             });
         }
+        let n = d.count(MAX_ROW_GROUPS * 64, 12)?;
+        let mut sealed_stats = Vec::with_capacity(n);
+        for _ in 0..n {
+            let row_group = d.u32()?;
+            let leaf = d.u32()?;
+            if row_group >= row_groups || leaf >= leaves {
+                return Err(Error::malformed(
+                    "footer body",
+                    "sealed statistics of a chunk that does not exist",
+                ));
+            }
+            sealed_stats.push(SealedStats {
+                row_group,
+                leaf,
+                sealed: d.bytes(MAX_SEALED_STATS)?.to_vec(),
+            });
+        }
         d.finish()?;
         Ok(FooterBody {
             parquet_metadata,
             row_groups,
             leaves,
             chunks,
+            sealed_stats,
         })
     }
 }

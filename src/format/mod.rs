@@ -12,9 +12,10 @@
 pub mod envelope;
 pub mod footer;
 pub mod source;
+pub mod stats;
 
 pub use envelope::{Envelope, KeyEntry, KeyRole};
-pub use footer::{ChunkEntry, FooterBody};
+pub use footer::{ChunkEntry, FooterBody, SealedStats};
 pub use source::ReadAt;
 
 /// The four bytes at the start and at the end of every colvault file.
