@@ -96,6 +96,13 @@ impl KeyAccess {
         Ok((dek, env.to_bytes()))
     }
 
+    /// Test vectors only: a fresh file DEK and its wrapped form, with the DEK handed out so the
+    /// deterministic writer can reuse it.
+    #[doc(hidden)]
+    pub fn insecure_new_data_key_for_test_vectors(&self, cmk: &KeyId, file_id: &FileId) -> Result<(SecretKey, Vec<u8>)> {
+        self.new_data_key(cmk, file_id, None)
+    }
+
     /// Unwraps a file's (or column's) DEK. `allowed` lists the CMKs this data may be under; a file
     /// naming any other key is refused before the KMS is asked.
     pub(crate) fn open_data_key(

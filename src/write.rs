@@ -204,7 +204,8 @@ impl WriterOptionsBuilder {
     /// Test vectors only: fixed file id, DEK, wrapped DEK and footer nonce, so output is
     /// reproducible byte for byte. This reuses (key, nonce) pairs across files by design.
     #[doc(hidden)]
-    pub fn insecure_deterministic_for_test_vectors(mut self, keys: DeterministicKeys) -> Self {
+    pub fn insecure_deterministic_for_test_vectors(mut self, algorithm: Algorithm, keys: DeterministicKeys) -> Self {
+        self.0.algorithm = algorithm;
         self.0.deterministic = Some(keys);
         self
     }
@@ -358,7 +359,7 @@ impl<W: Write> FileWriter<W> {
                 EnabledStatistics::None
             })
             .set_offset_index_disabled(true)
-            .set_created_by(format!("colvault {}", env!("CARGO_PKG_VERSION")))
+            .set_created_by("colvault format v1".to_string())
             .build();
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let props = Arc::new(props);
@@ -687,9 +688,8 @@ impl<W: Write> FileWriter<W> {
             minor: VERSION_MINOR,
             algorithm: alg,
             file_id: self.file_id,
-            kms: match &self.opts.keys {
-                Some((access, _)) => access.cache().kms().name().to_string(),
-                None if alg.is_encrypted() => "test".to_string(),
+            kms: match self.key_entries.first() {
+                Some(k) => crate::kms::DataKeyEnvelope::from_bytes(&k.wrapped)?.kms_name().to_string(),
                 None => String::new(),
             },
             keys: std::mem::take(&mut self.key_entries),

@@ -53,6 +53,14 @@ impl SecretKey {
     }
 }
 
+impl SecretKey {
+    /// Test vectors only: the raw key bytes, to record a test key next to the files it opens.
+    #[doc(hidden)]
+    pub fn insecure_expose_for_test_vectors(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretKey([REDACTED])")
