@@ -10,6 +10,7 @@ pub mod error;
 pub mod format;
 pub mod kms;
 pub mod read;
+pub mod sample;
 pub mod write;
 
 pub use access::KeyAccess;
