@@ -599,30 +599,58 @@ impl<'a> ScanBuilder<'a> {
                 by_start.insert(start, (r, l, len));
             }
         }
+        let by_start = Arc::new(by_start);
+        let entries = Arc::new(reader.body.chunks.clone());
         let error = Arc::new(Mutex::new(None));
-        let vfile = VirtualFile {
-            inner: Arc::new(VirtualInner {
-                source: reader.source.clone(),
-                algorithm: reader.algorithm(),
-                entries: reader.body.chunks.clone(),
-                leaves,
-                by_start,
-                openers,
-                wanted_leaves,
-                cache: Mutex::new(HashMap::new()),
-                error: error.clone(),
-                virtual_len: reader.file_len,
-            }),
+        let mut fields: Vec<usize> = projection.clone();
+        fields.sort_unstable();
+        fields.dedup();
+        // One Parquet decoder per projected field when there are several, so that fields decode
+        // (and their chunks open) in parallel; one decoder otherwise.
+        let groups: Vec<Vec<usize>> = if fields.len() > 1 {
+            fields.iter().map(|&f| vec![f]).collect()
+        } else {
+            vec![fields.clone()]
         };
         let schema_descr = meta.file_metadata().schema_descr();
-        let mask = ProjectionMask::roots(schema_descr, projection.iter().copied());
-        let inner = ParquetRecordBatchReaderBuilder::new_with_metadata(vfile, reader.metadata.clone())
-            .with_projection(mask)
-            .with_row_groups(row_groups)
-            .with_batch_size(self.batch_size)
-            .build()
-            .map_err(pq_err)?;
-        Ok(BatchReader { inner, error })
+        let mut readers = Vec::with_capacity(groups.len());
+        for group in groups {
+            let group_leaves: Vec<usize> = wanted_leaves
+                .iter()
+                .copied()
+                .filter(|l| group.contains(&reader.leaf_field[*l]))
+                .collect();
+            let vfile = VirtualFile {
+                inner: Arc::new(VirtualInner {
+                    source: reader.source.clone(),
+                    algorithm: reader.algorithm(),
+                    entries: entries.clone(),
+                    leaves,
+                    by_start: by_start.clone(),
+                    openers: group_leaves.iter().map(|l| (*l, openers[l].clone())).collect(),
+                    wanted_leaves: group_leaves,
+                    cache: Mutex::new(HashMap::new()),
+                    error: error.clone(),
+                    virtual_len: reader.file_len,
+                }),
+            };
+            let mask = ProjectionMask::roots(schema_descr, group.iter().copied());
+            readers.push(
+                ParquetRecordBatchReaderBuilder::new_with_metadata(vfile, reader.metadata.clone())
+                    .with_projection(mask)
+                    .with_row_groups(row_groups.clone())
+                    .with_batch_size(self.batch_size)
+                    .build()
+                    .map_err(pq_err)?,
+            );
+        }
+        let schema = Arc::new(
+            reader
+                .schema()
+                .project(&fields)
+                .map_err(|e| Error::Arrow(e.to_string()))?,
+        );
+        Ok(BatchReader { readers, schema, error })
     }
 }
 
@@ -630,26 +658,50 @@ impl<'a> ScanBuilder<'a> {
 /// `ArrowError::ExternalError` wrapping a [`crate::Error`] where colvault knows the cause (use
 /// [`BatchReader::next_batch`] to get the typed error directly).
 pub struct BatchReader {
-    inner: ParquetRecordBatchReader,
+    readers: Vec<ParquetRecordBatchReader>,
+    schema: SchemaRef,
     error: Arc<Mutex<Option<Error>>>,
 }
 
 impl fmt::Debug for BatchReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BatchReader")
-            .field("schema", &self.inner.schema())
-            .finish()
+        f.debug_struct("BatchReader").field("schema", &self.schema).finish()
     }
 }
 
 impl BatchReader {
     /// The next batch, with colvault's typed error.
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        match self.inner.next() {
-            None => Ok(None),
-            Some(Ok(b)) => Ok(Some(b)),
-            Some(Err(e)) => Err(self.take_error(e)),
+        if self.readers.len() == 1 {
+            return match self.readers[0].next() {
+                None => Ok(None),
+                Some(Ok(b)) => Ok(Some(b)),
+                Some(Err(e)) => Err(self.take_error(e)),
+            };
         }
+        let parts: Vec<Option<std::result::Result<RecordBatch, ArrowError>>> =
+            self.readers.par_iter_mut().map(|r| r.next()).collect();
+        if parts.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(parts.len());
+        let mut rows = None;
+        for part in parts {
+            match part {
+                None => return Err(Error::integrity("column readers ended at different rows")),
+                Some(Err(e)) => return Err(self.take_error(e)),
+                Some(Ok(b)) => {
+                    if *rows.get_or_insert(b.num_rows()) != b.num_rows() {
+                        return Err(Error::integrity("column readers returned batches of different lengths"));
+                    }
+                    columns.extend(b.columns().iter().cloned());
+                }
+            }
+        }
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(rows);
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts)
+            .map(Some)
+            .map_err(|e| Error::Arrow(e.to_string()))
     }
 
     /// All remaining batches.
@@ -672,16 +724,15 @@ impl BatchReader {
 impl Iterator for BatchReader {
     type Item = std::result::Result<RecordBatch, ArrowError>;
     fn next(&mut self) -> Option<Self::Item> {
-        match self.inner.next()? {
-            Ok(b) => Some(Ok(b)),
-            Err(e) => Some(Err(ArrowError::ExternalError(Box::new(self.take_error(e))))),
-        }
+        self.next_batch()
+            .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+            .transpose()
     }
 }
 
 impl RecordBatchReader for BatchReader {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        self.schema.clone()
     }
 }
 
@@ -695,9 +746,9 @@ struct VirtualFile {
 struct VirtualInner {
     source: Arc<dyn ReadAt>,
     algorithm: Algorithm,
-    entries: Vec<crate::format::ChunkEntry>,
+    entries: Arc<Vec<crate::format::ChunkEntry>>,
     leaves: usize,
-    by_start: BTreeMap<u64, (usize, usize, u64)>,
+    by_start: Arc<BTreeMap<u64, (usize, usize, u64)>>,
     openers: HashMap<usize, Arc<ChunkOpener>>,
     wanted_leaves: Vec<usize>,
     cache: Mutex<HashMap<(usize, usize), Bytes>>,
