@@ -96,6 +96,35 @@ impl KeyAccess {
         Ok((dek, env.to_bytes()))
     }
 
+    /// The project id of this access.
+    pub fn project_id(&self) -> &str {
+        &self.project_id
+    }
+
+    /// The table id of this access.
+    pub fn table_id(&self) -> &str {
+        &self.table_id
+    }
+
+    /// A fresh key for project-level data (`what` names it, e.g. "settings" or "manifest 7"), wrapped
+    /// under `cmk` with the context (project, table, what).
+    pub(crate) fn new_aux_key(&self, cmk: &KeyId, what: &str) -> Result<(SecretKey, DataKeyEnvelope)> {
+        let ctx = EncryptionContext::new()
+            .with("project", self.project_id.clone())
+            .with("table", self.table_id.clone())
+            .with("aux", what.to_string());
+        self.cache.new_data_key(&self.principal, cmk, &self.kek_context(), &ctx)
+    }
+
+    /// Unwraps a key made by [`new_aux_key`](Self::new_aux_key) with the same `what`.
+    pub(crate) fn open_aux_key(&self, env: &DataKeyEnvelope, what: &str) -> Result<SecretKey> {
+        let ctx = EncryptionContext::new()
+            .with("project", self.project_id.clone())
+            .with("table", self.table_id.clone())
+            .with("aux", what.to_string());
+        self.cache.open_data_key(&self.principal, env, &self.kek_context(), &ctx)
+    }
+
     /// Test vectors only: a fresh file DEK and its wrapped form, with the DEK handed out so the
     /// deterministic writer can reuse it.
     #[doc(hidden)]

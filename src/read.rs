@@ -72,6 +72,7 @@ pub struct FileReader {
     column_deks: Mutex<HashMap<usize, SecretKey>>,
     opts: ReaderOptions,
     file_len: u64,
+    footer_digest: [u8; 32],
 }
 
 impl fmt::Debug for FileReader {
@@ -106,6 +107,8 @@ pub struct EnvelopeInfo {
     pub sealed_body_len: u64,
     /// Bytes taken by chunks.
     pub chunk_bytes: u64,
+    /// The trailer.
+    pub trailer: [u8; TRAILER_LEN],
 }
 
 /// Reads and checks the trailer and envelope of a file, without keys (what `inspect` shows).
@@ -140,6 +143,7 @@ pub fn read_envelope(source: &dyn ReadAt) -> Result<(EnvelopeInfo, Vec<u8>)> {
             file_len,
             sealed_body_len: body_len,
             chunk_bytes: env_start - MAGIC.len() as u64,
+            trailer: trailer.as_slice().try_into().expect("12 bytes"),
         },
         env_bytes,
     ))
@@ -217,6 +221,12 @@ impl FileReader {
         };
         let body_start = info.file_len - TRAILER_LEN as u64 - info.sealed_body_len;
         let mut body = read_vec(&*source, body_start, info.sealed_body_len as usize)?;
+        let footer_digest = *blake3::Hasher::new()
+            .update(&env_bytes)
+            .update(&body)
+            .update(&info.trailer)
+            .finalize()
+            .as_bytes();
         let aad = body_aad(&env_bytes, info.file_len, info.sealed_body_len);
         let footer_key = match &file_dek {
             Some(dek) => Some(derive_key(dek, Purpose::FooterKey, &[&file_id.0])?),
@@ -300,6 +310,7 @@ impl FileReader {
             column_deks: Mutex::new(column_deks),
             opts,
             file_len: info.file_len,
+            footer_digest,
         })
     }
 
@@ -318,6 +329,10 @@ impl FileReader {
     /// The file's length.
     pub fn file_len(&self) -> u64 {
         self.file_len
+    }
+    /// BLAKE3 of the envelope, sealed body and trailer: what a table manifest records.
+    pub fn footer_digest(&self) -> [u8; 32] {
+        self.footer_digest
     }
     /// The envelope.
     pub fn envelope(&self) -> &Envelope {

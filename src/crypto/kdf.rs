@@ -37,6 +37,10 @@ pub enum Purpose {
     KeystoreSeal,
     /// HMAC key chaining a keystore's audit log, from the root secret.
     AuditChain,
+    /// Keyed-BLAKE3 key authenticating a project's settings.
+    SettingsMac,
+    /// AES-256-GCM key sealing one table manifest version.
+    ManifestKey,
 }
 
 impl Purpose {
@@ -53,6 +57,8 @@ impl Purpose {
             Purpose::KekWrap => b"colvault v1 kek wrap key",
             Purpose::KeystoreSeal => b"colvault v1 keystore seal key",
             Purpose::AuditChain => b"colvault v1 audit chain key",
+            Purpose::SettingsMac => b"colvault v1 settings mac key",
+            Purpose::ManifestKey => b"colvault v1 manifest key",
         }
     }
 }
@@ -160,6 +166,8 @@ mod tests {
             Purpose::KekWrap,
             Purpose::KeystoreSeal,
             Purpose::AuditChain,
+            Purpose::SettingsMac,
+            Purpose::ManifestKey,
         ];
         let set: std::collections::HashSet<_> = labels.iter().map(|p| p.label()).collect();
         assert_eq!(set.len(), labels.len(), "labels are distinct");

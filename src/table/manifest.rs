@@ -1,0 +1,251 @@
+//! Table manifests: one sealed, chained file per committed version.
+//!
+//! ```text
+//! manifest file = "CVMF" || u8 format (1) || u64 version || bytes(4096) wrapped key || nonce (12)
+//!                 || AES-256-GCM(key, nonce, AAD = everything before the ciphertext, body) || tag
+//! key           = HKDF(fresh DEK wrapped under the project CMK with context
+//!                      {project, table, aux = "manifest <version>"}, "colvault v1 manifest key", table id)
+//! ```
+//! The body chains the digest (BLAKE3 of the whole previous manifest file) of the version before it,
+//! and lists every live file with its id, length, row count and footer digest.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+
+use crate::access::KeyAccess;
+use crate::codec::{Decoder, Encoder};
+use crate::crypto::{derive_key, random_array, Algorithm, FileId, Purpose};
+use crate::error::{Error, Result};
+use crate::kms::{DataKeyEnvelope, KeyId};
+
+const MAGIC: [u8; 4] = *b"CVMF";
+const FORMAT: u8 = 1;
+const MAX_FILES: usize = 1 << 22;
+const MAX_SCHEMA: usize = 16 << 20;
+
+/// One committed data file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRef {
+    /// The file's id (its name is `<id>.cvlt`).
+    pub file_id: FileId,
+    /// Its length.
+    pub len: u64,
+    /// Its rows.
+    pub rows: u64,
+    /// BLAKE3 of its envelope, sealed body and trailer.
+    pub footer_digest: [u8; 32],
+    /// The CMK (and column CMKs) its keys are wrapped under.
+    pub key_ids: Vec<KeyId>,
+    /// The version of the file CMK's key its KEK is wrapped under.
+    pub key_version: u32,
+}
+
+/// The content of one manifest version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    /// This version (1, 2, ...).
+    pub version: u64,
+    /// BLAKE3 of the previous version's manifest file (zero for version 1).
+    pub prev_digest: [u8; 32],
+    /// Versions below this were expired on purpose; the chain is checked from here.
+    pub oldest_retained: u64,
+    /// The table's random id.
+    pub table_id: String,
+    /// Commit time, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// What made this version (append, overwrite, compact, rewrap, ...).
+    pub operation: String,
+    /// The table schema.
+    pub schema: SchemaRef,
+    /// The algorithm every file must have.
+    pub algorithm: Algorithm,
+    /// The live files.
+    pub files: Vec<FileRef>,
+}
+
+fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema).map_err(|e| Error::Arrow(e.to_string()))?;
+    w.finish().map_err(|e| Error::Arrow(e.to_string()))?;
+    drop(w);
+    Ok(out)
+}
+
+fn schema_from(bytes: &[u8]) -> Result<SchemaRef> {
+    let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| Error::malformed("manifest schema", e.to_string()))?;
+    Ok(r.schema())
+}
+
+impl Manifest {
+    /// The body bytes.
+    pub fn encode_body(&self) -> Result<Vec<u8>> {
+        let mut e = Encoder::new();
+        e.u64(self.version).raw(&self.prev_digest).u64(self.oldest_retained).str(&self.table_id);
+        e.u64(self.timestamp_ms).str(&self.operation).bytes(&schema_bytes(&self.schema)?);
+        e.u8(self.algorithm.id()).u32(self.files.len() as u32);
+        for f in &self.files {
+            e.raw(&f.file_id.0).u64(f.len).u64(f.rows).raw(&f.footer_digest).u32(f.key_version);
+            e.u16(f.key_ids.len() as u16);
+            for k in &f.key_ids {
+                e.str(k.as_str());
+            }
+        }
+        Ok(e.finish())
+    }
+
+    /// Parses a body.
+    pub fn decode_body(buf: &[u8]) -> Result<Self> {
+        let mut d = Decoder::new(buf, "manifest");
+        let version = d.u64()?;
+        let prev_digest = d.array()?;
+        let oldest_retained = d.u64()?;
+        let table_id = d.str(64)?.to_string();
+        let timestamp_ms = d.u64()?;
+        let operation = d.str(256)?.to_string();
+        let schema = schema_from(d.bytes(MAX_SCHEMA)?)?;
+        let algorithm = Algorithm::from_id(d.u8()?)?;
+        let n = d.count(MAX_FILES, 16 + 8 + 8 + 32 + 4 + 2)?;
+        let mut files = Vec::with_capacity(n);
+        for _ in 0..n {
+            let file_id = FileId(d.array()?);
+            let len = d.u64()?;
+            let rows = d.u64()?;
+            let footer_digest = d.array()?;
+            let key_version = d.u32()?;
+            let k = d.u16()? as usize;
+            if k > 4097 {
+                return Err(Error::malformed("manifest", "too many keys for a file"));
+            }
+            let mut key_ids = Vec::with_capacity(k.min(d.remaining()));
+            for _ in 0..k {
+                key_ids.push(KeyId::new(d.str(64)?)?);
+            }
+            files.push(FileRef {
+                file_id,
+                len,
+                rows,
+                footer_digest,
+                key_ids,
+                key_version,
+            });
+        }
+        d.finish()?;
+        Ok(Manifest {
+            version,
+            prev_digest,
+            oldest_retained,
+            table_id,
+            timestamp_ms,
+            operation,
+            schema,
+            algorithm,
+            files,
+        })
+    }
+
+    /// Total rows.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// Seals the manifest: under a fresh key from `access` and `cmk`, or with a checksum when the
+    /// project is not encrypted.
+    pub fn seal(&self, access: Option<(&KeyAccess, &KeyId)>) -> Result<Vec<u8>> {
+        let mut body = self.encode_body()?;
+        let mut e = Encoder::new();
+        e.raw(&MAGIC).u8(FORMAT).u64(self.version);
+        match access {
+            Some((access, cmk)) => {
+                let (key, env) = access.new_aux_key(cmk, &format!("manifest {}", self.version))?;
+                let nonce: [u8; 12] = random_array()?;
+                e.bytes(&env.to_bytes()).raw(&nonce);
+                let k = derive_key(&key, Purpose::ManifestKey, &[self.table_id.as_bytes()])?;
+                let tag = crate::crypto::default_provider().aes256_gcm(&k)?.seal_in_place(&nonce, e.as_slice(), &mut body)?;
+                e.raw(&body).raw(&tag);
+            }
+            None => {
+                e.bytes(&[]).raw(&[0u8; 12]);
+                let mut h = blake3::Hasher::new();
+                h.update(e.as_slice()).update(&body);
+                let sum = *h.finalize().as_bytes();
+                e.raw(&body).raw(&sum);
+            }
+        }
+        Ok(e.finish())
+    }
+
+    /// Opens a sealed manifest that should be `version` of table `table_id`.
+    pub fn open(bytes: &[u8], version: u64, table_id: Option<&str>, access: Option<&KeyAccess>) -> Result<Self> {
+        let mut d = Decoder::new(bytes, "manifest");
+        if d.array::<4>()? != MAGIC {
+            return Err(Error::NotColvault("not a colvault manifest".into()));
+        }
+        let format = d.u8()?;
+        if format != FORMAT {
+            return Err(Error::UnsupportedVersion {
+                found: format.to_string(),
+                supported: FORMAT,
+            });
+        }
+        if d.u64()? != version {
+            return Err(Error::integrity(format!("manifest version {version} (its header names another version)")));
+        }
+        let env = d.bytes(4096)?;
+        let nonce: [u8; 12] = d.array()?;
+        let header_len = bytes.len() - d.remaining();
+        let (header, rest) = bytes.split_at(header_len);
+        let body = if env.is_empty() {
+            if rest.len() < 32 {
+                return Err(Error::integrity("manifest (too short)"));
+            }
+            let (body, sum) = rest.split_at(rest.len() - 32);
+            let mut h = blake3::Hasher::new();
+            h.update(header).update(body);
+            if !crate::crypto::ct_eq(h.finalize().as_bytes(), sum) {
+                return Err(Error::integrity(format!("manifest version {version}")));
+            }
+            body.to_vec()
+        } else {
+            let access = access.ok_or_else(|| Error::KeysRequired {
+                algorithm: "the table manifest".into(),
+            })?;
+            let env = DataKeyEnvelope::from_bytes(env)?;
+            let key = access.open_aux_key(&env, &format!("manifest {version}"))?;
+            let table_id = table_id.unwrap_or(access.table_id());
+            let k = derive_key(&key, Purpose::ManifestKey, &[table_id.as_bytes()])?;
+            if rest.len() < 16 {
+                return Err(Error::integrity("manifest (too short)"));
+            }
+            let (ct, tag) = rest.split_at(rest.len() - 16);
+            let mut body = ct.to_vec();
+            let tag: [u8; 16] = tag.try_into().expect("16 bytes");
+            crate::crypto::default_provider()
+                .aes256_gcm(&k)?
+                .open_in_place(&nonce, header, &mut body, &tag)
+                .map_err(|_| Error::integrity(format!("manifest version {version}")))?;
+            body
+        };
+        let m = Manifest::decode_body(&body)?;
+        if m.version != version || table_id.is_some_and(|t| t != m.table_id) {
+            return Err(Error::integrity(format!("manifest version {version} (belongs elsewhere)")));
+        }
+        Ok(m)
+    }
+
+    /// An empty version-0 manifest for a new table.
+    pub fn genesis(table_id: String, schema: SchemaRef, algorithm: Algorithm) -> Self {
+        Manifest {
+            version: 0,
+            prev_digest: [0; 32],
+            oldest_retained: 1,
+            table_id,
+            timestamp_ms: 0,
+            operation: "create".into(),
+            schema: Arc::clone(&schema),
+            algorithm,
+            files: Vec::new(),
+        }
+    }
+}
