@@ -13,6 +13,7 @@ pub mod kms;
 pub mod project;
 pub mod read;
 pub mod sample;
+pub mod table;
 pub mod write;
 
 pub use access::KeyAccess;

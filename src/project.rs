@@ -82,7 +82,9 @@ pub struct Keys {
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keys").field("kms", &self.kms.name()).finish_non_exhaustive()
+        f.debug_struct("Keys")
+            .field("kms", &self.kms.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,9 +133,15 @@ impl StoredSettings {
     fn encode_body(&self) -> Vec<u8> {
         let mut e = Encoder::new();
         e.raw(&SETTINGS_MAGIC).u8(SETTINGS_VERSION);
-        e.str(&self.name).str(&self.project_id).u8(self.algorithm.id()).str(&self.kms);
+        e.str(&self.name)
+            .str(&self.project_id)
+            .u8(self.algorithm.id())
+            .str(&self.kms);
         e.str(self.cmk.as_ref().map(|k| k.as_str()).unwrap_or(""));
-        e.u8(self.default_key as u8).u8(self.allow_legacy_rc4 as u8).u64(self.created_ms).u64(self.generation);
+        e.u8(self.default_key as u8)
+            .u8(self.allow_legacy_rc4 as u8)
+            .u64(self.created_ms)
+            .u64(self.generation);
         e.finish()
     }
 
@@ -202,7 +210,10 @@ impl Project {
         validate_name(name)?;
         let dir = dir.as_ref().to_path_buf();
         if dir.join(SETTINGS_FILE).exists() {
-            return Err(Error::InvalidArgument(format!("{} already holds a project", dir.display())));
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds a project",
+                dir.display()
+            )));
         }
         std::fs::create_dir_all(dir.join("tables")).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let principal = Principal::new(name)?;
@@ -211,14 +222,18 @@ impl Project {
             None => (Algorithm::None, None, false, false),
             Some(enc) => {
                 if enc.algorithm == Algorithm::None {
-                    return Err(Error::InvalidArgument("encryption on needs an algorithm other than none".into()));
+                    return Err(Error::InvalidArgument(
+                        "encryption on needs an algorithm other than none".into(),
+                    ));
                 }
                 if enc.algorithm.is_legacy() && !enc.allow_legacy_rc4 {
                     return Err(Error::LegacyAlgorithmRefused);
                 }
                 match &enc.key {
                     KeyChoice::ProjectDefault => {
-                        let meta = keys.kms.create_key(CreateKeyRequest::project_default(principal.clone()))?;
+                        let meta = keys
+                            .kms
+                            .create_key(CreateKeyRequest::project_default(principal.clone()))?;
                         (enc.algorithm, Some(meta.id), true, enc.allow_legacy_rc4)
                     }
                     KeyChoice::Byok(id) => (enc.algorithm, Some(id.clone()), false, enc.allow_legacy_rc4),
@@ -229,7 +244,11 @@ impl Project {
             name: name.to_string(),
             project_id,
             algorithm,
-            kms: if cmk.is_some() { keys.kms.name().to_string() } else { String::new() },
+            kms: if cmk.is_some() {
+                keys.kms.name().to_string()
+            } else {
+                String::new()
+            },
             cmk,
             default_key,
             allow_legacy_rc4: rc4,

@@ -453,6 +453,10 @@ impl Predicate {
             value: Some(value),
         }
     }
+    /// The column the predicate is on.
+    pub fn column(&self) -> &str {
+        &self.column
+    }
     /// `column IS NULL`.
     pub fn is_null(column: impl Into<String>) -> Self {
         Predicate {

@@ -233,6 +233,8 @@ pub struct FileMetadata {
     pub footer_digest: [u8; 32],
     /// The CMKs this file's keys are wrapped under (file key first).
     pub key_ids: Vec<KeyId>,
+    /// The version of the file CMK that wraps the file's KEK (0 when not encrypted).
+    pub key_version: u32,
 }
 
 /// A `Write` that parquet's file writer writes the virtual plaintext file into; colvault drains it
@@ -618,6 +620,15 @@ impl<W: Write> FileWriter<W> {
         self.guard(r)
     }
 
+    /// [`close`](Self::close), handing back the sink (for instance to sync a file).
+    pub fn close_into_sink(mut self) -> Result<(FileMetadata, W)> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let meta = self.finish()?;
+        Ok((meta, self.sink))
+    }
+
     /// Moves the statistics of columns with their own key out of the Parquet metadata (which is
     /// sealed under the footer key) into blobs sealed under the column's key; level histograms and
     /// byte-array sizes of those columns, which also reveal something of the values, are dropped.
@@ -684,12 +695,18 @@ impl<W: Write> FileWriter<W> {
             (None, true) => random_array()?,
             (_, false) => [0u8; 12],
         };
+        let key_version = match self.key_entries.first() {
+            Some(k) => crate::kms::DataKeyEnvelope::from_bytes(&k.wrapped)?.key_version(),
+            None => 0,
+        };
         let envelope = Envelope {
             minor: VERSION_MINOR,
             algorithm: alg,
             file_id: self.file_id,
             kms: match self.key_entries.first() {
-                Some(k) => crate::kms::DataKeyEnvelope::from_bytes(&k.wrapped)?.kms_name().to_string(),
+                Some(k) => crate::kms::DataKeyEnvelope::from_bytes(&k.wrapped)?
+                    .kms_name()
+                    .to_string(),
                 None => String::new(),
             },
             keys: std::mem::take(&mut self.key_entries),
@@ -726,6 +743,7 @@ impl<W: Write> FileWriter<W> {
             file_len,
             footer_digest: *digest.finalize().as_bytes(),
             key_ids: self.key_ids.clone(),
+            key_version,
         })
     }
 }

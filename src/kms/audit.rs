@@ -16,6 +16,10 @@
 //! action is detected. Key-use records after the head can be cut off unnoticed (a limitation stated in
 //! the spec: anchoring them would need a keystore write per key use).
 //!
+//! Key uses fail closed: a use whose record cannot be appended is refused. A call refused because the
+//! keystore itself cannot be opened (wrong root secret, a tampered or rolled-back file) leaves no
+//! record, since the audit key is inside the keystore.
+//!
 //! # File layout
 //!
 //! ```text
@@ -283,6 +287,19 @@ fn bad(path: &Path, detail: impl std::fmt::Display) -> Error {
     Error::integrity(format!("audit log {}: {detail}", path.display()))
 }
 
+/// Takes an advisory lock on `file` (exclusive or shared; `flock` on Unix, `LockFileEx` on Windows),
+/// released when the file is closed. Locks taken through different open files conflict, also within one
+/// process.
+// `File::lock` is stable since Rust 1.89; the crate's `rust-version` still says 1.85.
+#[allow(clippy::incompatible_msrv)]
+pub(crate) fn flock(file: &File, exclusive: bool) -> std::io::Result<()> {
+    if exclusive {
+        file.lock()
+    } else {
+        file.lock_shared()
+    }
+}
+
 /// Creates an empty log; fails if the file exists.
 pub(crate) fn create(path: &Path) -> Result<()> {
     let mut opts = OpenOptions::new();
@@ -338,7 +355,7 @@ pub(crate) fn append(
         .append(true)
         .open(path)
         .map_err(|e| io(path, "opening", e))?;
-    f.lock().map_err(|e| io(path, "locking", e))?;
+    flock(&f, true).map_err(|e| io(path, "locking", e))?;
     let prev = tail(path, &mut f)?;
     let seq = prev.seq + 1;
     let record = encode_record(seq, time, entry, outcome)?;
@@ -359,7 +376,7 @@ pub(crate) fn append(
 /// `head` (from the sealed keystore) is one of its records. Any failure is [`Error::Integrity`].
 pub(crate) fn read_verified(path: &Path, audit_key: &SecretKey, head: AuditHead) -> Result<Vec<AuditRecord>> {
     let mut f = File::open(path).map_err(|e| io(path, "opening", e))?;
-    f.lock_shared().map_err(|e| io(path, "locking", e))?;
+    flock(&f, false).map_err(|e| io(path, "locking", e))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).map_err(|e| io(path, "reading", e))?;
     drop(f);

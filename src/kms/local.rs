@@ -32,7 +32,7 @@
 //! u32 length of the sealed body (<= 64 MiB) | sealed body = AES-256-GCM ciphertext || 16-byte tag
 //! ```
 //!
-//! The body is specified in `format-spec/` and in [`Keystore::encode_body`].
+//! The body is specified in `format-spec/` (and beside `Keystore::encode_body` in this file).
 //!
 //! # Concurrency and atomicity
 //!
@@ -95,6 +95,12 @@ const MAX_ALIAS_LEN: usize = 256;
 /// NIST SP 800-38D section 8.3).
 const MAX_SEALS_PER_ROOT: u64 = 1 << 32;
 const SECS_PER_DAY: u64 = 86_400;
+/// The Argon2id fields of a keystore sealed under a key file.
+const NO_ARGON2: Argon2Params = Argon2Params {
+    m_cost_kib: 0,
+    t_cost: 0,
+    p_cost: 0,
+};
 
 /// The secret a keystore is sealed under.
 pub enum RootSecret {
@@ -325,11 +331,7 @@ impl SealKey {
     fn fresh(root: &RootSecret, argon2: Argon2Params) -> Result<SealKey> {
         let argon2 = match root {
             RootSecret::Passphrase(_) => argon2,
-            RootSecret::KeyFile(_) => Argon2Params {
-                m_cost_kib: 0,
-                t_cost: 0,
-                p_cost: 0,
-            },
+            RootSecret::KeyFile(_) => NO_ARGON2,
         };
         Self::derive(
             root,
@@ -417,6 +419,13 @@ fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<RawKeystore<'a>> {
     }
     if kind != ROOT_PASSPHRASE && kind != ROOT_KEY_FILE {
         return Err(bad(format!("unknown root secret kind {kind}")));
+    }
+    let params_ok = match kind {
+        ROOT_PASSPHRASE => argon2.check().is_ok(),
+        _ => argon2 == NO_ARGON2,
+    };
+    if !params_ok {
+        return Err(bad(format!("Argon2id parameters out of range: {argon2:?}")));
     }
     if sealed.len() < GCM_TAG_LEN {
         return Err(bad("sealed body shorter than its tag".into()));
@@ -880,10 +889,6 @@ impl LocalKms {
         if raw.kdf.kind != root.kind() {
             return Err(Error::WrongRootSecret { path });
         }
-        raw.kdf
-            .argon2
-            .check()
-            .map_err(|_| Error::integrity(format!("keystore {}: Argon2id parameters out of range", path.display())))?;
         let seal = SealKey::derive(&root, raw.kdf)?;
         drop(root);
         if !ct_eq(&seal.check, &raw.check) {
@@ -960,11 +965,8 @@ impl LocalKms {
         let f = opts
             .open(lock_path)
             .map_err(|e| Error::io(format!("opening lock file {}", lock_path.display()), e))?;
-        match how {
-            Lock::Shared => f.lock_shared(),
-            Lock::Exclusive => f.lock(),
-        }
-        .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
+        audit::flock(&f, matches!(how, Lock::Exclusive))
+            .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
         Ok(f)
     }
 
@@ -1340,7 +1342,9 @@ impl KmsAdmin for LocalKms {
             } else {
                 Resume::Disabled
             };
-            let until = now + Duration::from_secs(u64::from(days) * SECS_PER_DAY);
+            let until = now
+                .checked_add(Duration::from_secs(u64::from(days) * SECS_PER_DAY))
+                .ok_or_else(|| Error::InvalidArgument("the clock is too far in the future".into()))?;
             entry.detail = format!("{days} days, until {} s since the epoch", unix_secs(until));
             rec.state = StoredState::PendingDeletion { until, resume };
             Ok(rec.metadata())

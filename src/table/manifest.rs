@@ -82,11 +82,20 @@ impl Manifest {
     /// The body bytes.
     pub fn encode_body(&self) -> Result<Vec<u8>> {
         let mut e = Encoder::new();
-        e.u64(self.version).raw(&self.prev_digest).u64(self.oldest_retained).str(&self.table_id);
-        e.u64(self.timestamp_ms).str(&self.operation).bytes(&schema_bytes(&self.schema)?);
+        e.u64(self.version)
+            .raw(&self.prev_digest)
+            .u64(self.oldest_retained)
+            .str(&self.table_id);
+        e.u64(self.timestamp_ms)
+            .str(&self.operation)
+            .bytes(&schema_bytes(&self.schema)?);
         e.u8(self.algorithm.id()).u32(self.files.len() as u32);
         for f in &self.files {
-            e.raw(&f.file_id.0).u64(f.len).u64(f.rows).raw(&f.footer_digest).u32(f.key_version);
+            e.raw(&f.file_id.0)
+                .u64(f.len)
+                .u64(f.rows)
+                .raw(&f.footer_digest)
+                .u32(f.key_version);
             e.u16(f.key_ids.len() as u16);
             for k in &f.key_ids {
                 e.str(k.as_str());
@@ -162,7 +171,10 @@ impl Manifest {
                 let nonce: [u8; 12] = random_array()?;
                 e.bytes(&env.to_bytes()).raw(&nonce);
                 let k = derive_key(&key, Purpose::ManifestKey, &[self.table_id.as_bytes()])?;
-                let tag = crate::crypto::default_provider().aes256_gcm(&k)?.seal_in_place(&nonce, e.as_slice(), &mut body)?;
+                let tag =
+                    crate::crypto::default_provider()
+                        .aes256_gcm(&k)?
+                        .seal_in_place(&nonce, e.as_slice(), &mut body)?;
                 e.raw(&body).raw(&tag);
             }
             None => {
@@ -190,7 +202,9 @@ impl Manifest {
             });
         }
         if d.u64()? != version {
-            return Err(Error::integrity(format!("manifest version {version} (its header names another version)")));
+            return Err(Error::integrity(format!(
+                "manifest version {version} (its header names another version)"
+            )));
         }
         let env = d.bytes(4096)?;
         let nonce: [u8; 12] = d.array()?;
@@ -229,7 +243,9 @@ impl Manifest {
         };
         let m = Manifest::decode_body(&body)?;
         if m.version != version || table_id.is_some_and(|t| t != m.table_id) {
-            return Err(Error::integrity(format!("manifest version {version} (belongs elsewhere)")));
+            return Err(Error::integrity(format!(
+                "manifest version {version} (belongs elsewhere)"
+            )));
         }
         Ok(m)
     }

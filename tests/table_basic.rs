@@ -1,0 +1,259 @@
+//! Projects and tables: settings, commits, snapshots, schema evolution, compaction, expiry,
+//! vacuum, concurrency, tamper detection.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use colvault::kms::{CreateKeyRequest, KmsAdmin, Principal};
+use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
+use colvault::table::{Table, TableWriteOptions};
+use colvault::{Algorithm, Error};
+use common::Fixture;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]))
+}
+
+fn rows(start: i64, n: usize) -> RecordBatch {
+    let ids: Vec<i64> = (start..start + n as i64).collect();
+    let names: Vec<Option<String>> = ids.iter().map(|i| Some(format!("n{i}"))).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))],
+    )
+    .unwrap()
+}
+
+fn keys(fx: &Fixture) -> Keys {
+    Keys {
+        kms: fx.kms.clone(),
+        cache: fx.cache.clone(),
+    }
+}
+
+fn ids(t: &Table) -> Vec<i64> {
+    let mut out = Vec::new();
+    for b in t.scan().build().unwrap().read_all().unwrap() {
+        let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        out.extend(a.values().iter().copied());
+    }
+    out.sort_unstable();
+    out
+}
+
+fn project(fx: &Fixture, alg: Algorithm) -> Project {
+    let settings = match alg {
+        Algorithm::None => ProjectSettings::plaintext(),
+        a => ProjectSettings::encrypted(a, KeyChoice::ProjectDefault).allow_legacy_rc4(),
+    };
+    Project::create(
+        fx.dir.path().join(format!("p_{alg}")),
+        &format!("proj_{alg}"),
+        settings,
+        keys(fx),
+    )
+    .unwrap()
+}
+
+#[test]
+fn project_names_and_settings() {
+    let fx = Fixture::new();
+    for bad in ["ab", "1abc", "has-dash", "a234567890123456789012345678", "spa ce"] {
+        let err = Project::create(fx.dir.path().join(bad), bad, ProjectSettings::plaintext(), keys(&fx)).unwrap_err();
+        assert!(err.to_string().contains("starts with a letter"), "{bad}: {err}");
+    }
+    let p = project(&fx, Algorithm::Aes256Ctr);
+    let again = Project::open(p.dir(), keys(&fx)).unwrap();
+    assert_eq!(again.settings(), p.settings());
+    assert_eq!(again.settings().algorithm, Algorithm::Aes256Ctr);
+    let cmk = again.settings().cmk.clone().unwrap();
+    assert!(fx
+        .kms
+        .describe(&cmk)
+        .unwrap()
+        .grants
+        .contains(&Principal::new("proj_aesctr").unwrap()));
+
+    // Settings cannot be edited: any changed byte is refused.
+    let path = p.dir().join("project.cv");
+    let good = std::fs::read(&path).unwrap();
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(
+            Project::open(p.dir(), keys(&fx)).is_err(),
+            "byte {i} of the settings changed unnoticed"
+        );
+    }
+    std::fs::write(&path, &good).unwrap();
+    Project::open(p.dir(), keys(&fx)).unwrap();
+}
+
+#[test]
+fn byok_needs_a_grant() {
+    let fx = Fixture::new();
+    let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
+    let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
+    let err = Project::create(fx.dir.path().join("b1"), "byok_proj", s.clone(), keys(&fx)).unwrap_err();
+    match &err {
+        Error::AccessDenied { principal, .. } => assert!(principal.contains("colvault kms grant"), "{err}"),
+        other => panic!("expected AccessDenied, got {other}"),
+    }
+    fx.kms.grant(&key, &Principal::new("byok_proj").unwrap()).unwrap();
+    let p = Project::create(fx.dir.path().join("b2"), "byok_proj", s, keys(&fx)).unwrap();
+    let t = p.create_table("t", schema()).unwrap();
+    t.append([rows(0, 10)]).unwrap();
+    assert_eq!(ids(&t).len(), 10);
+}
+
+#[test]
+fn commits_snapshots_and_evolution() {
+    let fx = Fixture::new();
+    for alg in Algorithm::ALL {
+        let p = project(&fx, alg);
+        let t = p.create_table("events", schema()).unwrap();
+        assert!(p.create_table("events", schema()).is_err());
+        assert_eq!(p.list_tables().unwrap(), vec!["events".to_string()]);
+        let c1 = t.append([rows(0, 100), rows(100, 50)]).unwrap();
+        assert_eq!((c1.version, c1.rows_added), (2, 150));
+        t.append([rows(150, 10)]).unwrap();
+        assert_eq!(ids(&t), (0..160).collect::<Vec<_>>(), "{alg}");
+        // An earlier snapshot still reads as it was.
+        let old = t.scan().version(2).build().unwrap().read_all().unwrap();
+        assert_eq!(old.iter().map(|b| b.num_rows()).sum::<usize>(), 150);
+        // A rollback to an earlier version is refused when the caller knows a newer one.
+        assert!(t.scan().version(2).min_version(3).build().is_err());
+
+        // Add a nullable column: older files read it as null.
+        t.add_column(Field::new("note", DataType::Utf8, true)).unwrap();
+        assert!(t.add_column(Field::new("bad", DataType::Utf8, false)).is_err());
+        let b = t.scan().columns(["id", "note"]).build().unwrap().read_all().unwrap();
+        assert_eq!(b[0].schema().field(1).name(), "note");
+        assert_eq!(b[0].column(1).null_count(), b[0].num_rows());
+
+        t.overwrite([]).unwrap();
+        assert!(ids(&t).is_empty());
+        let h = t.history().unwrap();
+        let ops: Vec<_> = h.iter().map(|e| e.operation.as_str()).collect();
+        assert_eq!(ops, ["create", "append", "append", "add column", "overwrite"], "{alg}");
+
+        p.drop_table("events").unwrap();
+        assert!(p.table("events").is_err());
+    }
+}
+
+#[test]
+fn compact_expire_vacuum() {
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let t = p
+        .create_table("t", schema())
+        .unwrap()
+        .with_write_options(TableWriteOptions {
+            file_rows: 1000,
+            ..Default::default()
+        });
+    for i in 0..6 {
+        t.append([rows(i * 10, 10)]).unwrap();
+    }
+    let before = t.head().unwrap();
+    assert_eq!(before.files.len(), 6);
+    let v = t.compact().unwrap().unwrap();
+    let after = t.head().unwrap();
+    assert_eq!((after.version, after.files.len()), (v, 1));
+    assert_eq!(ids(&t), (0..60).collect::<Vec<_>>());
+    assert_eq!(std::fs::read_dir(p.dir().join("tables/t/data")).unwrap().count(), 7);
+    // Old snapshots still need the old files.
+    assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 0);
+    t.expire_snapshots(v).unwrap();
+    assert!(t.scan().version(2).build().is_err(), "an expired snapshot is gone");
+    assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 6);
+    assert_eq!(std::fs::read_dir(p.dir().join("tables/t/data")).unwrap().count(), 1);
+    assert_eq!(ids(&t), (0..60).collect::<Vec<_>>());
+    // A stray uncommitted file is left alone during the grace period, removed after.
+    std::fs::write(p.dir().join("tables/t/data/stray.cvlt"), b"x").unwrap();
+    assert_eq!(t.vacuum(Duration::from_secs(3600)).unwrap(), 0);
+    assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 1);
+}
+
+#[test]
+fn concurrent_appends_from_threads() {
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let t = p.create_table("t", schema()).unwrap();
+    std::thread::scope(|s| {
+        for th in 0..8i64 {
+            let t = t.clone();
+            s.spawn(move || {
+                for i in 0..50i64 {
+                    t.append([rows(th * 1000 + i * 10, 10)]).unwrap();
+                }
+            });
+        }
+    });
+    let head = t.head().unwrap();
+    assert_eq!(head.version, 401);
+    assert_eq!(head.files.len(), 400);
+    let mut want: Vec<i64> = (0..8).flat_map(|th| (0..500).map(move |i| th * 1000 + i)).collect();
+    want.sort_unstable();
+    assert_eq!(ids(&t), want);
+}
+
+#[test]
+fn table_level_tampering_is_detected() {
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let a = p.create_table("a", schema()).unwrap();
+    let b = p.create_table("b", schema()).unwrap();
+    a.append([rows(0, 10)]).unwrap();
+    a.append([rows(10, 10)]).unwrap();
+    b.append([rows(100, 10)]).unwrap();
+    let data = |t: &str| {
+        let mut v: Vec<_> = std::fs::read_dir(p.dir().join(format!("tables/{t}/data")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    // 1. A data file replaced by an authentic file of another table.
+    let a_files = data("a");
+    let saved = std::fs::read(&a_files[0]).unwrap();
+    std::fs::copy(&data("b")[0], &a_files[0]).unwrap();
+    assert!(a.scan().build().unwrap().read_all().is_err());
+    // 2. ... or by another authentic file of the same table.
+    std::fs::copy(&a_files[1], &a_files[0]).unwrap();
+    assert!(a.scan().build().unwrap().read_all().is_err());
+    std::fs::write(&a_files[0], &saved).unwrap();
+    assert_eq!(ids(&a).len(), 20);
+    // 3. A manifest edited.
+    let m = p.dir().join("tables/a/_manifest/v00000000000000000003.cvm");
+    let good = std::fs::read(&m).unwrap();
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 20] ^= 1;
+    std::fs::write(&m, &bad).unwrap();
+    let fresh = p.table("a").unwrap();
+    assert!(matches!(fresh.head(), Err(Error::Integrity { .. })));
+    std::fs::write(&m, &good).unwrap();
+    // 4. A manifest version removed from the chain.
+    let m2 = p.dir().join("tables/a/_manifest/v00000000000000000002.cvm");
+    let saved2 = std::fs::read(&m2).unwrap();
+    std::fs::remove_file(&m2).unwrap();
+    assert!(matches!(p.table("a").unwrap().head(), Err(Error::Integrity { .. })));
+    std::fs::write(&m2, &saved2).unwrap();
+    // 5. A manifest of another table moved in.
+    let mb = p.dir().join("tables/b/_manifest/v00000000000000000002.cvm");
+    std::fs::copy(&mb, &m2).unwrap();
+    assert!(p.table("a").unwrap().head().is_err());
+    std::fs::write(&m2, &saved2).unwrap();
+    assert_eq!(ids(&p.table("a").unwrap()).len(), 20);
+}
