@@ -1,6 +1,7 @@
 //! How writers and readers reach a project's keys: the KEK cache, the principal, and the immutable
 //! ids that make up each wrap's encryption context.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -123,6 +124,23 @@ impl KeyAccess {
             .with("table", self.table_id.clone())
             .with("aux", what.to_string());
         self.cache.open_data_key(&self.principal, env, &self.kek_context(), &ctx)
+    }
+
+    /// Re-wraps a file's wrapped key under the current version of its CMK, without touching the
+    /// DEK. `memo` maps wrapped KEKs already re-wrapped in this run to their new form, so a batch
+    /// of files under one KEK costs one KMS round trip.
+    pub(crate) fn rewrap_data_key(&self, wrapped: &[u8], memo: &mut HashMap<Vec<u8>, DataKeyEnvelope>) -> Result<Vec<u8>> {
+        let env = DataKeyEnvelope::from_bytes(wrapped)?;
+        let kek = env.wrapped_kek().to_bytes();
+        let rewrapped = match memo.get(&kek) {
+            Some(done) => done.with_dek_of(&env),
+            None => {
+                let new = self.cache.rewrap_envelope(&self.principal, &env, &self.kek_context())?;
+                memo.insert(kek, new.clone());
+                new
+            }
+        };
+        Ok(rewrapped.to_bytes())
     }
 
     /// Test vectors only: a fresh file DEK and its wrapped form, with the DEK handed out so the

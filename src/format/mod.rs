@@ -11,6 +11,7 @@
 
 pub mod envelope;
 pub mod footer;
+pub mod rewrap;
 pub mod source;
 pub mod stats;
 

@@ -290,8 +290,6 @@ fn bad(path: &Path, detail: impl std::fmt::Display) -> Error {
 /// Takes an advisory lock on `file` (exclusive or shared; `flock` on Unix, `LockFileEx` on Windows),
 /// released when the file is closed. Locks taken through different open files conflict, also within one
 /// process.
-// `File::lock` is stable since Rust 1.89; the crate's `rust-version` still says 1.85.
-#[allow(clippy::incompatible_msrv)]
 pub(crate) fn flock(file: &File, exclusive: bool) -> std::io::Result<()> {
     if exclusive {
         file.lock()

@@ -95,6 +95,16 @@ pub struct DataKeyEnvelope {
 }
 
 impl DataKeyEnvelope {
+    /// This envelope's wrapped KEK with `other`'s wrapped DEK: after a KEK was re-wrapped once, every
+    /// DEK under that KEK moves to the new wrap without another KMS call.
+    pub fn with_dek_of(&self, other: &DataKeyEnvelope) -> DataKeyEnvelope {
+        DataKeyEnvelope {
+            wrapped_kek: self.wrapped_kek.clone(),
+            dek_nonce: other.dek_nonce,
+            wrapped_dek: other.wrapped_dek,
+        }
+    }
+
     /// The wrapped KEK.
     pub fn wrapped_kek(&self) -> &WrappedKey {
         &self.wrapped_kek
