@@ -50,3 +50,13 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> Result<bool> {
         Err(e) => Err(Error::io(format!("publishing {}", path.display()), e)),
     }
 }
+
+/// Replaces `path` atomically with `bytes` (temp file, fsync, rename, fsync the directory).
+pub fn replace_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temp(path, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(format!("publishing {}", path.display()), e)
+    })?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

@@ -339,6 +339,26 @@ impl Project {
         Ok(project)
     }
 
+    /// Re-seals the (unchanged) settings under a fresh key from the CMK's current version.
+    pub(crate) fn reseal_settings(&self) -> Result<()> {
+        let bytes = self.seal_settings()?;
+        fsutil::replace_atomic(&self.dir.join(SETTINGS_FILE), &bytes)
+    }
+
+    /// The CMK version the settings' MAC key is wrapped under.
+    pub(crate) fn settings_key_version(&self) -> Result<Option<u32>> {
+        let path = self.dir.join(SETTINGS_FILE);
+        let raw = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let mut d = Decoder::new(&raw, "project settings");
+        d.bytes(4096)?;
+        d.u8()?;
+        let env = d.bytes(4096)?;
+        if env.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(DataKeyEnvelope::from_bytes(env)?.key_version()))
+    }
+
     /// The project's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -27,8 +27,10 @@ const MAX_SCHEMA: usize = 16 << 20;
 /// One committed data file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileRef {
-    /// The file's id (its name is `<id>.cvlt`).
+    /// The file's id.
     pub file_id: FileId,
+    /// Its name in the table's `data/` directory (`<id>.cvlt`, or `<id>-<tag>.cvlt` once rewrapped).
+    pub name: String,
     /// Its length.
     pub len: u64,
     /// Its rows.
@@ -92,6 +94,7 @@ impl Manifest {
         e.u8(self.algorithm.id()).u32(self.files.len() as u32);
         for f in &self.files {
             e.raw(&f.file_id.0)
+                .str(&f.name)
                 .u64(f.len)
                 .u64(f.rows)
                 .raw(&f.footer_digest)
@@ -115,10 +118,14 @@ impl Manifest {
         let operation = d.str(256)?.to_string();
         let schema = schema_from(d.bytes(MAX_SCHEMA)?)?;
         let algorithm = Algorithm::from_id(d.u8()?)?;
-        let n = d.count(MAX_FILES, 16 + 8 + 8 + 32 + 4 + 2)?;
+        let n = d.count(MAX_FILES, 16 + 4 + 8 + 8 + 32 + 4 + 2)?;
         let mut files = Vec::with_capacity(n);
         for _ in 0..n {
             let file_id = FileId(d.array()?);
+            let name = d.str(128)?.to_string();
+            if !name.ends_with(".cvlt") || name.contains('/') || name.starts_with('.') {
+                return Err(Error::malformed("manifest", format!("bad data file name {name:?}")));
+            }
             let len = d.u64()?;
             let rows = d.u64()?;
             let footer_digest = d.array()?;
@@ -133,6 +140,7 @@ impl Manifest {
             }
             files.push(FileRef {
                 file_id,
+                name,
                 len,
                 rows,
                 footer_digest,
@@ -248,6 +256,18 @@ impl Manifest {
             )));
         }
         Ok(m)
+    }
+
+    /// The CMK version a sealed manifest's key is wrapped under (`None` for a checksummed one).
+    pub fn sealed_key_version(bytes: &[u8]) -> Result<Option<(KeyId, u32)>> {
+        let mut d = Decoder::new(bytes, "manifest");
+        d.raw(4 + 1 + 8)?;
+        let env = d.bytes(4096)?;
+        if env.is_empty() {
+            return Ok(None);
+        }
+        let env = DataKeyEnvelope::from_bytes(env)?;
+        Ok(Some((env.key_id().clone(), env.key_version())))
     }
 
     /// An empty version-0 manifest for a new table.

@@ -12,6 +12,7 @@
 //! tries again. A reader only ever sees complete versions; files no version references (left by a
 //! crash, or no longer needed after expiry) are removed by [`Table::vacuum`].
 
+pub mod lifecycle;
 pub mod manifest;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -230,8 +231,8 @@ impl Table {
         self.dir.join("_manifest").join(format!("v{version:020}.cvm"))
     }
 
-    fn data_path(&self, id: &FileId) -> PathBuf {
-        self.dir.join("data").join(format!("{id}.cvlt"))
+    fn data_path(&self, name: &str) -> PathBuf {
+        self.dir.join("data").join(name)
     }
 
     /// Manifest versions present on storage, ascending.
@@ -268,39 +269,71 @@ impl Table {
         let head = *versions
             .last()
             .ok_or_else(|| Error::integrity(format!("table {} has no manifest", self.name)))?;
-        self.snapshot(head)
+        let (m, digest) = self.read_manifest(head)?;
+        self.verify_chain(&m, digest)?;
+        Ok(m)
     }
 
-    /// Version `version`, with the chain up to it checked.
-    pub fn snapshot(&self, version: u64) -> Result<Manifest> {
-        let (m, digest) = self.read_manifest(version)?;
+    /// Checks the chain below `head` down to its oldest retained version, remembering verified
+    /// digests so each version is checked once per table handle.
+    fn verify_chain(&self, head: &Manifest, digest: [u8; 32]) -> Result<()> {
         let mut verified = self.verified.lock().map_err(|_| Error::Poisoned)?;
-        if verified.get(&version) == Some(&digest) {
-            return Ok(m);
+        if verified.get(&head.version) == Some(&digest) {
+            return Ok(());
         }
-        // Walk back to the oldest retained version or to one already verified.
-        let mut v = version;
-        let mut cur = m.clone();
-        let mut chain = vec![(version, digest)];
-        while v > cur.oldest_retained.max(1) {
-            let (prev, prev_digest) = self.read_manifest(v - 1)?;
-            if prev_digest != cur.prev_digest {
+        let horizon = head.oldest_retained.max(1);
+        let mut v = head.version;
+        let mut prev_digest = head.prev_digest;
+        let mut chain = vec![(v, digest)];
+        while v > horizon {
+            let (prev, d) = self.read_manifest(v - 1)?;
+            if d != prev_digest {
                 return Err(Error::integrity(format!(
                     "manifest chain (version {v} does not follow version {})",
                     v - 1
                 )));
             }
-            if verified.get(&(v - 1)) == Some(&prev_digest) {
+            if verified.get(&(v - 1)) == Some(&d) {
                 break;
             }
-            chain.push((v - 1, prev_digest));
+            chain.push((v - 1, d));
             v -= 1;
-            cur = prev;
+            prev_digest = prev.prev_digest;
         }
-        if v == 1 && cur.prev_digest != [0; 32] {
+        if v == 1 && prev_digest != [0; 32] {
             return Err(Error::integrity("manifest chain (version 1 has a predecessor)"));
         }
+        verified.retain(|k, _| *k >= horizon);
         verified.extend(chain);
+        Ok(())
+    }
+
+    /// Version `version`: a retained version of the verified chain.
+    pub fn snapshot(&self, version: u64) -> Result<Manifest> {
+        let head = self.head()?;
+        if version == head.version {
+            return Ok(head);
+        }
+        if version < head.oldest_retained.max(1) || version > head.version {
+            return Err(Error::InvalidArgument(format!(
+                "table {} has no version {version} (retained: {} to {})",
+                self.name,
+                head.oldest_retained.max(1),
+                head.version
+            )));
+        }
+        let (m, digest) = self.read_manifest(version)?;
+        let known = self
+            .verified
+            .lock()
+            .map_err(|_| Error::Poisoned)?
+            .get(&version)
+            .copied();
+        if known != Some(digest) {
+            return Err(Error::integrity(format!(
+                "manifest version {version} (not the one the chain verified)"
+            )));
+        }
         Ok(m)
     }
 
@@ -404,11 +437,13 @@ impl Table {
     fn finish_file(&self, (w, tmp, id): (FileWriter<File>, PathBuf, FileId)) -> Result<FileRef> {
         let (meta, f) = w.close_into_sink()?;
         f.sync_all().map_err(|e| Error::io("syncing a data file", e))?;
-        let dest = self.data_path(&id);
+        let name = format!("{id}.cvlt");
+        let dest = self.data_path(&name);
         fs::rename(&tmp, &dest).map_err(|e| Error::io(format!("publishing {}", dest.display()), e))?;
         fsutil::sync_dir(&self.dir.join("data"))?;
         Ok(FileRef {
             file_id: meta.file_id,
+            name,
             len: meta.file_len,
             rows: meta.num_rows,
             footer_digest: meta.footer_digest,
@@ -606,7 +641,7 @@ impl Table {
         let mut live = HashSet::new();
         for v in head.oldest_retained.max(1)..=head.version {
             for f in self.snapshot(v)?.files {
-                live.insert(f.file_id.to_hex());
+                live.insert(f.name);
             }
         }
         let mut removed = 0;
@@ -614,9 +649,7 @@ impl Table {
         for entry in fs::read_dir(&data).map_err(|e| Error::io("listing data files", e))? {
             let entry = entry.map_err(|e| Error::io("listing data files", e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let id = name.strip_suffix(".cvlt");
-            let referenced = id.is_some_and(|id| live.contains(id));
-            if referenced {
+            if live.contains(&name) {
                 continue;
             }
             let age = entry
@@ -637,7 +670,7 @@ impl Table {
     /// Opens one committed file, checking it against the manifest: its id, length and footer digest,
     /// the project's algorithm and the keys the manifest allows.
     fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
-        let path = self.data_path(&f.file_id);
+        let path = self.data_path(&f.name);
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::integrity(format!("data file {} is missing", f.file_id)),
             _ => Error::io(format!("opening {}", path.display()), e),

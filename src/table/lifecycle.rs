@@ -1,0 +1,210 @@
+//! Key lifecycle on tables and projects: rewrap (new CMK version, data untouched), re-encrypt
+//! (fresh DEKs), and the check before an old CMK version is destroyed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+
+use crate::crypto::random_array;
+use crate::error::{Error, Result};
+use crate::format::rewrap::rewrap_file;
+use crate::fsutil;
+use crate::project::Project;
+
+use super::{FileRef, Manifest, Table};
+
+/// Progress of a long operation: (what, done, total).
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
+
+/// What a rewrap or re-encryption did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleReport {
+    /// Files rewritten.
+    pub files: usize,
+    /// Bytes of column data copied without being decrypted (rewrap) or re-encrypted (re-encrypt).
+    pub bytes: u64,
+    /// The version committed, if anything changed.
+    pub version: Option<u64>,
+}
+
+impl Table {
+    /// Moves every live file's keys to the CMK's current version: each file is rewritten with its
+    /// chunk bytes copied unchanged and its footer re-sealed with a fresh nonce, and all of them are
+    /// committed at once. Old files stay for older snapshots until those expire.
+    pub fn rewrap(&self, progress: Progress<'_>) -> Result<LifecycleReport> {
+        let head = self.head()?;
+        let Some(access) = self.access() else {
+            return Err(Error::InvalidArgument(format!(
+                "table {} is not encrypted: nothing to rewrap",
+                self.name
+            )));
+        };
+        let mut memo = HashMap::new();
+        let mut replaced = Vec::new();
+        let mut report = LifecycleReport::default();
+        let total = head.files.len() as u64;
+        for (i, f) in head.files.iter().enumerate() {
+            progress("rewrap", i as u64, total);
+            let src = File::open(self.data_path(&f.name)).map_err(|e| Error::io(format!("opening {}", f.name), e))?;
+            let tag: String = random_array::<4>()?.iter().map(|b| format!("{b:02x}")).collect();
+            let name = format!("{}-{tag}.cvlt", f.file_id);
+            let dest = self.data_path(&name);
+            let tmp = fsutil::temp_path(&dest)?;
+            let mut out = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io("creating a rewrapped file", e))?;
+            // The reader's checks apply: the file must be the one the manifest committed.
+            self.open_file(f, &head)?;
+            let info = rewrap_file(&src, &mut out, &access, Some(&f.key_ids), &mut memo)?;
+            out.sync_all().map_err(|e| Error::io("syncing a rewrapped file", e))?;
+            fs::rename(&tmp, &dest).map_err(|e| Error::io("publishing a rewrapped file", e))?;
+            report.files += 1;
+            report.bytes += info.chunk_bytes;
+            replaced.push((
+                f.file_id,
+                FileRef {
+                    name,
+                    len: info.file_len,
+                    footer_digest: info.footer_digest,
+                    key_version: info.key_version,
+                    ..f.clone()
+                },
+            ));
+        }
+        fsutil::sync_dir(&self.dir.join("data"))?;
+        progress("rewrap", total, total);
+        report.version = Some(self.replace_files("rewrap", &head, replaced)?);
+        Ok(report)
+    }
+
+    /// Gives every live file a fresh DEK (for a DEK that may have leaked): each file is decrypted and
+    /// written again under a new data key and file id, and all are committed at once.
+    pub fn reencrypt(&self, progress: Progress<'_>) -> Result<LifecycleReport> {
+        let head = self.head()?;
+        let mut replaced = Vec::new();
+        let mut report = LifecycleReport::default();
+        let total = head.files.len() as u64;
+        for (i, f) in head.files.iter().enumerate() {
+            progress("reencrypt", i as u64, total);
+            let batches = self.open_file(f, &head)?.scan().build()?.read_all()?;
+            let mut new = self.write_files(&head.schema, batches)?;
+            report.files += 1;
+            report.bytes += f.len;
+            match new.len() {
+                0 => {}
+                1 => replaced.push((f.file_id, new.remove(0))),
+                _ => return Err(Error::InvalidArgument("re-encryption split a file".into())),
+            }
+        }
+        progress("reencrypt", total, total);
+        report.version = Some(self.replace_files("reencrypt", &head, replaced)?);
+        Ok(report)
+    }
+
+    /// Commits `replacements` (old file id → new file), refusing if the table changed meanwhile in a
+    /// way that touched those files.
+    fn replace_files(
+        &self,
+        op: &str,
+        base: &Manifest,
+        replacements: Vec<(crate::crypto::FileId, FileRef)>,
+    ) -> Result<u64> {
+        let map: HashMap<_, _> = replacements.into_iter().collect();
+        let base_names: HashSet<String> = base.files.iter().map(|f| f.name.clone()).collect();
+        let m = self.commit(op, |head| {
+            let mut next = head.clone();
+            for f in &mut next.files {
+                if let Some(new) = map.get(&f.file_id) {
+                    if !base_names.contains(&f.name) {
+                        return Err(Error::InvalidArgument(format!(
+                            "table {} changed during {op}; run it again",
+                            self.name
+                        )));
+                    }
+                    *f = new.clone();
+                }
+            }
+            Ok(next)
+        })?;
+        Ok(m.version)
+    }
+
+    /// Which versions of which CMKs the retained snapshots still need, with what needs them
+    /// (data files and manifests).
+    pub fn key_versions_in_use(&self) -> Result<BTreeMap<(String, u32), Vec<String>>> {
+        let head = self.head()?;
+        let mut out: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
+        for v in head.oldest_retained.max(1)..=head.version {
+            let m = self.snapshot(v)?;
+            let bytes = fs::read(self.manifest_path(v)).map_err(|e| Error::io("reading a manifest", e))?;
+            if let Some((key, kv)) = Manifest::sealed_key_version(&bytes)? {
+                out.entry((key.to_string(), kv))
+                    .or_default()
+                    .push(format!("table {} manifest version {v}", self.name));
+            }
+            for f in &m.files {
+                if let Some(k) = f.key_ids.first() {
+                    let users = out.entry((k.to_string(), f.key_version)).or_default();
+                    let what = format!("table {} file {}", self.name, f.name);
+                    if !users.contains(&what) {
+                        users.push(what);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Project {
+    /// Rewraps every table and re-seals the settings under the CMK's current version.
+    pub fn rewrap(&self, progress: Progress<'_>) -> Result<Vec<(String, LifecycleReport)>> {
+        let mut out = Vec::new();
+        for name in self.list_tables()? {
+            out.push((name.clone(), self.table(&name)?.rewrap(progress)?));
+        }
+        self.reseal_settings()?;
+        Ok(out)
+    }
+
+    /// Re-encrypts every table with fresh DEKs.
+    pub fn reencrypt(&self, progress: Progress<'_>) -> Result<Vec<(String, LifecycleReport)>> {
+        let mut out = Vec::new();
+        for name in self.list_tables()? {
+            out.push((name.clone(), self.table(&name)?.reencrypt(progress)?));
+        }
+        Ok(out)
+    }
+
+    /// Destroys version `version` of the project's CMK, after checking that nothing retained still
+    /// needs it; if something does, the error lists it (rewrap, then expire older snapshots).
+    pub fn destroy_key_version(&self, version: u32) -> Result<()> {
+        let cmk = self
+            .settings()
+            .cmk
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("the project is not encrypted".into()))?;
+        let mut users = Vec::new();
+        for name in self.list_tables()? {
+            for ((key, v), what) in self.table(&name)?.key_versions_in_use()? {
+                if key == cmk.as_str() && v == version {
+                    users.extend(what);
+                }
+            }
+        }
+        if self.settings_key_version()? == Some(version) {
+            users.push("the project settings".into());
+        }
+        if !users.is_empty() {
+            let shown: Vec<_> = users.iter().take(10).cloned().collect();
+            return Err(Error::InvalidKeyState(format!(
+                "version {version} of key {cmk} is still needed by {} item(s), e.g. {}; rewrap the project and expire older snapshots first",
+                users.len(),
+                shown.join(", ")
+            )));
+        }
+        self.keys().kms.destroy_version(&cmk, version)?;
+        Ok(())
+    }
+}
