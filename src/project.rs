@@ -109,6 +109,9 @@ pub struct StoredSettings {
     pub created_ms: u64,
     /// Increases with every settings migration.
     pub generation: u64,
+    /// While a migration is under way: the algorithm and CMK being migrated from, which readers
+    /// still accept for data not yet rewritten.
+    pub migrating_from: Option<(Algorithm, Option<KeyId>)>,
 }
 
 const SETTINGS_FILE: &str = "project.cv";
@@ -142,6 +145,10 @@ impl StoredSettings {
             .u8(self.allow_legacy_rc4 as u8)
             .u64(self.created_ms)
             .u64(self.generation);
+        match &self.migrating_from {
+            None => e.u8(0),
+            Some((alg, cmk)) => e.u8(1).u8(alg.id()).str(cmk.as_ref().map(|k| k.as_str()).unwrap_or("")),
+        };
         e.finish()
     }
 
@@ -162,16 +169,30 @@ impl StoredSettings {
         let kms = d.str(64)?.to_string();
         let cmk = d.str(64)?;
         let cmk = if cmk.is_empty() { None } else { Some(KeyId::new(cmk)?) };
+        let default_key = d.u8()? != 0;
+        let allow_legacy_rc4 = d.u8()? != 0;
+        let created_ms = d.u64()?;
+        let generation = d.u64()?;
+        let migrating_from = match d.u8()? {
+            0 => None,
+            1 => {
+                let alg = Algorithm::from_id(d.u8()?)?;
+                let k = d.str(64)?;
+                Some((alg, if k.is_empty() { None } else { Some(KeyId::new(k)?) }))
+            }
+            f => return Err(Error::malformed("project settings", format!("migration flag {f}"))),
+        };
         Ok(StoredSettings {
             name,
             project_id,
             algorithm,
             kms,
             cmk,
-            default_key: d.u8()? != 0,
-            allow_legacy_rc4: d.u8()? != 0,
-            created_ms: d.u64()?,
-            generation: d.u64()?,
+            default_key,
+            allow_legacy_rc4,
+            created_ms,
+            generation,
+            migrating_from,
         })
     }
 }
@@ -254,6 +275,7 @@ impl Project {
             allow_legacy_rc4: rc4,
             created_ms: UNIX_EPOCH.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0),
             generation: 0,
+            migrating_from: None,
         };
         let project = Project {
             dir,
@@ -337,6 +359,14 @@ impl Project {
             return Err(Error::integrity(format!("project settings {}", path.display())));
         }
         Ok(project)
+    }
+
+    /// This project with other settings (not stored).
+    pub(crate) fn with_settings(&self, settings: StoredSettings) -> Project {
+        Project {
+            settings,
+            ..self.clone()
+        }
     }
 
     /// Re-seals the (unchanged) settings under a fresh key from the CMK's current version.

@@ -208,3 +208,107 @@ impl Project {
         Ok(())
     }
 }
+
+impl Project {
+    /// Changes the project's encryption settings (turn encryption on or off, change the key or the
+    /// algorithm): every file of every table is rewritten under the new settings and committed,
+    /// then every snapshot that still references an old file is expired and the old files are
+    /// removed, so nothing stays readable through a table under the old settings.
+    ///
+    /// Crash-safe and resumable: the settings first record the migration (readers accept both the
+    /// old and the new settings meanwhile), each table moves in one commit and loses its old files
+    /// only after that commit, and running `migrate` again with the same target finishes the job.
+    pub fn migrate(&self, target: crate::project::ProjectSettings, progress: Progress<'_>) -> Result<Project> {
+        let cur = self.settings().clone();
+        let source = cur.migrating_from.clone().unwrap_or((cur.algorithm, cur.cmk.clone()));
+        let mut next = cur.clone();
+        match &target.encryption {
+            None => {
+                next.algorithm = crate::crypto::Algorithm::None;
+                next.cmk = None;
+                next.kms = String::new();
+                next.default_key = false;
+                next.allow_legacy_rc4 = false;
+            }
+            Some(enc) => {
+                if enc.algorithm == crate::crypto::Algorithm::None {
+                    return Err(Error::InvalidArgument(
+                        "encryption on needs an algorithm other than none".into(),
+                    ));
+                }
+                if enc.algorithm.is_legacy() && !enc.allow_legacy_rc4 {
+                    return Err(Error::LegacyAlgorithmRefused);
+                }
+                let (cmk, default_key) = match &enc.key {
+                    crate::project::KeyChoice::ProjectDefault if cur.default_key && cur.cmk.is_some() => {
+                        (cur.cmk.clone(), true)
+                    }
+                    crate::project::KeyChoice::ProjectDefault => {
+                        let req = crate::kms::CreateKeyRequest::project_default(self.principal().clone());
+                        (Some(self.keys().kms.create_key(req)?.id), true)
+                    }
+                    crate::project::KeyChoice::Byok(id) => (Some(id.clone()), false),
+                };
+                next.algorithm = enc.algorithm;
+                next.cmk = cmk;
+                next.kms = self.keys().kms.name().to_string();
+                next.default_key = default_key;
+                next.allow_legacy_rc4 = enc.allow_legacy_rc4;
+            }
+        }
+        if cur.migrating_from.is_none() {
+            next.generation += 1;
+        }
+        next.migrating_from = Some(source);
+        let mid = self.with_settings(next.clone());
+        mid.reseal_settings()?;
+        for name in mid.list_tables()? {
+            mid.table(&name)?.migrate_files(progress)?;
+        }
+        next.migrating_from = None;
+        let done = self.with_settings(next);
+        done.reseal_settings()?;
+        Ok(done)
+    }
+}
+
+impl Table {
+    /// Rewrites every file not written under the project's current settings, commits, expires the
+    /// older snapshots and removes the old files.
+    fn migrate_files(&self, progress: Progress<'_>) -> Result<()> {
+        let s = self.project.settings();
+        let head = self.head()?;
+        let target_alg = s.algorithm;
+        let target_key = s.cmk.clone();
+        let stale = |f: &FileRef| head.algorithm != target_alg || f.key_ids.first() != target_key.as_ref();
+        let total = head.files.len() as u64;
+        let mut files = Vec::with_capacity(head.files.len());
+        for (i, f) in head.files.iter().enumerate() {
+            progress(&format!("migrate {}", self.name), i as u64, total);
+            if stale(f) {
+                let batches = self.open_file(f, &head)?.scan().build()?.read_all()?;
+                files.extend(self.write_files(&head.schema, batches)?);
+            } else {
+                files.push(f.clone());
+            }
+        }
+        progress(&format!("migrate {}", self.name), total, total);
+        let base: Vec<String> = head.files.iter().map(|f| f.name.clone()).collect();
+        let m = self.commit("migrate", |h| {
+            let names: Vec<String> = h.files.iter().map(|f| f.name.clone()).collect();
+            if names != base {
+                return Err(Error::InvalidArgument(format!(
+                    "table {} changed during the migration; run it again",
+                    self.name
+                )));
+            }
+            let mut next = h.clone();
+            next.files = files.clone();
+            next.algorithm = target_alg;
+            Ok(next)
+        })?;
+        self.expire_snapshots(m.version)?;
+        self.vacuum(std::time::Duration::ZERO)?;
+        Ok(())
+    }
+}

@@ -219,12 +219,18 @@ impl Table {
         &self.project
     }
 
+    /// Key access, when any key is in play (the project's CMK, or the one a migration is leaving).
     fn access(&self) -> Option<KeyAccess> {
-        self.project
-            .settings()
-            .cmk
-            .as_ref()
-            .map(|_| self.project.access(&self.table_id))
+        let s = self.project.settings();
+        let migrating_key = s.migrating_from.as_ref().and_then(|(_, k)| k.as_ref());
+        (s.cmk.is_some() || migrating_key.is_some()).then(|| self.project.access(&self.table_id))
+    }
+
+    /// Whether manifests must be sealed under a key (the project is encrypted and not migrating
+    /// from plaintext): a checksummed manifest is then a downgrade and refused.
+    fn require_sealed(&self) -> bool {
+        let s = self.project.settings();
+        s.cmk.is_some() && !matches!(s.migrating_from, Some((_, None)))
     }
 
     fn manifest_path(&self, version: u64) -> PathBuf {
@@ -258,6 +264,12 @@ impl Table {
             std::io::ErrorKind::NotFound => Error::integrity(format!("manifest version {version} is missing")),
             _ => Error::io(format!("reading {}", path.display()), e),
         })?;
+        if self.require_sealed() && Manifest::sealed_key_version(&bytes)?.is_none() {
+            return Err(Error::integrity(format!(
+                "manifest version {version} of table {} is not sealed, but the project is encrypted",
+                self.name
+            )));
+        }
         let m = Manifest::open(&bytes, version, Some(&self.table_id), self.access().as_ref())?;
         Ok((m, *blake3::hash(&bytes).as_bytes()))
     }
@@ -458,7 +470,14 @@ impl Table {
         let files = self.write_files(&schema, batches)?;
         let rows = files.iter().map(|f| f.rows).sum();
         let added = files.len();
+        let algorithm = self.project.settings().algorithm;
         let m = self.commit("append", |head| {
+            if head.algorithm != algorithm {
+                return Err(Error::InvalidArgument(format!(
+                    "the project's encryption settings changed (table {} is now {}); reopen the project",
+                    self.name, head.algorithm
+                )));
+            }
             if head.schema.fields() != schema.fields() {
                 return Err(Error::SchemaMismatch(format!(
                     "table {} changed its schema during the append",
@@ -482,7 +501,14 @@ impl Table {
         let files = self.write_files(&schema, batches)?;
         let rows = files.iter().map(|f| f.rows).sum();
         let added = files.len();
+        let algorithm = self.project.settings().algorithm;
         let m = self.commit("overwrite", |head| {
+            if head.algorithm != algorithm {
+                return Err(Error::InvalidArgument(format!(
+                    "the project's encryption settings changed (table {} is now {}); reopen the project",
+                    self.name, head.algorithm
+                )));
+            }
             let mut next = head.clone();
             next.files = files.clone();
             Ok(next)
