@@ -60,3 +60,27 @@ pub fn replace_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
+
+/// Removes temporary files (`.<name>.<tag>.tmp`) older than `grace` left in `dir` by writers that
+/// died before publishing them. Returns how many were removed.
+pub fn remove_stale_temps(dir: &Path, grace: std::time::Duration) -> Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))? {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+            continue;
+        }
+        let age = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age >= grace {
+            fs::remove_file(entry.path()).map_err(|e| Error::io(format!("removing {name}"), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

@@ -168,6 +168,16 @@ impl Project {
         Ok(out)
     }
 
+    /// Vacuums every table (see [`Table::vacuum`]) and removes stale temporary files of the
+    /// project's own. Returns how many files were removed.
+    pub fn vacuum(&self, grace: std::time::Duration) -> Result<usize> {
+        let mut removed = fsutil::remove_stale_temps(self.dir(), grace)?;
+        for name in self.list_tables()? {
+            removed += self.table(&name)?.vacuum(grace)?;
+        }
+        Ok(removed)
+    }
+
     /// Re-encrypts every table with fresh DEKs.
     pub fn reencrypt(&self, progress: Progress<'_>) -> Result<Vec<(String, LifecycleReport)>> {
         let mut out = Vec::new();

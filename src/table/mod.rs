@@ -690,6 +690,7 @@ impl Table {
             }
         }
         fsutil::sync_dir(&data)?;
+        removed += fsutil::remove_stale_temps(&self.dir.join("_manifest"), grace)?;
         Ok(removed)
     }
 
