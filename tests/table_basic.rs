@@ -257,3 +257,62 @@ fn table_level_tampering_is_detected() {
     std::fs::write(&m2, &saved2).unwrap();
     assert_eq!(ids(&p.table("a").unwrap()).len(), 20);
 }
+
+#[test]
+fn downgraded_manifest_is_refused() {
+    use colvault::table::Manifest;
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let t = p.create_table("t", schema()).unwrap();
+    t.append([rows(0, 10)]).unwrap();
+    let head = t.head().unwrap();
+    // An attacker without keys writes the next version as a checksummed (unencrypted) manifest that
+    // lists the same files: the table refuses it.
+    let mut forged = head.clone();
+    forged.version = head.version + 1;
+    let prev = std::fs::read(p.dir().join(format!("tables/t/_manifest/v{:020}.cvm", head.version))).unwrap();
+    forged.prev_digest = *blake3::hash(&prev).as_bytes();
+    forged.algorithm = Algorithm::None;
+    let bytes = forged.seal(None).unwrap();
+    std::fs::write(
+        p.dir().join(format!("tables/t/_manifest/v{:020}.cvm", forged.version)),
+        bytes,
+    )
+    .unwrap();
+    let err = p.table("t").unwrap().head().unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    let _ = Manifest::sealed_key_version;
+}
+
+#[test]
+fn scan_options_and_expiry_by_age() {
+    use colvault::{CmpOp, Predicate};
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Ctr);
+    let t = p.create_table("t", schema()).unwrap();
+    t.append([rows(0, 100)]).unwrap();
+    t.append([rows(100, 100)]).unwrap();
+    // Pruning by statistics skips the first file's row group entirely.
+    let v: arrow::array::ArrayRef = Arc::new(Int64Array::from(vec![150]));
+    let got = t
+        .scan()
+        .filter(Predicate::compare("id", CmpOp::GtEq, v))
+        .batch_size(7)
+        .build()
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert!(got.iter().all(|b| b.num_rows() <= 7));
+    assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+    let only_names = t.scan().columns(["name"]).build().unwrap().read_all().unwrap();
+    assert_eq!(only_names[0].num_columns(), 1);
+    // Nothing is older than an hour; everything is older than zero seconds (but the head stays).
+    assert_eq!(t.expire_older_than(Duration::from_secs(3600)).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(
+        t.expire_older_than(Duration::ZERO).unwrap(),
+        2,
+        "versions 1 and 2 go; the head stays"
+    );
+    assert_eq!(ids(&t).len(), 200);
+}
