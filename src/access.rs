@@ -123,13 +123,18 @@ impl KeyAccess {
             .with("project", self.project_id.clone())
             .with("table", self.table_id.clone())
             .with("aux", what.to_string());
-        self.cache.open_data_key(&self.principal, env, &self.kek_context(), &ctx)
+        self.cache
+            .open_data_key(&self.principal, env, &self.kek_context(), &ctx)
     }
 
     /// Re-wraps a file's wrapped key under the current version of its CMK, without touching the
     /// DEK. `memo` maps wrapped KEKs already re-wrapped in this run to their new form, so a batch
     /// of files under one KEK costs one KMS round trip.
-    pub(crate) fn rewrap_data_key(&self, wrapped: &[u8], memo: &mut HashMap<Vec<u8>, DataKeyEnvelope>) -> Result<Vec<u8>> {
+    pub(crate) fn rewrap_data_key(
+        &self,
+        wrapped: &[u8],
+        memo: &mut HashMap<Vec<u8>, DataKeyEnvelope>,
+    ) -> Result<Vec<u8>> {
         let env = DataKeyEnvelope::from_bytes(wrapped)?;
         let kek = env.wrapped_kek().to_bytes();
         let rewrapped = match memo.get(&kek) {
@@ -146,7 +151,11 @@ impl KeyAccess {
     /// Test vectors only: a fresh file DEK and its wrapped form, with the DEK handed out so the
     /// deterministic writer can reuse it.
     #[doc(hidden)]
-    pub fn insecure_new_data_key_for_test_vectors(&self, cmk: &KeyId, file_id: &FileId) -> Result<(SecretKey, Vec<u8>)> {
+    pub fn insecure_new_data_key_for_test_vectors(
+        &self,
+        cmk: &KeyId,
+        file_id: &FileId,
+    ) -> Result<(SecretKey, Vec<u8>)> {
         self.new_data_key(cmk, file_id, None)
     }
 
@@ -161,6 +170,12 @@ impl KeyAccess {
     ) -> Result<SecretKey> {
         let env = DataKeyEnvelope::from_bytes(wrapped)?;
         let key = env.key_id();
+        let ours = self.cache.kms().name();
+        if env.kms_name() != ours {
+            return Err(Error::UnknownKey {
+                key: format!("{key} (held by KMS {:?}, not by this KMS {ours:?})", env.kms_name()),
+            });
+        }
         if let Some(allowed) = allowed {
             if !allowed.iter().any(|k| k == key) {
                 return Err(Error::KeyNotAllowed { key: key.to_string() });

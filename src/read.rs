@@ -254,13 +254,29 @@ impl FileReader {
                 "footer (row groups or columns disagree with the chunk table)",
             ));
         }
+        // The virtual Parquet file: its chunks start after parquet's 4-byte magic and follow each
+        // other in order, each as long as the opened chunk. Checked before anything trusts an offset.
+        let mut expected_start = 4u64;
         for (r, rg) in pq.row_groups().iter().enumerate() {
             for (l, col) in rg.columns().iter().enumerate() {
                 let entry = &body.chunks[r * body.leaves as usize + l];
-                let (_, len) = col.byte_range();
-                if plaintext_len(alg, entry.len as usize)? as u64 != len {
-                    return Err(Error::integrity(format!("footer (chunk {r}/{l} length)")));
+                let bad = || Error::integrity(format!("footer (chunk {r}/{l} position)"));
+                let start = match col.dictionary_page_offset() {
+                    Some(d) => d,
+                    None => col.data_page_offset(),
+                };
+                if start < 0 || col.data_page_offset() < 0 || col.compressed_size() < 0 {
+                    return Err(bad());
                 }
+                let (start, len) = (start as u64, col.compressed_size() as u64);
+                if start != expected_start
+                    || (col.data_page_offset() as u64) < start
+                    || col.data_page_offset() as u64 >= start + len.max(1)
+                    || plaintext_len(alg, entry.len as usize)? as u64 != len
+                {
+                    return Err(bad());
+                }
+                expected_start = start + len;
             }
         }
         let leaf_field: Vec<usize> = (0..schema_descr.num_columns())
@@ -648,7 +664,7 @@ impl<'a> ScanBuilder<'a> {
                     by_start: by_start.clone(),
                     openers: group_leaves.iter().map(|l| (*l, openers[l].clone())).collect(),
                     wanted_leaves: group_leaves,
-                    cache: Mutex::new(HashMap::new()),
+                    cache: Mutex::new(ChunkCache::default()),
                     error: error.clone(),
                     virtual_len: reader.file_len,
                 }),
@@ -762,6 +778,13 @@ struct VirtualFile {
     inner: Arc<VirtualInner>,
 }
 
+/// Opened chunks not yet served to their end, and the chunks already served.
+#[derive(Default)]
+struct ChunkCache {
+    chunks: HashMap<(usize, usize), Bytes>,
+    served: std::collections::HashSet<(usize, usize)>,
+}
+
 struct VirtualInner {
     source: Arc<dyn ReadAt>,
     algorithm: Algorithm,
@@ -770,7 +793,7 @@ struct VirtualInner {
     by_start: Arc<BTreeMap<u64, (usize, usize, u64)>>,
     openers: HashMap<usize, Arc<ChunkOpener>>,
     wanted_leaves: Vec<usize>,
-    cache: Mutex<HashMap<(usize, usize), Bytes>>,
+    cache: Mutex<ChunkCache>,
     error: Arc<Mutex<Option<Error>>>,
     virtual_len: u64,
 }
@@ -794,32 +817,49 @@ impl VirtualInner {
         Ok(Bytes::from(buf))
     }
 
-    /// The plaintext of chunk (rg, leaf); on a miss, opens every wanted chunk of the row group in
-    /// parallel and drops the cached chunks of other row groups.
+    /// The plaintext of chunk (rg, leaf). On a miss, opens in parallel every wanted chunk of the
+    /// row group that is neither cached nor already served. A chunk leaves the cache once it has
+    /// been served to its end, so each chunk is read and opened once, even when the decoder walks
+    /// the leaves of a nested field across row groups one leaf at a time.
     fn chunk(&self, rg: usize, leaf: usize) -> Result<Bytes> {
         {
             let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
-            if let Some(b) = cache.get(&(rg, leaf)) {
+            if let Some(b) = cache.chunks.get(&(rg, leaf)) {
                 return Ok(b.clone());
             }
         }
-        let mut todo = self.wanted_leaves.clone();
-        if !todo.contains(&leaf) {
+        let todo: Vec<usize> = {
+            let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
+            let mut todo: Vec<usize> = self
+                .wanted_leaves
+                .iter()
+                .copied()
+                .filter(|l| *l != leaf && !cache.served.contains(&(rg, *l)) && !cache.chunks.contains_key(&(rg, *l)))
+                .collect();
             todo.push(leaf);
-        }
+            todo
+        };
         let opened: Vec<(usize, Bytes)> = todo
             .par_iter()
             .map(|&l| self.open_chunk(rg, l).map(|b| (l, b)))
             .collect::<Result<_>>()?;
         let mut cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
-        cache.retain(|(r, _), _| *r == rg);
+        let mut out = None;
         for (l, b) in opened {
-            cache.insert((rg, l), b);
+            if l == leaf {
+                out = Some(b.clone());
+            }
+            cache.chunks.insert((rg, l), b);
         }
-        cache
-            .get(&(rg, leaf))
-            .cloned()
-            .ok_or_else(|| Error::integrity("chunk cache"))
+        out.ok_or_else(|| Error::integrity("chunk cache"))
+    }
+
+    /// Records that chunk (rg, leaf) was served to its end and drops it from the cache.
+    fn served(&self, rg: usize, leaf: usize) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.chunks.remove(&(rg, leaf));
+            cache.served.insert((rg, leaf));
+        }
     }
 
     fn bytes(&self, start: u64, length: usize) -> Result<Bytes> {
@@ -839,6 +879,9 @@ impl VirtualInner {
             let from = (at - cstart) as usize;
             let to = ((end.min(cstart + clen)) - cstart) as usize;
             out.push(chunk.slice(from..to));
+            if to as u64 == clen {
+                self.served(rg, leaf);
+            }
             at = cstart + to as u64;
         }
         Ok(match out.len() {
@@ -859,23 +902,31 @@ impl ChunkReader for VirtualFile {
     type T = bytes::buf::Reader<Bytes>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let (&cstart, &(_, _, clen)) = self
-            .inner
-            .by_start
-            .range(..=start)
-            .next_back()
-            .ok_or_else(|| ParquetError::General(format!("no chunk at {start}")))?;
-        let len = (cstart + clen).saturating_sub(start) as usize;
-        Ok(bytes::Buf::reader(self.get_bytes(start, len)?))
+        // A reader over the rest of the chunk, for a page header: it does not count as serving the
+        // chunk to its end (the page body comes next, through get_bytes).
+        let located = self.inner.by_start.range(..=start).next_back().map(|(&s, &v)| (s, v));
+        let result = match located {
+            Some((cstart, (rg, leaf, clen))) if start < cstart + clen => self
+                .inner
+                .chunk(rg, leaf)
+                .map(|c| c.slice((start - cstart) as usize..clen as usize)),
+            _ => Err(Error::integrity(format!("no column chunk at virtual offset {start}"))),
+        };
+        result.map(bytes::Buf::reader).map_err(|e| self.record(e))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
-        self.inner.bytes(start, length).map_err(|e| {
-            let msg = e.to_string();
-            if let Ok(mut slot) = self.inner.error.lock() {
-                slot.get_or_insert(e);
-            }
-            ParquetError::General(msg)
-        })
+        self.inner.bytes(start, length).map_err(|e| self.record(e))
+    }
+}
+
+impl VirtualFile {
+    /// Keeps the first typed error for the batch reader and hands parquet a message.
+    fn record(&self, e: Error) -> ParquetError {
+        let msg = e.to_string();
+        if let Ok(mut slot) = self.inner.error.lock() {
+            slot.get_or_insert(e);
+        }
+        ParquetError::General(msg)
     }
 }
