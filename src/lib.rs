@@ -1,4 +1,4 @@
-//! colvault: a columnar table format with encryption built in.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
