@@ -64,11 +64,17 @@ pub fn replace_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Removes temporary files (`.<name>.<tag>.tmp`) older than `grace` left in `dir` by writers that
 /// died before publishing them. Returns how many were removed.
 pub fn remove_stale_temps(dir: &Path, grace: std::time::Duration) -> Result<usize> {
+    remove_files_where(dir, grace, |name| name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// Removes the files of `dir` that `doomed` selects by name and that were last modified at least
+/// `grace` ago, then syncs the directory. Returns how many were removed.
+pub fn remove_files_where(dir: &Path, grace: std::time::Duration, doomed: impl Fn(&str) -> bool) -> Result<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))? {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+        if !doomed(&name) {
             continue;
         }
         let age = entry
@@ -81,6 +87,9 @@ pub fn remove_stale_temps(dir: &Path, grace: std::time::Duration) -> Result<usiz
             fs::remove_file(entry.path()).map_err(|e| Error::io(format!("removing {name}"), e))?;
             removed += 1;
         }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
     }
     Ok(removed)
 }

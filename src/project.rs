@@ -120,14 +120,20 @@ const SETTINGS_VERSION: u8 = 1;
 
 /// Checks a project name: 3 to 27 characters, a letter first, then letters, digits, underscores.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = (3..=27).contains(&name.len())
+    check_identifier(name, "project", 3, 27)
+}
+
+/// Checks a name of `kind` (project, table): `min` to `max` characters, a letter first, then ASCII
+/// letters, digits and underscores.
+pub(crate) fn check_identifier(name: &str, kind: &str, min: usize, max: usize) -> Result<()> {
+    let ok = (min..=max).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
-            "invalid project name {name:?}: a project name is 3 to 27 characters, starts with a letter, and holds only letters, digits and underscores"
+            "invalid {kind} name {name:?}: a {kind} name is {min} to {max} characters, starts with a letter, and holds only letters, digits and underscores"
         )))
     }
 }

@@ -39,16 +39,7 @@ const MAX_COMMIT_ATTEMPTS: usize = 100_000;
 
 /// Checks a table name: 1 to 128 characters, a letter first, then letters, digits, underscores.
 pub fn validate_table_name(name: &str) -> Result<()> {
-    let ok = (1..=128).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "invalid table name {name:?}: 1 to 128 characters, a letter first, then letters, digits and underscores"
-        )))
-    }
+    crate::project::check_identifier(name, "table", 1, 128)
 }
 
 impl Project {
@@ -464,20 +455,26 @@ impl Table {
         })
     }
 
+    /// Refuses to commit files written under settings the table has moved away from (a migration
+    /// ran since this project handle was opened).
+    fn check_settings_current(&self, head: &Manifest) -> Result<()> {
+        if head.algorithm != self.project.settings().algorithm {
+            return Err(Error::InvalidArgument(format!(
+                "the project's encryption settings changed (table {} is now {}); reopen the project",
+                self.name, head.algorithm
+            )));
+        }
+        Ok(())
+    }
+
     /// Appends `batches` as one atomic commit (one or more new files).
     pub fn append(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<CommitInfo> {
         let schema = self.head()?.schema;
         let files = self.write_files(&schema, batches)?;
         let rows = files.iter().map(|f| f.rows).sum();
         let added = files.len();
-        let algorithm = self.project.settings().algorithm;
         let m = self.commit("append", |head| {
-            if head.algorithm != algorithm {
-                return Err(Error::InvalidArgument(format!(
-                    "the project's encryption settings changed (table {} is now {}); reopen the project",
-                    self.name, head.algorithm
-                )));
-            }
+            self.check_settings_current(head)?;
             if head.schema.fields() != schema.fields() {
                 return Err(Error::SchemaMismatch(format!(
                     "table {} changed its schema during the append",
@@ -501,14 +498,8 @@ impl Table {
         let files = self.write_files(&schema, batches)?;
         let rows = files.iter().map(|f| f.rows).sum();
         let added = files.len();
-        let algorithm = self.project.settings().algorithm;
         let m = self.commit("overwrite", |head| {
-            if head.algorithm != algorithm {
-                return Err(Error::InvalidArgument(format!(
-                    "the project's encryption settings changed (table {} is now {}); reopen the project",
-                    self.name, head.algorithm
-                )));
-            }
+            self.check_settings_current(head)?;
             let mut next = head.clone();
             next.files = files.clone();
             Ok(next)
@@ -670,26 +661,8 @@ impl Table {
                 live.insert(f.name);
             }
         }
-        let mut removed = 0;
         let data = self.dir.join("data");
-        for entry in fs::read_dir(&data).map_err(|e| Error::io("listing data files", e))? {
-            let entry = entry.map_err(|e| Error::io("listing data files", e))?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if live.contains(&name) {
-                continue;
-            }
-            let age = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or(Duration::ZERO);
-            if age >= grace {
-                fs::remove_file(entry.path()).map_err(|e| Error::io(format!("removing {name}"), e))?;
-                removed += 1;
-            }
-        }
-        fsutil::sync_dir(&data)?;
+        let mut removed = fsutil::remove_files_where(&data, grace, |name| !live.contains(name))?;
         removed += fsutil::remove_stale_temps(&self.dir.join("_manifest"), grace)?;
         Ok(removed)
     }
