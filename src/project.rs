@@ -242,7 +242,6 @@ impl Project {
                 dir.display()
             )));
         }
-        std::fs::create_dir_all(dir.join("tables")).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let principal = Principal::new(name)?;
         let project_id: String = random_array::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
         let (algorithm, cmk, default_key, rc4) = match &settings.encryption {
@@ -292,7 +291,15 @@ impl Project {
         // Sealing the settings asks the KMS for a key under the CMK: for a BYOK key without a grant
         // this is where creation is refused.
         let bytes = project.seal_settings()?;
-        fsutil::write_new_atomic(&project.dir.join(SETTINGS_FILE), &bytes)?;
+        // Only now, with the key usable, does anything appear on storage.
+        let dir = &project.dir;
+        std::fs::create_dir_all(dir.join("tables")).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        if !fsutil::write_new_atomic(&dir.join(SETTINGS_FILE), &bytes)? {
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds a project",
+                dir.display()
+            )));
+        }
         Ok(project)
     }
 

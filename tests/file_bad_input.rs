@@ -386,7 +386,8 @@ fn forged_none_footers() {
     assert_eq!(same, file, "forging an unchanged body must give the same bytes");
 
     let typed = |e: &Error| refused(e) || matches!(e, Error::Parquet(_));
-    let cases: Vec<(&str, Box<dyn Fn(&mut FooterBody, &mut Vec<u8>)>)> = vec![
+    type Forge = Box<dyn Fn(&mut FooterBody, &mut Vec<u8>)>;
+    let cases: Vec<(&str, Forge)> = vec![
         (
             "a chunk of length u64::MAX",
             Box::new(|b, _| b.chunks[0].len = u64::MAX),

@@ -168,7 +168,7 @@ fn open_counted(fx: &Fixture, alg: Algorithm) -> Opened {
     let input = batch(1000);
     let bytes = write_file(
         schema(),
-        &[input.clone()],
+        std::slice::from_ref(&input),
         options(fx, alg).max_row_group_rows(250).build(),
     )
     .unwrap();
@@ -314,7 +314,7 @@ fn reads_from_a_real_file_and_from_bytes() {
     for alg in Algorithm::ALL {
         let bytes = write_file(
             schema(),
-            &[input.clone()],
+            std::slice::from_ref(&input),
             options(&fx, alg).max_row_group_rows(300).build(),
         )
         .unwrap();

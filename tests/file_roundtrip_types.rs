@@ -319,7 +319,7 @@ fn schema_and_nested_field_metadata() {
     ])));
     let batch = gen_batch(&schema, 25, 0.3, &mut Rng::new(11));
     for alg in MAIN_ALGORITHMS {
-        check_round_trip(&fx, alg, &schema, &[batch.clone()], 10).unwrap_or_else(|e| panic!("{e}"));
+        check_round_trip(&fx, alg, &schema, std::slice::from_ref(&batch), 10).unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -357,16 +357,16 @@ fn mixed_batch_every_algorithm() {
 /// write a file it cannot read back.
 fn refused_like_parquet(dt: DataType, parquet_says: &str) {
     let fx = Fixture::new();
-    let schema = schema_of(&[dt.clone()]);
+    let schema = schema_of(std::slice::from_ref(&dt));
     let batch = gen_batch(&schema, 10, 0.2, &mut Rng::new(13));
-    let pq = parquet_round_trip(schema.clone(), &[batch.clone()], 100);
+    let pq = parquet_round_trip(schema.clone(), std::slice::from_ref(&batch), 100);
     let pq_err = pq.expect_err(&format!(
         "plain parquet now round trips {dt}: move it to the round trips"
     ));
     assert!(pq_err.contains(parquet_says), "{pq_err}");
     for alg in MAIN_ALGORITHMS {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write_file(schema.clone(), &[batch.clone()], options(&fx, alg).build())
+            write_file(schema.clone(), std::slice::from_ref(&batch), options(&fx, alg).build())
         }));
         match r {
             Err(_) => panic!("{alg}: writing {dt} panicked"),
@@ -409,10 +409,10 @@ fn run_end_encoded_matches_plain_parquet() {
     let flat = StringArray::from(vec![Some("a"), Some("a"), None, Some("b"), Some("b"), Some("b")]);
     let schema = Arc::new(Schema::new(vec![Field::new("r", ree.data_type().clone(), true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ree)]).unwrap();
-    let pq = parquet_round_trip(schema.clone(), &[batch.clone()], 100);
+    let pq = parquet_round_trip(schema.clone(), std::slice::from_ref(&batch), 100);
     let cv = write_file(
         schema.clone(),
-        &[batch.clone()],
+        std::slice::from_ref(&batch),
         options(&fx, Algorithm::Aes256Gcm).build(),
     )
     .map_err(|e| e.to_string())
@@ -459,12 +459,13 @@ fn required_group_under_null_parent_matches_plain_parquet() {
         let name = f.name().clone();
         let schema = Arc::new(Schema::new(vec![f]));
         let batch = gen_batch(&schema, 20, 1.0, &mut Rng::new(15));
-        let (ps, pb) = parquet_round_trip(schema.clone(), &[batch.clone()], 100).expect("plain parquet reads it");
-        let pq_err = compare(&schema, &[batch.clone()], &ps, &pb)
+        let (ps, pb) =
+            parquet_round_trip(schema.clone(), std::slice::from_ref(&batch), 100).expect("plain parquet reads it");
+        let pq_err = compare(&schema, std::slice::from_ref(&batch), &ps, &pb)
             .expect_err("plain parquet now round trips this: remove the exclusion from the property test");
         assert!(pq_err.contains("invalid"), "{name}: {pq_err}");
         for alg in MAIN_ALGORITHMS {
-            let file = write_simple(&fx, alg, schema.clone(), &[batch.clone()], 100);
+            let file = write_simple(&fx, alg, schema.clone(), std::slice::from_ref(&batch), 100);
             let (cs, cb) = read_file(&fx, file).unwrap_or_else(|e| panic!("{name} {alg}: {e}"));
             assert_eq!(cs, ps, "{name} {alg}");
             assert_eq!(cb.len(), pb.len(), "{name} {alg}");

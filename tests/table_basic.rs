@@ -316,3 +316,39 @@ fn scan_options_and_expiry_by_age() {
     );
     assert_eq!(ids(&t).len(), 200);
 }
+
+#[test]
+fn rewrites_after_add_column_and_refused_byok_leaves_nothing() {
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let t = p
+        .create_table("t", schema())
+        .unwrap()
+        .with_write_options(TableWriteOptions {
+            file_rows: 1000,
+            ..Default::default()
+        });
+    t.append([rows(0, 10)]).unwrap();
+    t.append([rows(10, 10)]).unwrap();
+    t.add_column(Field::new("extra", DataType::Utf8, true)).unwrap();
+    // Files written before the new column are widened with nulls when rewritten.
+    t.compact().unwrap().unwrap();
+    t.reencrypt(&|_, _, _| {}).unwrap();
+    let p = p
+        .migrate(
+            ProjectSettings::encrypted(Algorithm::Aes256Ctr, KeyChoice::ProjectDefault),
+            &|_, _, _| {},
+        )
+        .unwrap();
+    let t = p.table("t").unwrap();
+    assert_eq!(ids(&t), (0..20).collect::<Vec<_>>());
+    let b = t.scan().columns(["extra"]).build().unwrap().read_all().unwrap();
+    assert_eq!(b.iter().map(|b| b.column(0).null_count()).sum::<usize>(), 20);
+
+    // A refused BYOK creation leaves no directory behind.
+    let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
+    let dir = fx.dir.path().join("refused");
+    let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key));
+    assert!(Project::create(&dir, "refused_proj", s, keys(&fx)).is_err());
+    assert!(!dir.exists());
+}

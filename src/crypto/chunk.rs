@@ -512,7 +512,7 @@ impl ChunkOpener {
 /// Applies the AES-256-CTR keystream starting at `counter` to `buf`, in slices of `slice_len` bytes
 /// (a multiple of 16) run on rayon. The output is identical to one call over the whole buffer.
 pub fn ctr_apply_parallel(key: &dyn CtrKey, counter: &[u8; 16], buf: &mut [u8], slice_len: usize) -> Result<()> {
-    if slice_len == 0 || slice_len % 16 != 0 {
+    if slice_len == 0 || !slice_len.is_multiple_of(16) {
         return Err(Error::InvalidArgument(
             "the CTR slice length must be a non-zero multiple of 16".into(),
         ));

@@ -38,7 +38,9 @@ pub fn rewrap_file(
     let (info, env_bytes) = read_envelope(source)?;
     let env = info.envelope;
     if !env.algorithm.is_encrypted() {
-        return Err(Error::InvalidArgument("a file without encryption has no keys to rewrap".into()));
+        return Err(Error::InvalidArgument(
+            "a file without encryption has no keys to rewrap".into(),
+        ));
     }
     // The file key, to open and re-seal the footer body.
     let entry = &env.keys[0];
@@ -79,7 +81,8 @@ pub fn rewrap_file(
     while at < chunk_end {
         let n = ((chunk_end - at) as usize).min(buf.len());
         source.read_exact_at(at, &mut buf[..n])?;
-        sink.write_all(&buf[..n]).map_err(|e| Error::io("writing a rewrapped file", e))?;
+        sink.write_all(&buf[..n])
+            .map_err(|e| Error::io("writing a rewrapped file", e))?;
         at += n as u64;
     }
     let mut trailer = Vec::with_capacity(TRAILER_LEN);
@@ -88,7 +91,8 @@ pub fn rewrap_file(
     trailer.extend_from_slice(&MAGIC);
     let mut digest = blake3::Hasher::new();
     for part in [&new_env, &body, &trailer] {
-        sink.write_all(part).map_err(|e| Error::io("writing a rewrapped file", e))?;
+        sink.write_all(part)
+            .map_err(|e| Error::io("writing a rewrapped file", e))?;
         digest.update(part);
     }
     sink.flush().map_err(|e| Error::io("writing a rewrapped file", e))?;

@@ -87,7 +87,7 @@ impl Table {
         let total = head.files.len() as u64;
         for (i, f) in head.files.iter().enumerate() {
             progress("reencrypt", i as u64, total);
-            let batches = self.open_file(f, &head)?.scan().build()?.read_all()?;
+            let batches = self.read_file(f, &head)?;
             let mut new = self.write_files(&head.schema, batches)?;
             report.files += 1;
             report.bytes += f.len;
@@ -296,7 +296,7 @@ impl Table {
         for (i, f) in head.files.iter().enumerate() {
             progress(&format!("migrate {}", self.name), i as u64, total);
             if stale(f) {
-                let batches = self.open_file(f, &head)?.scan().build()?.read_all()?;
+                let batches = self.read_file(f, &head)?;
                 files.extend(self.write_files(&head.schema, batches)?);
             } else {
                 files.push(f.clone());

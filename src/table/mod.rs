@@ -580,9 +580,7 @@ impl Table {
         let schema = head.schema.clone();
         let mut batches = Vec::new();
         for f in &small {
-            for b in self.open_file(f, &head)?.scan().build()?.read_all()? {
-                batches.push(b);
-            }
+            batches.extend(self.read_file(f, &head)?);
         }
         let new_files = self.write_files(&schema, batches)?;
         let gone: HashSet<FileId> = small.iter().map(|f| f.file_id).collect();
@@ -665,6 +663,22 @@ impl Table {
         let mut removed = fsutil::remove_files_where(&data, grace, |name| !live.contains(name))?;
         removed += fsutil::remove_stale_temps(&self.dir.join("_manifest"), grace)?;
         Ok(removed)
+    }
+
+    /// All rows of one committed file, in the manifest's schema (columns added after the file was
+    /// written read as null), for rewriting it.
+    fn read_file(&self, f: &FileRef, m: &Manifest) -> Result<Vec<RecordBatch>> {
+        TableReader {
+            table: self.clone(),
+            manifest: m.clone(),
+            files: VecDeque::from([f.clone()]),
+            schema: m.schema.clone(),
+            names: m.schema.fields().iter().map(|f| f.name().clone()).collect(),
+            predicates: Vec::new(),
+            batch_size: 8192,
+            current: None,
+        }
+        .read_all()
     }
 
     /// Opens one committed file, checking it against the manifest: its id, length and footer digest,

@@ -423,7 +423,7 @@ pub fn gen_array(dt: &DataType, len: usize, null_p: f64, rng: &mut Rng) -> Array
             prim::<Decimal32Type>(dt, len, nulls, || ((rng.next_u64() as i64) % m) as i32)
         }
         D::Decimal64(p, _) => {
-            let m = pow10(*p) as i128;
+            let m = pow10(*p);
             prim::<Decimal64Type>(dt, len, nulls, || ((rng.next_u64() as i64 as i128) % m) as i64)
         }
         D::Decimal128(p, _) => {

@@ -1,0 +1,118 @@
+//! The `colvault` command line: a thin layer over the library.
+
+mod context;
+mod dataio;
+mod error;
+mod inspect;
+mod kms;
+mod output;
+mod project;
+mod quickstart;
+mod speed;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use context::KeyOpts;
+
+const AFTER_HELP: &str = "\
+Getting started:
+  colvault quickstart                                  # a demo: an encrypted table of a million rows
+  colvault project create ./sales --name sales --encrypt
+  colvault table import ./sales orders orders.csv      # creates the table from the file's schema
+  colvault table count ./sales orders
+  colvault table head ./sales orders -n 5
+  colvault kms list
+
+Bring your own key:
+  colvault kms create-key --alias hr-key --json        # prints {\"key_id\": ...}
+  colvault kms grant hr-key payroll                    # grant the project (its name, or its directory)
+  colvault project create ./payroll --name payroll --encrypt --key hr-key
+
+Keys and secrets:
+  The keystore (--keystore, COLVAULT_KEYSTORE, default ~/.colvault/keystore) is created on first use.
+  It is sealed under COLVAULT_PASSPHRASE if set, else under the root key file (--root-key-file,
+  COLVAULT_ROOT_KEY_FILE, default ~/.colvault/root.key, created with mode 0600 with a new keystore);
+  for an existing passphrase keystore colvault asks for the passphrase when run on a terminal.
+  Secrets are never given on the command line.
+  COLVAULT_KEY_CACHE_SECONDS sets how long unwrapped key-encryption keys are cached (0: no caching).
+
+Exit codes:
+  0 success   1 other error   2 usage error   3 key error (disabled, pending deletion, deleted,
+  not granted, unknown key, wrong root secret)   4 data error (corrupt, tampered, not colvault,
+  schema or format mismatch)";
+
+/// colvault: a columnar table format with encryption built in.
+///
+/// Projects are directories of tables; an encrypted project's data is protected by a key held in a
+/// key management service (the embedded local keystore), with AES-256-GCM, AES-256-CTR or legacy RC4.
+#[derive(Parser, Debug)]
+#[command(name = "colvault", version, about, long_about, after_help = AFTER_HELP, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    keys: KeyOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Try it: create an encrypted demo project, write and read a million rows, disable and enable its key
+    Quickstart(quickstart::QuickstartArgs),
+    /// Manage keys: create, list, describe, enable, disable, delete, rotate, grant, revoke, audit
+    Kms {
+        #[command(subcommand)]
+        cmd: kms::KmsCmd,
+    },
+    /// Manage projects: create, show, migrate, rewrap, reencrypt, verify, vacuum
+    Project {
+        #[command(subcommand)]
+        cmd: project::ProjectCmd,
+    },
+    /// Manage tables: create, list, drop, import, export, head, count, schema, add-column, compact,
+    /// history, expire-snapshots
+    Table {
+        #[command(subcommand)]
+        cmd: table::TableCmd,
+    },
+    /// Show a data file's envelope without any key; with --project, also its row groups and statistics
+    Inspect(inspect::InspectArgs),
+    /// Measure seal and open throughput of every algorithm on this machine (all threads)
+    Speed {
+        /// Size of the chunk sealed and opened, in MiB
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        mib: u32,
+        /// How many times each measurement runs; the best run is reported
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+    },
+}
+
+/// Runs the command line and gives the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Quickstart(args) => quickstart::run(args, &cli.keys),
+        Command::Kms { cmd } => kms::run(cmd, &cli.keys),
+        Command::Project { cmd } => project::run(cmd, &cli.keys),
+        Command::Table { cmd } => table::run(cmd, &cli.keys),
+        Command::Inspect(args) => inspect::run(args, &cli.keys),
+        Command::Speed { mib, runs } => speed::speed(mib, runs).map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

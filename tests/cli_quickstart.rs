@@ -1,0 +1,97 @@
+//! `colvault quickstart` end to end from a clean HOME: no prompt, keystore and root key file created,
+//! rows written and checked, inspect shown, the key disabled (reads fail) and enabled (reads work);
+//! running it again works.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn cmd(home: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_colvault"));
+    c.current_dir(home).env("HOME", home);
+    for v in [
+        "COLVAULT_KEYSTORE",
+        "COLVAULT_ROOT_KEY_FILE",
+        "COLVAULT_PASSPHRASE",
+        "COLVAULT_KEY_CACHE_SECONDS",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+#[test]
+fn quickstart_twice_from_a_clean_home() {
+    let home = tempfile::tempdir().unwrap();
+    let out = cmd(home.path())
+        .args(["quickstart", "--rows", "30000"])
+        .write_stdin("")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    for expected in [
+        "created root key file",
+        "created keystore",
+        "AES-256-GCM",
+        "rows/s",
+        "OK: the same rows, in the same order",
+        "algorithm       aes256",
+        "row group 0",
+        "is disabled",
+        "exit code 3",
+        "30000",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(home.path().join(".colvault/root.key").exists());
+    assert!(home.path().join(".colvault/quickstart/project.cv").exists());
+
+    // Again: the demo project is made anew, its old key scheduled for deletion.
+    cmd(home.path())
+        .args(["quickstart", "--rows", "20000"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("opened the existing keystore")
+                .and(predicate::str::contains("scheduled for deletion"))
+                .and(predicate::str::contains("OK: the same rows")),
+        );
+    // The result is an ordinary project the other commands work on.
+    cmd(home.path())
+        .args(["table", "count", ".colvault/quickstart", "sales"])
+        .assert()
+        .success()
+        .stdout("20000\n");
+    // It refuses to delete a directory that is not a project.
+    let other = home.path().join("notes");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), "mine").unwrap();
+    cmd(home.path())
+        .args(["quickstart", "--rows", "10", "--dir", other.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a colvault project"));
+    assert!(other.join("keep.txt").exists());
+}
+
+#[test]
+fn quickstart_default_is_a_million_rows() {
+    // The --rows option is for tests only and hidden; the default run writes a million rows.
+    cmd(std::path::Path::new("/"))
+        .args(["quickstart", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--rows").not());
+    if cfg!(debug_assertions) {
+        eprintln!("skipped the full-size quickstart in a debug build");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    cmd(home.path())
+        .arg("quickstart")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1,000,000 rows").and(predicate::str::contains("1000000\n")));
+}
