@@ -376,12 +376,9 @@ impl<W: Write> FileWriter<W> {
         let writers = factory.create_column_writers(0).map_err(pq_err)?;
 
         // Which top-level field each leaf belongs to.
-        let mut leaf_field = Vec::with_capacity(parquet_schema.num_columns());
-        for (i, col) in parquet_schema.columns().iter().enumerate() {
-            let root = parquet_schema.get_column_root_idx(i);
-            let _ = col;
-            leaf_field.push(root);
-        }
+        let leaf_field: Vec<usize> = (0..parquet_schema.num_columns())
+            .map(|i| parquet_schema.get_column_root_idx(i))
+            .collect();
 
         // Keys: the file DEK, and one DEK per field with its own CMK.
         let det = opts.deterministic.clone();

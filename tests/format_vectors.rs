@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, ListArray, RecordBatch, StringArray, StructArray};
-use arrow::datatypes::{DataType, Field, Fields, Int32Type, Schema};
+use arrow::datatypes::{DataType, Field, Fields, Schema};
 use colvault::crypto::{FileId, SecretKey};
 use colvault::kms::{
     CacheOptions, CreateKeyRequest, KeyCache, KmsAdmin, LocalKms, LocalKmsOptions, Principal, RootSecret,
@@ -57,7 +57,6 @@ fn contents() -> RecordBatch {
         Arc::new(structs),
         Some(vec![true, true, true, false, true].into()),
     );
-    let _ = Int32Type {};
     RecordBatch::try_new(
         schema,
         vec![
