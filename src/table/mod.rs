@@ -469,45 +469,42 @@ impl Table {
 
     /// Appends `batches` as one atomic commit (one or more new files).
     pub fn append(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<CommitInfo> {
+        self.write_and_commit("append", batches, false)
+    }
+
+    /// Replaces the table's content with `batches`, atomically.
+    pub fn overwrite(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<CommitInfo> {
+        self.write_and_commit("overwrite", batches, true)
+    }
+
+    /// Writes `batches` into new files, then commits them added to (or replacing) the head's files.
+    fn write_and_commit(
+        &self,
+        op: &str,
+        batches: impl IntoIterator<Item = RecordBatch>,
+        replace: bool,
+    ) -> Result<CommitInfo> {
         let schema = self.head()?.schema;
         let files = self.write_files(&schema, batches)?;
-        let rows = files.iter().map(|f| f.rows).sum();
-        let added = files.len();
-        let m = self.commit("append", |head| {
+        let m = self.commit(op, |head| {
             self.check_settings_current(head)?;
             if head.schema.fields() != schema.fields() {
                 return Err(Error::SchemaMismatch(format!(
-                    "table {} changed its schema during the append",
+                    "table {} changed its schema during the {op}",
                     self.name
                 )));
             }
             let mut next = head.clone();
+            if replace {
+                next.files.clear();
+            }
             next.files.extend(files.iter().cloned());
             Ok(next)
         })?;
         Ok(CommitInfo {
             version: m.version,
-            files_added: added,
-            rows_added: rows,
-        })
-    }
-
-    /// Replaces the table's content with `batches`, atomically.
-    pub fn overwrite(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<CommitInfo> {
-        let schema = self.head()?.schema;
-        let files = self.write_files(&schema, batches)?;
-        let rows = files.iter().map(|f| f.rows).sum();
-        let added = files.len();
-        let m = self.commit("overwrite", |head| {
-            self.check_settings_current(head)?;
-            let mut next = head.clone();
-            next.files = files.clone();
-            Ok(next)
-        })?;
-        Ok(CommitInfo {
-            version: m.version,
-            files_added: added,
-            rows_added: rows,
+            files_added: files.len(),
+            rows_added: files.iter().map(|f| f.rows).sum(),
         })
     }
 
