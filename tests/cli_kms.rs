@@ -1,54 +1,11 @@
 //! The `colvault kms` commands and how the keystore and its root secret are found, run as a user
 //! would: the binary, a temporary HOME, no secret on the command line.
 
-use std::path::{Path, PathBuf};
+#[path = "common/cli_env.rs"]
+mod cli_env;
 
-use assert_cmd::Command;
+use cli_env::Env;
 use predicates::prelude::*;
-use serde_json::Value;
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("home")).unwrap();
-        Env { dir }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn home(&self) -> PathBuf {
-        self.path().join("home")
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_colvault"));
-        c.current_dir(self.path()).env("HOME", self.home());
-        for v in [
-            "COLVAULT_KEYSTORE",
-            "COLVAULT_ROOT_KEY_FILE",
-            "COLVAULT_PASSPHRASE",
-            "COLVAULT_NEW_PASSPHRASE",
-            "COLVAULT_KEY_CACHE_SECONDS",
-        ] {
-            c.env_remove(v);
-        }
-        c
-    }
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).assert().success().get_output().stdout.clone();
-        String::from_utf8(out).unwrap()
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.run(args)).unwrap()
-    }
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.cmd().args(args).assert().code(code).get_output().stderr.clone();
-        String::from_utf8(out).unwrap()
-    }
-}
 
 #[test]
 fn key_lifecycle_commands() {

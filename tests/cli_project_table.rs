@@ -1,50 +1,16 @@
 //! The `colvault project`, `table` and `inspect` commands, and their error paths and exit codes
 //! (2 usage, 3 key, 4 data), run as a user would: the binary, a temporary HOME.
 
+#[path = "common/cli_env.rs"]
+mod cli_env;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use cli_env::Env;
 use predicates::prelude::*;
-use serde_json::Value;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
+/// What only these tests need of the environment.
 impl Env {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("home")).unwrap();
-        Env { dir }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_colvault"));
-        c.current_dir(self.path()).env("HOME", self.path().join("home"));
-        for v in [
-            "COLVAULT_KEYSTORE",
-            "COLVAULT_ROOT_KEY_FILE",
-            "COLVAULT_PASSPHRASE",
-            "COLVAULT_NEW_PASSPHRASE",
-            "COLVAULT_KEY_CACHE_SECONDS",
-        ] {
-            c.env_remove(v);
-        }
-        c
-    }
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).assert().success().get_output().stdout.clone();
-        String::from_utf8(out).unwrap()
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.run(args)).unwrap()
-    }
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.cmd().args(args).assert().code(code).get_output().stderr.clone();
-        String::from_utf8(out).unwrap()
-    }
     fn count(&self, project: &str, table: &str) -> u64 {
         self.json(&["table", "count", project, table, "--json"])["rows"]
             .as_u64()

@@ -1,0 +1,51 @@
+//! The environment the CLI tests run the binary in: a temporary directory with its own HOME, and
+//! none of colvault's environment variables inherited.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        Env { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn home(&self) -> PathBuf {
+        self.path().join("home")
+    }
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_colvault"));
+        c.current_dir(self.path()).env("HOME", self.home());
+        for v in [
+            "COLVAULT_KEYSTORE",
+            "COLVAULT_ROOT_KEY_FILE",
+            "COLVAULT_PASSPHRASE",
+            "COLVAULT_NEW_PASSPHRASE",
+            "COLVAULT_KEY_CACHE_SECONDS",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    }
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).assert().success().get_output().stdout.clone();
+        String::from_utf8(out).unwrap()
+    }
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.run(args)).unwrap()
+    }
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.cmd().args(args).assert().code(code).get_output().stderr.clone();
+        String::from_utf8(out).unwrap()
+    }
+}

@@ -1,0 +1,453 @@
+//! The key-state matrix (issue 7): for each key situation and each table operation, the typed error
+//! expected, or success. Every cell starts from a fresh fixture, project and table holding data, so
+//! cells are independent. The expectations are one table of data, [`MATRIX`]; all mismatches are
+//! collected and reported together.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use colvault::kms::{Argon2Params, KmsAdmin, LocalKms, LocalKmsOptions, RootSecret};
+use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
+use colvault::table::Table;
+use colvault::{Algorithm, Error, FileReader, KeyAccess, ReaderOptions};
+use common::Fixture;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Situation {
+    /// The project's CMK is disabled.
+    Disabled,
+    /// The CMK is scheduled for deletion.
+    PendingDeletion,
+    /// The CMK was deleted (window passed, material destroyed).
+    Deleted,
+    /// Rotated, everything rewrapped, old snapshots expired, then version 1 destroyed through
+    /// `Project::destroy_key_version`: nothing needs version 1 any more.
+    DestroyedVersionUnused,
+    /// Rotated, then version 1 destroyed directly in the KMS while files and manifests need it.
+    DestroyedVersionNeeded,
+    /// The project's grant on its CMK was revoked.
+    NoGrant,
+    /// Data bound to another project's context: read = a data file opened with a `KeyAccess`
+    /// whose project id differs; the other operations run on the table copied into a second
+    /// project with the same name and CMK but another (immutable) project id.
+    WrongProjectContext,
+    /// The CMK was rotated and nothing rewrapped: old files still read, writes use version 2.
+    RotatedOldVersion,
+    /// The keystore opened with another passphrase.
+    WrongPassphrase,
+    /// One byte of the keystore file flipped.
+    TamperedKeystore,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// `Table::append`.
+    Write,
+    /// A full scan.
+    Read,
+    /// `Project::rewrap`.
+    Rewrap,
+    /// `Project::reencrypt`.
+    Reencrypt,
+    /// `Project::migrate` to AES-256-CTR with the default key.
+    Migrate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Ok,
+    KeyDisabled,
+    KeyPendingDeletion,
+    KeyDeleted,
+    VersionDestroyed,
+    AccessDenied,
+    Integrity,
+    /// The KMS cannot even be opened: `LocalKms::open` fails with `WrongRootSecret`.
+    OpenWrongRootSecret,
+    /// The KMS cannot even be opened: `LocalKms::open` fails with `Integrity` or `WrongRootSecret`.
+    OpenIntegrityOrWrongRootSecret,
+}
+
+use Expect as E;
+use Op::*;
+use Situation::*;
+
+/// The matrix: (situation, operation, expected).
+const MATRIX: &[(Situation, Op, Expect)] = &[
+    (Disabled, Write, E::KeyDisabled),
+    (Disabled, Read, E::KeyDisabled),
+    (Disabled, Rewrap, E::KeyDisabled),
+    (Disabled, Reencrypt, E::KeyDisabled),
+    (Disabled, Migrate, E::KeyDisabled),
+    (PendingDeletion, Write, E::KeyPendingDeletion),
+    (PendingDeletion, Read, E::KeyPendingDeletion),
+    (PendingDeletion, Rewrap, E::KeyPendingDeletion),
+    (PendingDeletion, Reencrypt, E::KeyPendingDeletion),
+    (PendingDeletion, Migrate, E::KeyPendingDeletion),
+    (Deleted, Write, E::KeyDeleted),
+    (Deleted, Read, E::KeyDeleted),
+    (Deleted, Rewrap, E::KeyDeleted),
+    (Deleted, Reencrypt, E::KeyDeleted),
+    (Deleted, Migrate, E::KeyDeleted),
+    (DestroyedVersionUnused, Write, E::Ok),
+    (DestroyedVersionUnused, Read, E::Ok),
+    (DestroyedVersionUnused, Rewrap, E::Ok),
+    (DestroyedVersionUnused, Reencrypt, E::Ok),
+    (DestroyedVersionUnused, Migrate, E::Ok),
+    (DestroyedVersionNeeded, Write, E::VersionDestroyed),
+    (DestroyedVersionNeeded, Read, E::VersionDestroyed),
+    (DestroyedVersionNeeded, Rewrap, E::VersionDestroyed),
+    (DestroyedVersionNeeded, Reencrypt, E::VersionDestroyed),
+    (DestroyedVersionNeeded, Migrate, E::VersionDestroyed),
+    (NoGrant, Write, E::AccessDenied),
+    (NoGrant, Read, E::AccessDenied),
+    (NoGrant, Rewrap, E::AccessDenied),
+    (NoGrant, Reencrypt, E::AccessDenied),
+    (NoGrant, Migrate, E::AccessDenied),
+    (WrongProjectContext, Write, E::Integrity),
+    (WrongProjectContext, Read, E::Integrity),
+    (WrongProjectContext, Rewrap, E::Integrity),
+    (WrongProjectContext, Reencrypt, E::Integrity),
+    (WrongProjectContext, Migrate, E::Integrity),
+    (RotatedOldVersion, Write, E::Ok),
+    (RotatedOldVersion, Read, E::Ok),
+    (RotatedOldVersion, Rewrap, E::Ok),
+    (RotatedOldVersion, Reencrypt, E::Ok),
+    (RotatedOldVersion, Migrate, E::Ok),
+    (WrongPassphrase, Write, E::OpenWrongRootSecret),
+    (WrongPassphrase, Read, E::OpenWrongRootSecret),
+    (WrongPassphrase, Rewrap, E::OpenWrongRootSecret),
+    (WrongPassphrase, Reencrypt, E::OpenWrongRootSecret),
+    (WrongPassphrase, Migrate, E::OpenWrongRootSecret),
+    (TamperedKeystore, Write, E::OpenIntegrityOrWrongRootSecret),
+    (TamperedKeystore, Read, E::OpenIntegrityOrWrongRootSecret),
+    (TamperedKeystore, Rewrap, E::OpenIntegrityOrWrongRootSecret),
+    (TamperedKeystore, Reencrypt, E::OpenIntegrityOrWrongRootSecret),
+    (TamperedKeystore, Migrate, E::OpenIntegrityOrWrongRootSecret),
+];
+
+const ROWS: i64 = 100;
+
+fn batch(start: i64, n: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from((start..start + n).collect::<Vec<_>>()))],
+    )
+    .unwrap()
+}
+
+fn count(t: &Table) -> Result<usize, Error> {
+    Ok(t.scan().build()?.read_all()?.iter().map(|b| b.num_rows()).sum())
+}
+
+fn keys(fx: &Fixture) -> Keys {
+    Keys {
+        kms: fx.kms.clone(),
+        cache: fx.cache.clone(),
+    }
+}
+
+fn setup(fx: &Fixture) -> (Project, Table) {
+    let p = Project::create(
+        fx.dir.path().join("proj"),
+        "matrix",
+        ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
+        keys(fx),
+    )
+    .unwrap();
+    let t = p.create_table("t", batch(0, 1).schema()).unwrap();
+    t.append([batch(0, ROWS)]).unwrap();
+    (p, t)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+fn kms_options(fx: &Fixture) -> LocalKmsOptions {
+    LocalKmsOptions::new()
+        .with_clock(fx.clock.clone())
+        .with_argon2(Argon2Params::insecure_for_tests())
+}
+
+/// What a cell observed: "ok", the error variant's name, or a description of anything else.
+fn label(r: &Result<(), Error>) -> String {
+    match r {
+        Ok(()) => "Ok".into(),
+        Err(Error::KeyDisabled { .. }) => "KeyDisabled".into(),
+        Err(Error::KeyPendingDeletion { .. }) => "KeyPendingDeletion".into(),
+        Err(Error::KeyDeleted { .. }) => "KeyDeleted".into(),
+        Err(Error::VersionDestroyed { .. }) => "VersionDestroyed".into(),
+        Err(Error::AccessDenied { .. }) => "AccessDenied".into(),
+        Err(Error::Integrity { .. }) => "Integrity".into(),
+        Err(Error::WrongRootSecret { .. }) => "WrongRootSecret".into(),
+        Err(e) => format!("other error: {e}"),
+    }
+}
+
+fn matches_expect(expect: Expect, opened: bool, r: &Result<(), Error>) -> bool {
+    match expect {
+        E::OpenWrongRootSecret => !opened && matches!(r, Err(Error::WrongRootSecret { .. })),
+        E::OpenIntegrityOrWrongRootSecret => {
+            !opened && matches!(r, Err(Error::Integrity { .. } | Error::WrongRootSecret { .. }))
+        }
+        _ => opened && label(r) == format!("{expect:?}"),
+    }
+}
+
+/// Runs `op` on the project and table; success also checks what the operation promised.
+fn run_op(op: Op, p: &Project, t: &Table, rows_before: usize) -> Result<(), Error> {
+    match op {
+        Write => {
+            t.append([batch(1000, 10)])?;
+            let n = count(t)?;
+            if n != rows_before + 10 {
+                return Err(Error::InvalidArgument(format!(
+                    "after write: {n} rows, expected {}",
+                    rows_before + 10
+                )));
+            }
+        }
+        Read => {
+            let n = count(t)?;
+            if n != rows_before {
+                return Err(Error::InvalidArgument(format!("read {n} rows, expected {rows_before}")));
+            }
+        }
+        Rewrap => {
+            p.rewrap(&|_, _, _| {})?;
+            let cmk = p.settings().cmk.clone().unwrap();
+            let primary = p.keys().kms.describe(&cmk)?.primary_version;
+            if let Some(f) = t.head()?.files.iter().find(|f| f.key_version != primary) {
+                return Err(Error::InvalidArgument(format!(
+                    "after rewrap a file is under version {}, not {primary}",
+                    f.key_version
+                )));
+            }
+            let n = count(t)?;
+            if n != rows_before {
+                return Err(Error::InvalidArgument(format!("after rewrap: {n} rows")));
+            }
+        }
+        Reencrypt => {
+            let before: Vec<_> = t.head()?.files.iter().map(|f| f.file_id).collect();
+            p.reencrypt(&|_, _, _| {})?;
+            let after: Vec<_> = t.head()?.files.iter().map(|f| f.file_id).collect();
+            if before.iter().any(|id| after.contains(id)) {
+                return Err(Error::InvalidArgument("re-encryption kept a file id".into()));
+            }
+            let n = count(t)?;
+            if n != rows_before {
+                return Err(Error::InvalidArgument(format!("after reencrypt: {n} rows")));
+            }
+        }
+        Migrate => {
+            let p2 = p.migrate(
+                ProjectSettings::encrypted(Algorithm::Aes256Ctr, KeyChoice::ProjectDefault),
+                &|_, _, _| {},
+            )?;
+            if p2.settings().algorithm != Algorithm::Aes256Ctr || p2.settings().migrating_from.is_some() {
+                return Err(Error::InvalidArgument("migration did not finish".into()));
+            }
+            let p3 = Project::open(p2.dir(), p2.keys().clone())?;
+            let n = count(&p3.table(t.name())?)?;
+            if n != rows_before {
+                return Err(Error::InvalidArgument(format!("after migrate: {n} rows")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the cell and runs it: returns (whether the KMS opened, the outcome).
+fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
+    let fx = Fixture::new();
+    let (p, t) = setup(&fx);
+    let cmk = p.settings().cmk.clone().unwrap();
+    let mut rows = ROWS as usize;
+    match situation {
+        Disabled => {
+            fx.kms.disable(&cmk).unwrap();
+        }
+        PendingDeletion => {
+            fx.kms.schedule_deletion(&cmk, 7).unwrap();
+        }
+        Deleted => {
+            fx.kms.schedule_deletion(&cmk, 7).unwrap();
+            fx.clock.advance(Duration::from_secs(7 * 86_400 + 1));
+            fx.kms.delete_key(&cmk).unwrap();
+        }
+        DestroyedVersionUnused => {
+            fx.kms.rotate(&cmk).unwrap();
+            fx.cache.invalidate();
+            p.rewrap(&|_, _, _| {}).unwrap();
+            t.expire_snapshots(t.head().unwrap().version).unwrap();
+            p.destroy_key_version(1).unwrap();
+        }
+        DestroyedVersionNeeded => {
+            fx.kms.rotate(&cmk).unwrap();
+            fx.kms.destroy_version(&cmk, 1).unwrap();
+        }
+        NoGrant => {
+            fx.kms.revoke(&cmk, p.principal()).unwrap();
+        }
+        WrongProjectContext => {
+            fx.cache.invalidate();
+            if op == Read {
+                // A data file of the table, opened directly with another project id in the context.
+                let head = t.head().unwrap();
+                let bytes = std::fs::read(p.dir().join("tables/t/data").join(&head.files[0].name)).unwrap();
+                let right = KeyAccess::new(
+                    fx.cache.clone(),
+                    p.principal().clone(),
+                    p.settings().project_id.clone(),
+                    t.table_id(),
+                );
+                let control = FileReader::open(bytes.clone(), ReaderOptions::default().with_keys(right))
+                    .and_then(|r| r.scan().build()?.read_all())
+                    .map(|b| b.iter().map(|b| b.num_rows()).sum::<usize>());
+                assert_eq!(control.unwrap(), rows, "control: the right context reads the file");
+                fx.cache.invalidate();
+                let wrong = KeyAccess::new(
+                    fx.cache.clone(),
+                    p.principal().clone(),
+                    "another_project_id",
+                    t.table_id(),
+                );
+                let r = FileReader::open(bytes, ReaderOptions::default().with_keys(wrong))
+                    .and_then(|r| r.scan().build()?.read_all())
+                    .map(|_| ());
+                return (true, r);
+            }
+            // A second project with the same name (principal) and CMK but its own project id; the
+            // table's directory copied into it.
+            let other = Project::create(
+                fx.dir.path().join("other"),
+                "matrix",
+                ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(cmk.clone())),
+                keys(&fx),
+            )
+            .unwrap();
+            assert_ne!(other.settings().project_id, p.settings().project_id);
+            copy_dir(&p.dir().join("tables/t"), &other.dir().join("tables/t"));
+            fx.cache.invalidate();
+            let t2 = other.table("t").unwrap();
+            return (true, run_op(op, &other, &t2, rows));
+        }
+        RotatedOldVersion => {
+            fx.kms.rotate(&cmk).unwrap();
+            fx.cache.invalidate();
+            if op == Write {
+                let r = run_op(op, &p, &t, rows).and_then(|()| {
+                    let versions: Vec<u32> = t.head()?.files.iter().map(|f| f.key_version).collect();
+                    if versions != [1, 2] {
+                        return Err(Error::InvalidArgument(format!(
+                            "file key versions {versions:?}, expected [1, 2] (old kept, new under v2)"
+                        )));
+                    }
+                    Ok(())
+                });
+                return (true, r);
+            }
+        }
+        WrongPassphrase | TamperedKeystore => {
+            let path = fx.dir.path().join("keystore");
+            let root = if situation == WrongPassphrase {
+                RootSecret::passphrase("another passphrase")
+            } else {
+                let mut bytes = std::fs::read(&path).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0x01;
+                std::fs::write(&path, bytes).unwrap();
+                RootSecret::passphrase("test passphrase")
+            };
+            return match LocalKms::open(&path, root, kms_options(&fx)) {
+                Err(e) => (false, Err(e)),
+                Ok(kms) => {
+                    // It opened although it should not have: run the operation with it anyway.
+                    let kms = Arc::new(kms);
+                    let cache = Arc::new(
+                        colvault::kms::KeyCache::new(kms.clone(), colvault::kms::CacheOptions::default()).unwrap(),
+                    );
+                    let r = Project::open(p.dir(), Keys { kms, cache })
+                        .and_then(|p2| run_op(op, &p2, &p2.table("t")?, rows));
+                    (true, r)
+                }
+            };
+        }
+    }
+    if situation == DestroyedVersionUnused {
+        rows = count(&t).unwrap();
+    }
+    fx.cache.invalidate();
+    (true, run_op(op, &p, &t, rows))
+}
+
+#[test]
+fn key_state_matrix() {
+    let started = std::time::Instant::now();
+    let mut mismatches = Vec::new();
+    let mut observed = Vec::new();
+    for &(situation, op, expect) in MATRIX {
+        let (opened, r) = run_cell(situation, op);
+        let got = if opened {
+            label(&r)
+        } else {
+            format!("KMS open: {}", label(&r))
+        };
+        observed.push(format!("{situation:?} x {op:?} -> {got}"));
+        if !matches_expect(expect, opened, &r) {
+            mismatches.push(format!("{situation:?} x {op:?}: expected {expect:?}, got {got}"));
+        }
+    }
+    eprintln!(
+        "key-state matrix ({:?}):\n  {}",
+        started.elapsed(),
+        observed.join("\n  ")
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} cells differ:\n  {}",
+        mismatches.len(),
+        MATRIX.len(),
+        mismatches.join("\n  ")
+    );
+}
+
+#[test]
+fn matrix_covers_every_cell_once() {
+    let situations = [
+        Disabled,
+        PendingDeletion,
+        Deleted,
+        DestroyedVersionUnused,
+        DestroyedVersionNeeded,
+        NoGrant,
+        WrongProjectContext,
+        RotatedOldVersion,
+        WrongPassphrase,
+        TamperedKeystore,
+    ];
+    let ops = [Write, Read, Rewrap, Reencrypt, Migrate];
+    for s in situations {
+        for o in ops {
+            let n = MATRIX.iter().filter(|(ms, mo, _)| *ms == s && *mo == o).count();
+            assert_eq!(n, 1, "{s:?} x {o:?} appears {n} times");
+        }
+    }
+    assert_eq!(MATRIX.len(), situations.len() * ops.len());
+}
