@@ -9,6 +9,8 @@ pub mod crypto;
 pub mod error;
 pub mod format;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kms;
 pub mod project;
 pub mod read;

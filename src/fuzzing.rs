@@ -1,0 +1,239 @@
+//! Entry points of the fuzz targets in `fuzz/`, shared with `tests/fuzz_corpus.rs`, which replays
+//! every committed corpus input and every input that ever crashed, so `cargo test` guards them
+//! without a fuzzer. Not a stable API.
+//!
+//! Each entry point takes arbitrary bytes and must return without panicking, hanging or allocating
+//! beyond the input's size; `round_trip` also checks that what it wrote reads back equal.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::access::KeyAccess;
+use crate::crypto::{Algorithm, SecretKey};
+use crate::error::{Error, Result};
+use crate::format::{Envelope, FooterBody};
+use crate::kms::wrap::{kms_unwrap, kms_wrap};
+use crate::kms::{
+    CacheOptions, DataKeyEnvelope, EncryptionContext, KeyCache, KeyId, Kms, LocalKms, LocalKmsOptions, Principal,
+    RootSecret, WrappedKey,
+};
+use crate::read::{FileReader, ReaderOptions};
+use crate::table::Manifest;
+use crate::write::{FileWriter, WriterOptions};
+
+/// The fixed key id of [`FixedKms`].
+pub const FUZZ_KEY: &str = "cmk-fuzz";
+
+/// A KMS with one fixed key (version 1, fixed material), so that inputs made in one process open in
+/// another. For fuzzing and tests only.
+#[derive(Debug)]
+pub struct FixedKms {
+    material: SecretKey,
+    id: KeyId,
+}
+
+impl Default for FixedKms {
+    fn default() -> Self {
+        FixedKms {
+            material: SecretKey::from_slice(&[0x5a; 32]).expect("32 bytes"),
+            id: KeyId::new(FUZZ_KEY).expect("a valid id"),
+        }
+    }
+}
+
+impl FixedKms {
+    fn check(&self, key: &KeyId, version: u32) -> Result<()> {
+        if key != &self.id || version != 1 {
+            return Err(Error::UnknownKey { key: key.to_string() });
+        }
+        Ok(())
+    }
+}
+
+impl Kms for FixedKms {
+    fn name(&self) -> &str {
+        "fuzz"
+    }
+    fn generate_data_key(
+        &self,
+        _: &Principal,
+        key: &KeyId,
+        ctx: &EncryptionContext,
+    ) -> Result<(SecretKey, WrappedKey)> {
+        self.check(key, 1)?;
+        let dek = SecretKey::generate()?;
+        let wrapped = kms_wrap(&self.material, "fuzz", &self.id, 1, ctx, &dek)?;
+        Ok((dek, wrapped))
+    }
+    fn decrypt_data_key(&self, _: &Principal, wrapped: &WrappedKey, ctx: &EncryptionContext) -> Result<SecretKey> {
+        self.check(wrapped.key_id(), wrapped.version())?;
+        kms_unwrap(&self.material, wrapped, ctx)
+    }
+    fn rewrap(&self, p: &Principal, wrapped: &WrappedKey, ctx: &EncryptionContext) -> Result<WrappedKey> {
+        let dek = self.decrypt_data_key(p, wrapped, ctx)?;
+        kms_wrap(&self.material, "fuzz", &self.id, 1, ctx, &dek)
+    }
+}
+
+/// Key access through a [`FixedKms`], the same in every process.
+pub fn access() -> &'static KeyAccess {
+    static ACCESS: OnceLock<KeyAccess> = OnceLock::new();
+    ACCESS.get_or_init(|| {
+        let cache = KeyCache::new(Arc::new(FixedKms::default()), CacheOptions::default()).expect("default options");
+        KeyAccess::new(
+            Arc::new(cache),
+            Principal::new("fuzz").expect("a valid principal"),
+            "fuzzproject",
+            "fuzztable",
+        )
+    })
+}
+
+/// A file made by the writer with the fixed key, from `rows` (used for seeds and the round trip).
+pub fn write_file(alg: Algorithm, rows: &[(i64, Option<String>)], rg_rows: usize) -> Result<Vec<u8>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())),
+        ],
+    )
+    .map_err(|e| Error::Arrow(e.to_string()))?;
+    let mut b = WriterOptions::builder()
+        .max_row_group_rows(rg_rows.max(1))
+        .allow_legacy_rc4(true);
+    if alg.is_encrypted() {
+        b = b.encryption(alg, access().clone(), KeyId::new(FUZZ_KEY)?);
+    }
+    let mut out = Vec::new();
+    let mut w = FileWriter::try_new(&mut out, schema, b.build())?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(out)
+}
+
+/// Target `file_reader`: arbitrary bytes opened as a file with the fixed key and read in full.
+pub fn file_reader(data: &[u8]) {
+    if let Ok(r) = FileReader::open(data.to_vec(), ReaderOptions::default().with_keys(access().clone())) {
+        let _ = r.scan().build().and_then(|b| b.read_all());
+    }
+}
+
+/// Target `footer_decoder`: arbitrary bytes as an envelope and as a footer body.
+pub fn footer_decoder(data: &[u8]) {
+    let _ = Envelope::decode(data);
+    let _ = FooterBody::decode(data);
+}
+
+/// Target `manifest_decoder`: arbitrary bytes as a manifest body and as a sealed manifest.
+pub fn manifest_decoder(data: &[u8]) {
+    let _ = Manifest::decode_body(data);
+    let _ = Manifest::open(data, 1, None, Some(access()));
+    let _ = Manifest::sealed_key_version(data);
+}
+
+/// Target `wrapped_key`: arbitrary bytes as a wrapped key and as a data-key envelope, unwrapped.
+pub fn wrapped_key(data: &[u8]) {
+    let ctx = EncryptionContext::new().with("project", "fuzzproject");
+    let p = Principal::new("fuzz").expect("a valid principal");
+    if let Ok(w) = WrappedKey::from_bytes(data) {
+        let _ = FixedKms::default().decrypt_data_key(&p, &w, &ctx);
+    }
+    if let Ok(env) = DataKeyEnvelope::from_bytes(data) {
+        let _ = access().cache().open_data_key(&p, &env, &ctx, &ctx);
+    }
+}
+
+/// The root key of the keystores the `keystore` target parses.
+pub fn keystore_root() -> RootSecret {
+    RootSecret::KeyFile(SecretKey::from_slice(&[0xa5; 32]).expect("32 bytes"))
+}
+
+/// Target `keystore`: arbitrary bytes as a keystore file, opened with the fixed root key.
+pub fn keystore(data: &[u8]) {
+    let Ok(dir) = tempfile_dir() else { return };
+    let path = dir.join("keystore");
+    if std::fs::write(&path, data).is_ok() {
+        if let Ok(kms) = LocalKms::open(&path, keystore_root(), LocalKmsOptions::new()) {
+            let _ = crate::kms::KmsAdmin::list(&kms);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let tag: String = crate::crypto::random_array::<8>()
+        .map_err(|_| std::io::Error::other("no randomness"))?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("colvault-fuzz-{tag}"));
+    std::fs::create_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Target `round_trip`: rows made from arbitrary bytes, written with an algorithm and row-group size
+/// the bytes choose, must read back equal. Panics if they do not.
+pub fn round_trip(data: &[u8]) {
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let alg = Algorithm::ALL[(head & 3) as usize];
+    let rg_rows = 1 + (head >> 2) as usize;
+    let rows: Vec<(i64, Option<String>)> = rest
+        .chunks(9)
+        .map(|c| {
+            let mut n = [0u8; 8];
+            n[..c.len().min(8)].copy_from_slice(&c[..c.len().min(8)]);
+            let s = c.get(8).map(|&b| "x".repeat(b as usize % 17));
+            (i64::from_le_bytes(n), s)
+        })
+        .collect();
+    let file = write_file(alg, &rows, rg_rows).expect("writing arbitrary rows works");
+    let r = FileReader::open(
+        file,
+        ReaderOptions::default()
+            .with_keys(access().clone())
+            .expect_algorithm(alg),
+    )
+    .expect("a file just written opens");
+    let got = r
+        .scan()
+        .build()
+        .and_then(|b| b.read_all())
+        .expect("a file just written reads");
+    let ids: Vec<i64> = got
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("int64")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let names: Vec<Option<String>> = got
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(1).as_any().downcast_ref::<StringArray>().expect("utf8");
+            a.iter().map(|s| s.map(str::to_string)).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "ids differ after a round trip"
+    );
+    assert_eq!(
+        names,
+        rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+        "names differ after a round trip"
+    );
+}
