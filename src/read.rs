@@ -305,7 +305,12 @@ impl FileReader {
             }
             pq = restore_stats(pq, &body, &leaf_field, &column_deks, &envelope)?;
         }
-        let metadata = ArrowReaderMetadata::try_new(Arc::new(pq), ArrowReaderOptions::new()).map_err(pq_err)?;
+        // The Arrow schema in the metadata is decoded by arrow-ipc, which can panic on malformed
+        // bytes (a `none` file's footer is only checksummed): contain it as malformed input.
+        let metadata =
+            std::panic::catch_unwind(|| ArrowReaderMetadata::try_new(Arc::new(pq), ArrowReaderOptions::new()))
+                .map_err(|_| Error::malformed("footer", "the Arrow schema in the Parquet metadata is not valid"))?
+                .map_err(pq_err)?;
         let leaf_key = leaf_field
             .iter()
             .map(

@@ -75,9 +75,16 @@ fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
 }
 
 fn schema_from(bytes: &[u8]) -> Result<SchemaRef> {
-    let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-        .map_err(|e| Error::malformed("manifest schema", e.to_string()))?;
-    Ok(r.schema())
+    // arrow-ipc verifies the flatbuffer but can still panic converting a malformed schema (found by
+    // the manifest_decoder fuzz target): contain it and report the bytes as malformed.
+    let read = std::panic::catch_unwind(|| {
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).map(|r| r.schema())
+    });
+    match read {
+        Ok(Ok(schema)) => Ok(schema),
+        Ok(Err(e)) => Err(Error::malformed("manifest schema", e.to_string())),
+        Err(_) => Err(Error::malformed("manifest schema", "not a valid Arrow IPC schema")),
+    }
 }
 
 impl Manifest {
