@@ -102,6 +102,20 @@ fn plaintext_len_with(tag: usize, seg: usize, sealed: usize) -> Option<usize> {
     }
 }
 
+/// The encrypt-then-MAC tag (keyed) or checksum (unkeyed) of one segment or footer body:
+/// BLAKE3(u64 len(AAD) || AAD || u64 len(C) || C).
+pub(crate) fn blake3_tag(key: Option<&[u8; KEY_LEN]>, aad: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut h = match key {
+        Some(k) => blake3::Hasher::new_keyed(k),
+        None => blake3::Hasher::new(),
+    };
+    h.update(&(aad.len() as u64).to_be_bytes());
+    h.update(aad);
+    h.update(&(data.len() as u64).to_be_bytes());
+    h.update(data);
+    *h.finalize().as_bytes()
+}
+
 /// The per-column keys of one algorithm.
 enum Cipher {
     None,
@@ -187,20 +201,6 @@ impl ColumnKeys {
         a
     }
 
-    /// The encrypt-then-MAC tag (keyed) or checksum (unkeyed) of one segment:
-    /// BLAKE3(u64 len(AAD) || AAD || u64 len(C) || C).
-    fn blake3_tag(key: Option<&[u8; KEY_LEN]>, aad: &[u8], data: &[u8]) -> [u8; 32] {
-        let mut h = match key {
-            Some(k) => blake3::Hasher::new_keyed(k),
-            None => blake3::Hasher::new(),
-        };
-        h.update(&(aad.len() as u64).to_be_bytes());
-        h.update(aad);
-        h.update(&(data.len() as u64).to_be_bytes());
-        h.update(data);
-        *h.finalize().as_bytes()
-    }
-
     fn counter_block(row_group: u32, kind: ChunkKind, block: u64) -> [u8; 16] {
         let mut c = [0u8; 16];
         c[0..4].copy_from_slice(&row_group.to_be_bytes());
@@ -264,7 +264,7 @@ impl ColumnKeys {
         let blocks_per_seg = (self.seg_len / 16) as u64;
         match &self.cipher {
             Cipher::None => self.for_each_segment(data, &mut tags, parallel, |i, seg, tag| {
-                tag.copy_from_slice(&Self::blake3_tag(None, &self.aad(row_group, kind, i, i == last), seg));
+                tag.copy_from_slice(&blake3_tag(None, &self.aad(row_group, kind, i, i == last), seg));
                 Ok(())
             })?,
             Cipher::Gcm(key) => self.for_each_segment(data, &mut tags, parallel, |i, seg, tag| {
@@ -291,11 +291,7 @@ impl ColumnKeys {
             Cipher::Rc4 { chunk_root, mac } => {
                 rc4::apply_keystream(&Self::rc4_chunk_key(chunk_root, row_group, kind)?, data)?;
                 self.for_each_segment(data, &mut tags, parallel, |i, seg, tag| {
-                    tag.copy_from_slice(&Self::blake3_tag(
-                        Some(mac),
-                        &self.aad(row_group, kind, i, i == last),
-                        seg,
-                    ));
+                    tag.copy_from_slice(&blake3_tag(Some(mac), &self.aad(row_group, kind, i, i == last), seg));
                     Ok(())
                 })?
             }
@@ -331,7 +327,7 @@ impl ColumnKeys {
         let mut tag_copy = tags.to_vec();
         let verify_blake3 = |key: Option<&[u8; KEY_LEN]>, data: &mut [u8], tag_copy: &mut [u8]| {
             self.for_each_segment(data, tag_copy, parallel, |i, seg, tag| {
-                let want = Self::blake3_tag(key, &self.aad(row_group, kind, i, i == last), seg);
+                let want = blake3_tag(key, &self.aad(row_group, kind, i, i == last), seg);
                 if ct_eq(&want, tag) {
                     Ok(())
                 } else {

@@ -2,6 +2,7 @@
 //! with AES-256-GCM under the footer key (or checksummed for `none`).
 
 use crate::codec::{Decoder, Encoder};
+use crate::crypto::chunk::blake3_tag;
 use crate::crypto::{ct_eq, default_provider, Algorithm, SecretKey};
 use crate::error::{Error, Result};
 
@@ -134,13 +135,6 @@ pub fn sealed_body_len(algorithm: Algorithm, n: usize) -> usize {
     n + if algorithm.is_encrypted() { 16 } else { 32 }
 }
 
-fn checksum(aad: &[u8], body: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(&(aad.len() as u64).to_be_bytes()).update(aad);
-    h.update(&(body.len() as u64).to_be_bytes()).update(body);
-    *h.finalize().as_bytes()
-}
-
 /// Seals `body` in place (appending the tag): AES-256-GCM under `footer_key` with `nonce`, or a
 /// BLAKE3 checksum for `none`.
 pub fn seal_body(footer_key: Option<&SecretKey>, nonce: &[u8; 12], aad: &[u8], body: &mut Vec<u8>) -> Result<()> {
@@ -150,7 +144,7 @@ pub fn seal_body(footer_key: Option<&SecretKey>, nonce: &[u8; 12], aad: &[u8], b
             body.extend_from_slice(&tag);
         }
         None => {
-            let c = checksum(aad, body);
+            let c = blake3_tag(None, aad, body);
             body.extend_from_slice(&c);
         }
     }
@@ -173,7 +167,7 @@ pub fn open_body(footer_key: Option<&SecretKey>, nonce: &[u8; 12], aad: &[u8], s
                 .open_in_place(nonce, aad, body, tag)
                 .is_ok()
         }
-        None => ct_eq(&checksum(aad, body), tag),
+        None => ct_eq(&blake3_tag(None, aad, body), tag),
     };
     if !ok {
         zeroize::Zeroize::zeroize(sealed);
