@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchReader, Scalar};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -279,6 +279,13 @@ impl FileReader {
                 expected_start = start + len;
             }
         }
+        let arrow_schema = Arc::new(crate::format::schema::decode(&body.arrow_schema)?);
+        if arrow_schema.fields().len() != schema_descr.root_schema().get_fields().len() {
+            return Err(Error::malformed(
+                "footer",
+                "the Arrow schema and the Parquet schema disagree",
+            ));
+        }
         let leaf_field: Vec<usize> = (0..schema_descr.num_columns())
             .map(|i| schema_descr.get_column_root_idx(i))
             .collect();
@@ -288,9 +295,6 @@ impl FileReader {
         let mut column_deks = HashMap::new();
         let mut pq = pq;
         if envelope.keys.len() > 1 {
-            let arrow_schema =
-                parquet::arrow::parquet_to_arrow_schema(schema_descr.as_ref(), pq.file_metadata().key_value_metadata())
-                    .map_err(pq_err)?;
             for (entry, k) in envelope.keys.iter().enumerate() {
                 let KeyRole::Column(f) = k.role else { continue };
                 let f = f as usize;
@@ -305,12 +309,13 @@ impl FileReader {
             }
             pq = restore_stats(pq, &body, &leaf_field, &column_deks, &envelope)?;
         }
-        // The Arrow schema in the metadata is decoded by arrow-ipc, which can panic on malformed
-        // bytes (a `none` file's footer is only checksummed): contain it as malformed input.
-        let metadata =
-            std::panic::catch_unwind(|| ArrowReaderMetadata::try_new(Arc::new(pq), ArrowReaderOptions::new()))
-                .map_err(|_| Error::malformed("footer", "the Arrow schema in the Parquet metadata is not valid"))?
-                .map_err(pq_err)?;
+        // The Arrow schema comes from colvault's own encoding, never from arrow-ipc. Matching it to
+        // the Parquet schema is parquet's code over bytes a `none` file only checksums, so a panic
+        // there is still contained and reported as malformed input (defence in depth).
+        let options = ArrowReaderOptions::new().with_schema(as_parquet_reads(&arrow_schema));
+        let metadata = std::panic::catch_unwind(|| ArrowReaderMetadata::try_new(Arc::new(pq), options))
+            .map_err(|_| Error::malformed("footer", "the Arrow schema does not match the Parquet schema"))?
+            .map_err(pq_err)?;
         let leaf_key = leaf_field
             .iter()
             .map(
@@ -934,4 +939,35 @@ impl VirtualFile {
         }
         ParquetError::General(msg)
     }
+}
+
+/// The schema as the `parquet` crate's reader produces it from a file written with `schema`:
+/// run-end encoded columns are stored as their values and read back as plain arrays (as plain
+/// Parquet does), every other type exactly.
+fn as_parquet_reads(schema: &Schema) -> SchemaRef {
+    fn field(f: &FieldRef) -> FieldRef {
+        let dt = data_type(f.data_type());
+        if &dt == f.data_type() {
+            f.clone()
+        } else {
+            Arc::new(f.as_ref().clone().with_data_type(dt))
+        }
+    }
+    fn data_type(dt: &DataType) -> DataType {
+        match dt {
+            DataType::RunEndEncoded(_, values) => data_type(values.data_type()),
+            DataType::List(f) => DataType::List(field(f)),
+            DataType::LargeList(f) => DataType::LargeList(field(f)),
+            DataType::ListView(f) => DataType::ListView(field(f)),
+            DataType::LargeListView(f) => DataType::LargeListView(field(f)),
+            DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+            DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+            DataType::Struct(fs) => DataType::Struct(fs.iter().map(field).collect()),
+            other => other.clone(),
+        }
+    }
+    Arc::new(Schema::new_with_metadata(
+        schema.fields().iter().map(field).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
 }

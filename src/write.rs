@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
-use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataWriter};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -301,6 +301,7 @@ pub struct FileWriter<W: Write> {
     sink: W,
     position: u64,
     schema: SchemaRef,
+    arrow_schema: Vec<u8>,
     opts: WriterOptions,
     pq: Option<SerializedFileWriter<SharedBuf>>,
     virtual_buf: SharedBuf,
@@ -350,9 +351,10 @@ impl<W: Write> FileWriter<W> {
             ));
         }
 
-        // Parquet schema and writer properties; the Arrow schema rides in the key-value metadata so
-        // that every Arrow type and the schema's metadata come back exactly.
-        let mut props = WriterProperties::builder()
+        // The Arrow schema is kept in the footer in colvault's own encoding (readers never hand
+        // untrusted bytes to arrow-ipc); encoding it first refuses a type colvault cannot store.
+        let arrow_schema = crate::format::schema::encode(&schema)?;
+        let props = WriterProperties::builder()
             .set_compression(opts.compression.to_parquet()?)
             .set_dictionary_enabled(opts.dictionary)
             .set_statistics_enabled(if opts.statistics {
@@ -363,7 +365,6 @@ impl<W: Write> FileWriter<W> {
             .set_offset_index_disabled(true)
             .set_created_by("colvault format v1".to_string())
             .build();
-        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let props = Arc::new(props);
         let parquet_schema = ArrowSchemaConverter::new()
             .with_coerce_types(props.coerce_types())
@@ -437,6 +438,7 @@ impl<W: Write> FileWriter<W> {
         let own_key = leaf_field.iter().map(|f| field_deks.contains_key(f)).collect();
         sink.write_all(&MAGIC).map_err(|e| Error::io("writing a file", e))?;
         Ok(FileWriter {
+            arrow_schema,
             sink,
             position: MAGIC.len() as u64,
             schema,
@@ -681,6 +683,7 @@ impl<W: Write> FileWriter<W> {
 
         let body = FooterBody {
             parquet_metadata: pq_bytes,
+            arrow_schema: std::mem::take(&mut self.arrow_schema),
             row_groups: self.row_groups as u32,
             leaves: self.leaf_field.len() as u32,
             chunks: std::mem::take(&mut self.chunks),

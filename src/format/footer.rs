@@ -24,6 +24,8 @@ pub struct FooterBody {
     /// chunks are this file's chunks: schema (with the Arrow schema in its key-value metadata),
     /// row groups, per-chunk encodings, sizes and statistics.
     pub parquet_metadata: Vec<u8>,
+    /// The Arrow schema of the file in colvault's own encoding ([`crate::format::schema`]).
+    pub arrow_schema: Vec<u8>,
     /// Number of row groups.
     pub row_groups: u32,
     /// Number of leaf columns.
@@ -47,6 +49,7 @@ pub struct SealedStats {
 }
 
 const MAX_PARQUET_METADATA: usize = 64 << 20;
+const MAX_ARROW_SCHEMA: usize = 16 << 20;
 const MAX_ROW_GROUPS: usize = 1 << 24;
 const MAX_LEAVES: usize = 1 << 16;
 const CHUNK_ENTRY_LEN: usize = 8 + 8 + 32;
@@ -56,7 +59,10 @@ impl FooterBody {
     /// The bytes of the body.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new();
-        e.bytes(&self.parquet_metadata).u32(self.row_groups).u32(self.leaves);
+        e.bytes(&self.parquet_metadata)
+            .bytes(&self.arrow_schema)
+            .u32(self.row_groups)
+            .u32(self.leaves);
         e.u32(self.chunks.len() as u32);
         for c in &self.chunks {
             e.u64(c.offset).u64(c.len).raw(&c.tags_digest);
@@ -72,6 +78,7 @@ impl FooterBody {
     pub fn decode(buf: &[u8]) -> Result<Self> {
         let mut d = Decoder::new(buf, "footer body");
         let parquet_metadata = d.bytes(MAX_PARQUET_METADATA)?.to_vec();
+        let arrow_schema = d.bytes(MAX_ARROW_SCHEMA)?.to_vec();
         let row_groups = d.u32()?;
         let leaves = d.u32()?;
         if row_groups as usize > MAX_ROW_GROUPS || leaves as usize > MAX_LEAVES {
@@ -115,6 +122,7 @@ impl FooterBody {
         d.finish()?;
         Ok(FooterBody {
             parquet_metadata,
+            arrow_schema,
             row_groups,
             leaves,
             chunks,

@@ -12,6 +12,7 @@
 pub mod envelope;
 pub mod footer;
 pub mod rewrap;
+pub mod schema;
 pub mod source;
 pub mod stats;
 

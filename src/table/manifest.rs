@@ -67,24 +67,11 @@ pub struct Manifest {
 }
 
 fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema).map_err(|e| Error::Arrow(e.to_string()))?;
-    w.finish().map_err(|e| Error::Arrow(e.to_string()))?;
-    drop(w);
-    Ok(out)
+    crate::format::schema::encode(schema)
 }
 
 fn schema_from(bytes: &[u8]) -> Result<SchemaRef> {
-    // arrow-ipc verifies the flatbuffer but can still panic converting a malformed schema (found by
-    // the manifest_decoder fuzz target): contain it and report the bytes as malformed.
-    let read = std::panic::catch_unwind(|| {
-        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).map(|r| r.schema())
-    });
-    match read {
-        Ok(Ok(schema)) => Ok(schema),
-        Ok(Err(e)) => Err(Error::malformed("manifest schema", e.to_string())),
-        Err(_) => Err(Error::malformed("manifest schema", "not a valid Arrow IPC schema")),
-    }
+    crate::format::schema::decode(bytes).map(Arc::new)
 }
 
 impl Manifest {
