@@ -96,6 +96,18 @@ pub enum Error {
         /// The keystore file.
         path: PathBuf,
     },
+    /// The snapshot a reader was reading was expired (and its files removed) by a concurrent
+    /// `expire`/`vacuum`, compaction, re-encryption or migration: not damage. Scan again; a new
+    /// scan reads the current version.
+    #[error(
+        "version {version} of table {table} was expired while it was being read; scan again for the current version"
+    )]
+    SnapshotExpired {
+        /// The table.
+        table: String,
+        /// The version that was being read.
+        version: u64,
+    },
     /// An argument that is not valid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -313,7 +313,10 @@ impl FileReader {
         // the Parquet schema is parquet's code over bytes a `none` file only checksums, so a panic
         // there is still contained and reported as malformed input (defence in depth).
         let options = ArrowReaderOptions::new().with_schema(as_parquet_reads(&arrow_schema));
-        let metadata = std::panic::catch_unwind(|| ArrowReaderMetadata::try_new(Arc::new(pq), options))
+        // Both values move into the closure and are dropped if it panics: nothing is observed
+        // in a broken state afterwards, so asserting unwind safety is sound.
+        let try_new = std::panic::AssertUnwindSafe(|| ArrowReaderMetadata::try_new(Arc::new(pq), options));
+        let metadata = std::panic::catch_unwind(try_new)
             .map_err(|_| Error::malformed("footer", "the Arrow schema does not match the Parquet schema"))?
             .map_err(pq_err)?;
         let leaf_key = leaf_field

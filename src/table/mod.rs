@@ -267,7 +267,23 @@ impl Table {
 
     /// The newest version, with the chain from its oldest retained version checked (each version's
     /// previous digest matches the version before it, none missing).
+    ///
+    /// A writer may commit, and `expire`/`vacuum` remove old manifests, while this runs: a read
+    /// that fails while the newest version moves on is tried again on the new head (a bounded
+    /// number of times), so a concurrent change never surfaces as damage.
     pub fn head(&self) -> Result<Manifest> {
+        let mut attempt = 0;
+        loop {
+            let seen = self.versions()?.last().copied();
+            match self.head_once() {
+                Ok(m) => return Ok(m),
+                Err(_) if attempt < 16 && self.versions()?.last().copied() != seen => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn head_once(&self) -> Result<Manifest> {
         let versions = self.versions()?;
         let head = *versions
             .last()
@@ -682,10 +698,20 @@ impl Table {
     /// the project's algorithm and the keys the manifest allows.
     fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
         let path = self.data_path(&f.name);
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::integrity(format!("data file {} is missing", f.file_id)),
-            _ => Error::io(format!("opening {}", path.display()), e),
-        })?;
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
+                return Err(match self.head() {
+                    Ok(h) if m.version < h.oldest_retained.max(1) => Error::SnapshotExpired {
+                        table: self.name.clone(),
+                        version: m.version,
+                    },
+                    _ => Error::integrity(format!("data file {} is missing", f.file_id)),
+                });
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
         let mut opts = ReaderOptions::default().expect_algorithm(m.algorithm);
         if let Some(access) = self.access() {
             opts = opts.with_keys(access).allow_keys(f.key_ids.clone());
