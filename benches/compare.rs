@@ -579,6 +579,10 @@ struct Args {
     rows: usize,
     runs: usize,
     readme: Option<PathBuf>,
+    /// Profiling aid: only contenders whose name contains this, only this thread count, and a
+    /// short report.
+    only: Option<String>,
+    threads: Option<usize>,
 }
 
 fn args() -> Args {
@@ -586,6 +590,8 @@ fn args() -> Args {
         rows: 2_000_000,
         runs: 5,
         readme: None,
+        only: None,
+        threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -593,8 +599,12 @@ fn args() -> Args {
             "--rows" => a.rows = it.next().and_then(|v| v.parse().ok()).expect("--rows N"),
             "--runs" => a.runs = it.next().and_then(|v| v.parse().ok()).expect("--runs N"),
             "--readme" => a.readme = Some(it.next().expect("--readme PATH").into()),
+            "--only" => a.only = Some(it.next().expect("--only NAME")),
+            "--threads" => a.threads = it.next().and_then(|v| v.parse().ok()),
             "--bench" => {}
-            other => panic!("unknown argument {other:?}: expected --rows N, --runs N, --readme PATH"),
+            other => panic!(
+                "unknown argument {other:?}: expected --rows N, --runs N, --readme PATH, --only NAME, --threads N"
+            ),
         }
     }
     assert!(a.rows > 0 && a.runs > 0, "--rows and --runs must be positive");
@@ -690,7 +700,10 @@ fn main() {
         .into_iter()
         .flat_map(|c| [Codec::Zstd1, Codec::Snappy].map(|k| (c, k)))
         .flat_map(|(c, k)| thread_counts.iter().map(move |&t| (c, k, t)))
+        .filter(|(c, _, _)| a.only.as_ref().is_none_or(|o| c.name().contains(o.as_str())))
+        .filter(|(_, _, t)| a.threads.is_none_or(|n| n == *t))
         .collect();
+    let partial = a.only.is_some() || a.threads.is_some();
     let mut samples: Vec<Samples> = vec![Samples::default(); configs.len()];
     for s in samples.iter_mut() {
         s.proj_s = vec![Vec::new(); ncols];
@@ -750,6 +763,22 @@ fn main() {
             a.runs,
             started.elapsed().as_secs_f64()
         );
+    }
+
+    if partial {
+        for (i, &(c, k, t)) in configs.iter().enumerate() {
+            let s = &samples[i];
+            println!(
+                "{} {} {t} threads: write {:.0} MB/s ({:.2} CPU s), read {:.0} MB/s ({:.2} CPU s)",
+                c.name(),
+                k.name(),
+                mb / median(&s.write_s),
+                median(&s.write_cpu),
+                mb / median(&s.read_s),
+                median(&s.read_cpu)
+            );
+        }
+        return;
     }
 
     // Streaming memory: the generator feeds the writer batch by batch into a sink that keeps only

@@ -259,6 +259,14 @@ impl SharedBuf {
     fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *self.0.lock().expect("shared buffer lock"))
     }
+    /// Gives back a taken buffer, emptied, so the next row group reuses its allocation.
+    fn put_back(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut cur = self.0.lock().expect("shared buffer lock");
+        if cur.is_empty() {
+            *cur = buf;
+        }
+    }
 }
 
 fn pq_err(e: parquet::errors::ParquetError) -> Error {
@@ -560,50 +568,54 @@ impl<W: Write> FileWriter<W> {
         }
         let rg_meta = rgw.close().map_err(pq_err)?;
         pq.flush().map_err(|e| Error::io("encoding a row group", e))?;
-        let bytes = self.virtual_buf.take();
+        // The row group's chunks, contiguous in the virtual file's buffer: seal each one in place
+        // (no copies), then write it and its tags.
+        let mut bytes = self.virtual_buf.take();
         // The virtual file begins with parquet's own 4-byte magic, which colvault does not store.
-        let (base, bytes) = if self.virtual_pos == 0 {
-            (4u64, bytes.get(4..).unwrap_or_default().to_vec())
+        let (base, skip) = if self.virtual_pos == 0 {
+            (4u64, 4usize)
         } else {
-            (self.virtual_pos, bytes)
+            (self.virtual_pos, 0)
         };
-        self.virtual_pos = base + bytes.len() as u64;
-        let mut plain: Vec<Vec<u8>> = Vec::with_capacity(rg_meta.columns().len());
+        let body = bytes.get_mut(skip..).unwrap_or_default();
+        self.virtual_pos = base + body.len() as u64;
+        let mut parts: Vec<&mut [u8]> = Vec::with_capacity(rg_meta.columns().len());
+        let mut rest = body;
         let mut expected = base;
         for col in rg_meta.columns() {
             let (start, len) = col.byte_range();
-            if start != expected || start + len > self.virtual_pos {
+            if start != expected || len > rest.len() as u64 {
                 return Err(Error::Parquet(format!(
                     "column chunk at {start}+{len} is not where colvault expected it ({expected})"
                 )));
             }
-            let s = (start - base) as usize;
-            plain.push(bytes[s..s + len as usize].to_vec());
+            let (chunk, tail) = rest.split_at_mut(len as usize);
+            parts.push(chunk);
+            rest = tail;
             expected = start + len;
         }
-        if expected != self.virtual_pos {
+        if !rest.is_empty() {
             return Err(Error::Parquet("a row group has bytes outside its column chunks".into()));
         }
-        drop(bytes);
         let sealers = &self.sealers;
-        let tags: Vec<[u8; 32]> = plain
+        let tags: Vec<Vec<u8>> = parts
             .par_iter_mut()
             .enumerate()
-            .map(|(leaf, buf)| {
-                let tags = sealers[leaf].seal_detached(rg as u32, ChunkKind::Data, buf)?;
-                buf.extend_from_slice(&tags);
-                Ok(*blake3::hash(&tags).as_bytes())
-            })
+            .map(|(leaf, buf)| sealers[leaf].seal_detached(rg as u32, ChunkKind::Data, buf))
             .collect::<Result<_>>()?;
-        for (buf, tags_digest) in plain.iter().zip(tags) {
+        for (buf, tags) in parts.iter().zip(tags) {
             self.sink.write_all(buf).map_err(|e| Error::io("writing a file", e))?;
+            self.sink.write_all(&tags).map_err(|e| Error::io("writing a file", e))?;
+            let len = (buf.len() + tags.len()) as u64;
             self.chunks.push(ChunkEntry {
                 offset: self.position,
-                len: buf.len() as u64,
-                tags_digest,
+                len,
+                tags_digest: *blake3::hash(&tags).as_bytes(),
             });
-            self.position += buf.len() as u64;
+            self.position += len;
         }
+        drop(parts);
+        self.virtual_buf.put_back(bytes);
         self.row_groups += 1;
         self.rows_in_group = 0;
         Ok(())
