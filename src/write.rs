@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataWriter};
@@ -269,6 +269,11 @@ impl SharedBuf {
     }
 }
 
+/// Rows buffered before they are encoded (see [`FileWriter`]'s `pending`).
+const SLAB_ROWS: usize = 256 * 1024;
+/// Bytes of Arrow data buffered before they are encoded, whatever the row count.
+const SLAB_BYTES: usize = 32 << 20;
+
 fn pq_err(e: parquet::errors::ParquetError) -> Error {
     Error::Parquet(e.to_string())
 }
@@ -320,6 +325,11 @@ pub struct FileWriter<W: Write> {
     own_key: Vec<bool>,
     sealers: Vec<Arc<ChunkSealer>>,
     rows_in_group: usize,
+    /// Rows accepted but not yet encoded: encoded a slab at a time, each leaf column across the
+    /// whole slab in one task, which keeps an encoder's state hot and avoids a barrier per batch.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    pending_bytes: usize,
     row_groups: usize,
     num_rows: u64,
     chunks: Vec<ChunkEntry>,
@@ -460,6 +470,9 @@ impl<W: Write> FileWriter<W> {
             own_key,
             sealers,
             rows_in_group: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
             row_groups: 0,
             num_rows: 0,
             chunks: Vec::new(),
@@ -515,9 +528,20 @@ impl<W: Write> FileWriter<W> {
             let room = self.opts.max_row_group_rows - self.rows_in_group;
             let take = room.min(batch.num_rows() - offset);
             let slice = batch.slice(offset, take);
-            let r = self.write_slice(&slice);
-            self.guard(r)?;
+            self.pending_bytes += slice
+                .columns()
+                .iter()
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                .sum::<usize>();
+            self.pending_rows += take;
+            self.pending.push(slice);
+            self.rows_in_group += take;
+            self.num_rows += take as u64;
             offset += take;
+            if self.pending_rows >= SLAB_ROWS || self.pending_bytes >= SLAB_BYTES {
+                let r = self.encode_pending();
+                self.guard(r)?;
+            }
             if self.rows_in_group >= self.opts.max_row_group_rows
                 || self.buffered_bytes() >= self.opts.max_row_group_bytes
             {
@@ -532,24 +556,48 @@ impl<W: Write> FileWriter<W> {
         self.writers.iter().map(|w| w.get_estimated_total_bytes()).sum()
     }
 
-    fn write_slice(&mut self, batch: &RecordBatch) -> Result<()> {
-        let mut leaves = Vec::with_capacity(self.writers.len());
-        for (field, col) in self.schema.fields().iter().zip(batch.columns()) {
-            leaves.extend(compute_leaves(field, col).map_err(pq_err)?);
+    /// Encodes the pending slab: every leaf column by its own writer, in parallel.
+    fn encode_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        self.writers
-            .par_iter_mut()
-            .zip(leaves.par_iter())
-            .try_for_each(|(w, leaf)| w.write(leaf))
-            .map_err(pq_err)?;
-        self.rows_in_group += batch.num_rows();
-        self.num_rows += batch.num_rows() as u64;
-        Ok(())
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        let n = self.writers.len();
+        let mut per_leaf: Vec<Vec<ArrowLeafColumn>> = (0..n).map(|_| Vec::new()).collect();
+        // Arrow bytes of each leaf's field in the slab: the largest leaves are started first
+        // (longest-processing-time first), so one big column does not finish alone at the end.
+        let mut size = vec![0usize; n];
+        for batch in &batches {
+            let mut leaf = 0;
+            for (field, col) in self.schema.fields().iter().zip(batch.columns()) {
+                let bytes = col.to_data().get_slice_memory_size().unwrap_or(0);
+                for l in compute_leaves(field, col).map_err(pq_err)? {
+                    per_leaf[leaf].push(l);
+                    size[leaf] += bytes;
+                    leaf += 1;
+                }
+            }
+        }
+        drop(batches);
+        let mut jobs: Vec<(usize, &mut ArrowColumnWriter, Vec<ArrowLeafColumn>)> = size
+            .into_iter()
+            .zip(self.writers.iter_mut())
+            .zip(per_leaf)
+            .map(|((s, w), l)| (s, w, l))
+            .collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
+        jobs.into_par_iter()
+            .with_max_len(1)
+            .try_for_each(|(_, w, leaves)| leaves.iter().try_for_each(|l| w.write(l)))
+            .map_err(pq_err)
     }
 
     /// Closes the current row group (if it has rows): closes its column encoders in parallel,
     /// seals the chunks in parallel, and writes them.
     fn flush_row_group(&mut self) -> Result<()> {
+        self.encode_pending()?;
         if self.rows_in_group == 0 {
             return Ok(());
         }
