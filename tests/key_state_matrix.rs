@@ -8,8 +8,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
 use colvault::kms::{Argon2Params, KmsAdmin, LocalKms, LocalKmsOptions, RootSecret};
 use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
 use colvault::table::Table;
@@ -72,6 +70,8 @@ enum Expect {
     OpenIntegrityOrWrongRootSecret,
 }
 
+use common::id_batch as batch;
+use common::keys;
 use Expect as E;
 use Op::*;
 use Situation::*;
@@ -132,24 +132,8 @@ const MATRIX: &[(Situation, Op, Expect)] = &[
 
 const ROWS: i64 = 100;
 
-fn batch(start: i64, n: i64) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Int64Array::from((start..start + n).collect::<Vec<_>>()))],
-    )
-    .unwrap()
-}
-
 fn count(t: &Table) -> Result<usize, Error> {
     Ok(t.scan().build()?.read_all()?.iter().map(|b| b.num_rows()).sum())
-}
-
-fn keys(fx: &Fixture) -> Keys {
-    Keys {
-        kms: fx.kms.clone(),
-        cache: fx.cache.clone(),
-    }
 }
 
 fn setup(fx: &Fixture) -> (Project, Table) {

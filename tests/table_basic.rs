@@ -9,9 +9,10 @@ use std::time::Duration;
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use colvault::kms::{CreateKeyRequest, KmsAdmin, Principal};
-use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
+use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::table::{Table, TableWriteOptions};
 use colvault::{Algorithm, Error};
+use common::keys;
 use common::Fixture;
 
 fn schema() -> SchemaRef {
@@ -29,13 +30,6 @@ fn rows(start: i64, n: usize) -> RecordBatch {
         vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))],
     )
     .unwrap()
-}
-
-fn keys(fx: &Fixture) -> Keys {
-    Keys {
-        kms: fx.kms.clone(),
-        cache: fx.cache.clone(),
-    }
 }
 
 fn ids(t: &Table) -> Vec<i64> {

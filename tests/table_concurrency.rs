@@ -9,24 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
 use colvault::kms::KmsAdmin;
 use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
 use colvault::{Algorithm, Error};
+use common::id_batch as batch;
 use common::Fixture;
 
 const APPENDS: i64 = 8;
 const ROWS: i64 = 500;
-
-fn batch(start: i64, n: i64) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Int64Array::from((start..start + n).collect::<Vec<_>>()))],
-    )
-    .unwrap()
-}
 
 /// The sorted ids of one scan of the table through a project handle opened now.
 fn scan(dir: &std::path::Path, keys: &Keys) -> Result<Vec<i64>, Error> {
@@ -40,13 +32,10 @@ fn scan(dir: &std::path::Path, keys: &Keys) -> Result<Vec<i64>, Error> {
     Ok(ids)
 }
 
-#[test]
-fn readers_see_whole_snapshots_during_every_maintenance_operation() {
+/// An aes256 project with an empty table `t`.
+fn setup() -> (Fixture, Keys, std::path::PathBuf, Project, colvault::table::Table) {
     let fx = Fixture::new();
-    let keys = Keys {
-        kms: fx.kms.clone(),
-        cache: fx.cache.clone(),
-    };
+    let keys = common::keys(&fx);
     let dir = fx.dir.path().join("proj");
     let p = Project::create(
         &dir,
@@ -56,6 +45,12 @@ fn readers_see_whole_snapshots_during_every_maintenance_operation() {
     )
     .unwrap();
     let t = p.create_table("t", batch(0, 1).schema()).unwrap();
+    (fx, keys, dir, p, t)
+}
+
+#[test]
+fn readers_see_whole_snapshots_during_every_maintenance_operation() {
+    let (fx, keys, dir, p, t) = setup();
     for i in 0..APPENDS {
         t.append([batch(i * ROWS, ROWS)]).unwrap();
     }
@@ -151,20 +146,7 @@ fn readers_see_whole_snapshots_during_every_maintenance_operation() {
 
 #[test]
 fn a_scan_whose_snapshot_is_vacuumed_underneath_it_gets_a_retriable_error() {
-    let fx = Fixture::new();
-    let keys = Keys {
-        kms: fx.kms.clone(),
-        cache: fx.cache.clone(),
-    };
-    let dir = fx.dir.path().join("proj");
-    let p = Project::create(
-        &dir,
-        "concurrency",
-        ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
-        keys.clone(),
-    )
-    .unwrap();
-    let t = p.create_table("t", batch(0, 1).schema()).unwrap();
+    let (_fx, keys, dir, _p, t) = setup();
     for i in 0..3 {
         t.append([batch(i * ROWS, ROWS)]).unwrap();
     }

@@ -6,22 +6,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
 use colvault::kms::{Argon2Params, CacheOptions, KeyCache, KmsAdmin, LocalKms, LocalKmsOptions, RootSecret};
 use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
 use colvault::table::Table;
 use colvault::{Algorithm, Error};
+use common::id_batch as batch;
 use common::Fixture;
-
-fn batch(start: i64, n: i64) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Int64Array::from((start..start + n).collect::<Vec<_>>()))],
-    )
-    .unwrap()
-}
 
 fn count(t: &Table) -> Result<usize, Error> {
     Ok(t.scan().build()?.read_all()?.iter().map(|b| b.num_rows()).sum())

@@ -63,3 +63,27 @@ impl Fixture {
             .id
     }
 }
+
+/// `n` rows of a single non-null Int64 column `id`, the values `start .. start + n`.
+pub fn id_batch(start: i64, n: i64) -> arrow::array::RecordBatch {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "id",
+        arrow::datatypes::DataType::Int64,
+        false,
+    )]));
+    arrow::array::RecordBatch::try_new(
+        schema,
+        vec![Arc::new(arrow::array::Int64Array::from(
+            (start..start + n).collect::<Vec<_>>(),
+        ))],
+    )
+    .unwrap()
+}
+
+/// The project key services of the fixture.
+pub fn keys(fx: &Fixture) -> colvault::project::Keys {
+    colvault::project::Keys {
+        kms: fx.kms.clone(),
+        cache: fx.cache.clone(),
+    }
+}
