@@ -1,6 +1,6 @@
 //! Reading colvault files: [`FileReader`], scans with projection, row-group selection and pruning.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -698,7 +698,13 @@ impl<'a> ScanBuilder<'a> {
                 .project(&fields)
                 .map_err(|e| Error::Arrow(e.to_string()))?,
         );
-        Ok(BatchReader { readers, schema, error })
+        let ahead = readers.iter().map(|_| VecDeque::new()).collect();
+        Ok(BatchReader {
+            readers,
+            ahead,
+            schema,
+            error,
+        })
     }
 }
 
@@ -707,6 +713,9 @@ impl<'a> ScanBuilder<'a> {
 /// [`BatchReader::next_batch`] to get the typed error directly).
 pub struct BatchReader {
     readers: Vec<ParquetRecordBatchReader>,
+    /// Batches each field's reader decoded ahead (an error ends its queue), so the fields are
+    /// decoded in parallel [`DECODE_AHEAD`] batches at a time rather than one barrier per batch.
+    ahead: Vec<VecDeque<std::result::Result<RecordBatch, ArrowError>>>,
     schema: SchemaRef,
     error: Arc<Mutex<Option<Error>>>,
 }
@@ -716,6 +725,9 @@ impl fmt::Debug for BatchReader {
         f.debug_struct("BatchReader").field("schema", &self.schema).finish()
     }
 }
+
+/// Batches each field's decoder produces per parallel step of a multi-column [`BatchReader`].
+const DECODE_AHEAD: usize = 8;
 
 impl BatchReader {
     /// The next batch, with colvault's typed error.
@@ -727,8 +739,27 @@ impl BatchReader {
                 Some(Err(e)) => Err(self.take_error(e)),
             };
         }
+        if self.ahead.iter().all(VecDeque::is_empty) {
+            self.readers
+                .par_iter_mut()
+                .zip(self.ahead.par_iter_mut())
+                .for_each(|(r, q)| {
+                    for _ in 0..DECODE_AHEAD {
+                        match r.next() {
+                            None => break,
+                            Some(item) => {
+                                let failed = item.is_err();
+                                q.push_back(item);
+                                if failed {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+        }
         let parts: Vec<Option<std::result::Result<RecordBatch, ArrowError>>> =
-            self.readers.par_iter_mut().map(|r| r.next()).collect();
+            self.ahead.iter_mut().map(VecDeque::pop_front).collect();
         if parts.iter().all(Option::is_none) {
             return Ok(None);
         }
