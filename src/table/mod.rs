@@ -275,7 +275,7 @@ impl Table {
         let mut attempt = 0;
         loop {
             let seen = self.versions()?.last().copied();
-            match self.head_once() {
+            match self.head_at(seen) {
                 Ok(m) => return Ok(m),
                 Err(_) if attempt < 16 && self.versions()?.last().copied() != seen => attempt += 1,
                 Err(e) => return Err(e),
@@ -283,11 +283,9 @@ impl Table {
         }
     }
 
-    fn head_once(&self) -> Result<Manifest> {
-        let versions = self.versions()?;
-        let head = *versions
-            .last()
-            .ok_or_else(|| Error::integrity(format!("table {} has no manifest", self.name)))?;
+    /// Version `head` (the newest listed), with its chain checked.
+    fn head_at(&self, head: Option<u64>) -> Result<Manifest> {
+        let head = head.ok_or_else(|| Error::integrity(format!("table {} has no manifest", self.name)))?;
         let (m, digest) = self.read_manifest(head)?;
         self.verify_chain(&m, digest)?;
         Ok(m)
