@@ -495,12 +495,22 @@ impl ChunkOpener {
     /// before every tag has been checked (GCM checks each segment's tag as it decrypts it; on any
     /// failure the whole buffer is wiped), and a failure is an [`Error::Integrity`] naming the chunk.
     pub fn open(&self, row_group: u32, kind: ChunkKind, buf: &mut Vec<u8>) -> Result<()> {
+        self.open_with(row_group, kind, buf, true)
+    }
+
+    /// [`open`](Self::open) on the calling thread only (never on rayon): for callers that already
+    /// run one task per chunk, and for code that must not wait on other rayon jobs.
+    pub fn open_here(&self, row_group: u32, kind: ChunkKind, buf: &mut Vec<u8>) -> Result<()> {
+        self.open_with(row_group, kind, buf, false)
+    }
+
+    fn open_with(&self, row_group: u32, kind: ChunkKind, buf: &mut Vec<u8>, may_split: bool) -> Result<()> {
         let n = plaintext_len_with(self.keys.algorithm.tag_len(), self.keys.seg_len, buf.len()).ok_or_else(|| {
             buf.zeroize();
             Error::integrity(self.keys.describe(row_group, kind))
         })?;
         let (data, tags) = buf.split_at_mut(n);
-        let parallel = n > self.keys.seg_len;
+        let parallel = may_split && n > self.keys.seg_len;
         if let Err(e) = self.keys.open(row_group, kind, data, tags, parallel) {
             buf.zeroize();
             return Err(e);

@@ -18,20 +18,31 @@ pub trait ReadAt: Send + Sync {
     }
     /// Fills `buf` with the bytes at `offset`; fails if they are not all there.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// The `len` bytes at `offset`, in a new buffer. The default zero-fills a buffer and calls
+    /// [`read_exact_at`](Self::read_exact_at); in-memory sources copy without zeroing first.
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(offset, &mut buf)?;
+        Ok(buf)
+    }
 }
 
-fn slice_read(data: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
+fn slice_range(data: &[u8], offset: u64, len: usize) -> Result<&[u8]> {
     let start = usize::try_from(offset).map_err(|_| Error::integrity("read offset"))?;
-    let end = start
-        .checked_add(buf.len())
+    start
+        .checked_add(len)
         .filter(|&e| e <= data.len())
+        .map(|end| &data[start..end])
         .ok_or_else(|| {
             Error::io(
                 "reading",
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the data"),
             )
-        })?;
-    buf.copy_from_slice(&data[start..end]);
+        })
+}
+
+fn slice_read(data: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
+    buf.copy_from_slice(slice_range(data, offset, buf.len())?);
     Ok(())
 }
 
@@ -42,6 +53,9 @@ impl ReadAt for Bytes {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         slice_read(self, offset, buf)
     }
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        Ok(slice_range(self, offset, len)?.to_vec())
+    }
 }
 
 impl ReadAt for Vec<u8> {
@@ -50,6 +64,9 @@ impl ReadAt for Vec<u8> {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         slice_read(self, offset, buf)
+    }
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        Ok(slice_range(self, offset, len)?.to_vec())
     }
 }
 
@@ -71,5 +88,8 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
+    }
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        (**self).read_vec(offset, len)
     }
 }

@@ -1,0 +1,371 @@
+//! [`BatchReader`]: the record batches of a scan, decoded by *lanes* that run ahead on rayon.
+//!
+//! A lane is one row group's share of one field (or of the whole projection when it is a single
+//! field): its own Parquet decoder over its own [`VirtualFile`], and a queue of at most
+//! [`LANE_AHEAD`] decoded batches. The lanes of the row group being returned and of the next few
+//! are pumped by rayon tasks, each lane independently (no barrier between fields or between
+//! batches), and the caller assembles each output batch from the heads of the current row
+//! group's queues. When a queue it needs is empty the caller decodes that lane itself, or helps
+//! another lane, and waits only for a lane that another thread is decoding at that moment.
+//!
+//! That wait cannot deadlock because a lane's decoder never enters rayon: chunks are read and
+//! opened on the decoding thread ([`ChunkOpener::open_here`](crate::crypto::ChunkOpener::open_here)),
+//! so a thread busy with a lane always makes progress, whatever the caller's own thread is nested
+//! in.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use arrow::array::{RecordBatch, RecordBatchOptions, RecordBatchReader};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+
+use super::chunks::VirtualFile;
+use crate::error::{Error, Result};
+
+/// Decoded batches a lane keeps ahead of the caller.
+const LANE_AHEAD: usize = 8;
+/// A lane whose queue falls to this many batches is pumped again.
+const LANE_REFILL: usize = LANE_AHEAD / 2;
+/// Most row groups decoded at once.
+const MAX_ROW_GROUPS_IN_FLIGHT: usize = 8;
+
+/// What the lanes of a scan share.
+pub(super) struct ScanShared {
+    pub(super) metadata: ArrowReaderMetadata,
+    pub(super) batch_size: usize,
+    /// Set when the [`BatchReader`] is dropped: pending pumps stop.
+    cancelled: AtomicBool,
+}
+
+impl ScanShared {
+    pub(super) fn new(metadata: ArrowReaderMetadata, batch_size: usize) -> Arc<Self> {
+        Arc::new(ScanShared {
+            metadata,
+            batch_size,
+            cancelled: AtomicBool::new(false),
+        })
+    }
+}
+
+/// A lane's decoder: built on first use, then moved out of the lane while a thread decodes.
+enum Decoder {
+    Pending(ProjectionMask),
+    Ready(Box<ParquetRecordBatchReader>),
+    Taken,
+}
+
+struct LaneState {
+    decoder: Decoder,
+    queue: VecDeque<Result<RecordBatch>>,
+    /// A thread is decoding this lane (its decoder is taken).
+    busy: bool,
+    /// A rayon task for this lane is queued.
+    scheduled: bool,
+    /// The decoder ended (or failed: its error is the last item of the queue).
+    done: bool,
+}
+
+/// One row group's share of one field group.
+pub(super) struct Lane {
+    state: Mutex<LaneState>,
+    changed: Condvar,
+    file: VirtualFile,
+    row_group: usize,
+    shared: Arc<ScanShared>,
+}
+
+impl Lane {
+    pub(super) fn new(shared: Arc<ScanShared>, file: VirtualFile, mask: ProjectionMask, row_group: usize) -> Arc<Self> {
+        Arc::new(Lane {
+            state: Mutex::new(LaneState {
+                decoder: Decoder::Pending(mask),
+                queue: VecDeque::new(),
+                busy: false,
+                scheduled: false,
+                done: false,
+            }),
+            changed: Condvar::new(),
+            file,
+            row_group,
+            shared,
+        })
+    }
+
+    /// The lane's state. No code panics while holding it, so a poisoned lock is still consistent.
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn needs_work(s: &LaneState) -> bool {
+        !s.busy && !s.done && s.queue.len() < LANE_AHEAD
+    }
+
+    /// Queues a rayon task to pump this lane unless one is queued or running, or the lane is full.
+    fn schedule(self: &Arc<Self>) {
+        {
+            let mut s = self.lock();
+            if s.scheduled || !Self::needs_work(&s) {
+                return;
+            }
+            s.scheduled = true;
+        }
+        let lane = self.clone();
+        rayon::spawn(move || {
+            lane.lock().scheduled = false;
+            lane.pump(usize::MAX);
+        });
+    }
+
+    /// Decodes up to `max` batches (fewer if the queue fills or the decoder ends) unless another
+    /// thread is decoding this lane. Returns whether it decoded anything.
+    fn pump(&self, max: usize) -> bool {
+        let mut decoder = {
+            let mut s = self.lock();
+            if !Self::needs_work(&s) {
+                return false;
+            }
+            s.busy = true;
+            std::mem::replace(&mut s.decoder, Decoder::Taken)
+        };
+        let mut produced = 0;
+        loop {
+            let item = if self.shared.cancelled.load(Ordering::Relaxed) {
+                None
+            } else {
+                self.decode_one(&mut decoder)
+            };
+            produced += 1;
+            let mut s = self.lock();
+            let stop = match item {
+                None => {
+                    s.done = true;
+                    true
+                }
+                Some(Err(e)) => {
+                    s.queue.push_back(Err(e));
+                    s.done = true;
+                    true
+                }
+                Some(Ok(b)) => {
+                    s.queue.push_back(Ok(b));
+                    s.queue.len() >= LANE_AHEAD || produced >= max
+                }
+            };
+            if stop {
+                s.busy = false;
+                if !s.done {
+                    s.decoder = std::mem::replace(&mut decoder, Decoder::Taken);
+                }
+            }
+            drop(s);
+            self.changed.notify_all();
+            if stop {
+                return true;
+            }
+        }
+    }
+
+    /// The next batch of the decoder, building it first if needed. A panic inside the Parquet
+    /// decoder (input it did not expect) becomes a typed error and ends the lane.
+    fn decode_one(&self, decoder: &mut Decoder) -> Option<Result<RecordBatch>> {
+        if let Decoder::Pending(mask) = decoder {
+            let built =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.shared.metadata.clone())
+                    .with_projection(mask.clone())
+                    .with_row_groups(vec![self.row_group])
+                    .with_batch_size(self.shared.batch_size)
+                    .build();
+            match built {
+                Ok(r) => *decoder = Decoder::Ready(Box::new(r)),
+                Err(e) => return Some(Err(Error::Parquet(e.to_string()))),
+            }
+        }
+        let Decoder::Ready(reader) = decoder else {
+            return Some(Err(Error::Poisoned));
+        };
+        match catch_unwind(AssertUnwindSafe(|| reader.next())) {
+            Ok(None) => None,
+            Ok(Some(Ok(b))) => Some(Ok(b)),
+            Ok(Some(Err(e))) => Some(Err(self.typed(e))),
+            Err(_) => Some(Err(Error::malformed(
+                "column chunk",
+                format!("row group {} could not be decoded", self.row_group),
+            ))),
+        }
+    }
+
+    /// The typed error the virtual file recorded for a decoder error, if any.
+    fn typed(&self, e: ArrowError) -> Error {
+        self.file.take_error().unwrap_or_else(|| Error::Parquet(e.to_string()))
+    }
+}
+
+/// Record batches of a scan. Implements [`RecordBatchReader`]; errors are
+/// `ArrowError::ExternalError` wrapping a [`crate::Error`] (use [`BatchReader::next_batch`] to get
+/// the typed error directly).
+///
+/// Row groups and fields are decoded in parallel on the current rayon pool, a few batches ahead
+/// of the caller; batches come in file order and never span row groups.
+pub struct BatchReader {
+    /// Per selected row group, its lanes in output-column order; emptied once returned.
+    lanes: Vec<Vec<Arc<Lane>>>,
+    /// The row group being returned.
+    current: usize,
+    /// Row groups decoded at once (the current one included).
+    in_flight: usize,
+    schema: SchemaRef,
+    shared: Arc<ScanShared>,
+    failed: bool,
+}
+
+impl fmt::Debug for BatchReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchReader")
+            .field("schema", &self.schema)
+            .field("row_groups", &self.lanes.len())
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchReader {
+    /// `lanes[r][g]`: row group r's decoder of field group g, all groups in output order.
+    pub(super) fn new(lanes: Vec<Vec<Arc<Lane>>>, schema: SchemaRef, shared: Arc<ScanShared>) -> Self {
+        let groups = lanes.first().map_or(1, Vec::len).max(1);
+        let in_flight = rayon::current_num_threads()
+            .div_ceil(groups)
+            .clamp(2, MAX_ROW_GROUPS_IN_FLIGHT);
+        BatchReader {
+            lanes,
+            current: 0,
+            in_flight,
+            schema,
+            shared,
+            failed: false,
+        }
+    }
+
+    /// The next batch, with colvault's typed error.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        if self.failed {
+            return Ok(None);
+        }
+        let result = self.next_inner();
+        if result.is_err() {
+            self.failed = true;
+            self.shared.cancelled.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn next_inner(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            let Some(lanes) = self.lanes.get(self.current) else {
+                return Ok(None);
+            };
+            let end = (self.current + self.in_flight).min(self.lanes.len());
+            for lane in self.lanes[self.current..end].iter().flatten() {
+                lane.schedule();
+            }
+            let mut parts = Vec::with_capacity(lanes.len());
+            for lane in lanes {
+                parts.push(self.next_of(lane)?);
+            }
+            if parts.iter().all(Option::is_none) {
+                // This row group is done: free its decoders and chunks.
+                self.lanes[self.current] = Vec::new();
+                self.current += 1;
+                continue;
+            }
+            let mut columns = Vec::with_capacity(self.schema.fields().len());
+            let mut rows = None;
+            for part in parts {
+                let b = part.ok_or_else(|| Error::integrity("column readers ended at different rows"))?;
+                if *rows.get_or_insert(b.num_rows()) != b.num_rows() {
+                    return Err(Error::integrity("column readers returned batches of different lengths"));
+                }
+                columns.extend(b.columns().iter().cloned());
+            }
+            let opts = RecordBatchOptions::new().with_row_count(rows);
+            return RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts)
+                .map(Some)
+                .map_err(|e| Error::Arrow(e.to_string()));
+        }
+    }
+
+    /// The next batch of `lane`: from its queue, else decoded here, else (while another thread
+    /// decodes it) after helping another lane or waiting for that thread.
+    fn next_of(&self, lane: &Arc<Lane>) -> Result<Option<RecordBatch>> {
+        loop {
+            let mut s = lane.lock();
+            if let Some(item) = s.queue.pop_front() {
+                let refill = s.queue.len() <= LANE_REFILL;
+                drop(s);
+                if refill {
+                    lane.schedule();
+                }
+                return item.map(Some);
+            }
+            if s.done {
+                return Ok(None);
+            }
+            if !s.busy {
+                drop(s);
+                lane.pump(1);
+                continue;
+            }
+            drop(s);
+            if self.help() {
+                continue;
+            }
+            let s = lane.lock();
+            drop(
+                lane.changed
+                    .wait_while(s, |s| s.queue.is_empty() && !s.done && s.busy)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+    }
+
+    /// Decodes one batch of some lane in flight that has room, the current row group first.
+    fn help(&self) -> bool {
+        let end = (self.current + self.in_flight).min(self.lanes.len());
+        self.lanes[self.current..end].iter().flatten().any(|l| l.pump(1))
+    }
+
+    /// All remaining batches.
+    pub fn read_all(mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(b) = self.next_batch()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for BatchReader {
+    fn drop(&mut self) {
+        self.shared.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Iterator for BatchReader {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch()
+            .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+            .transpose()
+    }
+}
+
+impl RecordBatchReader for BatchReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}

@@ -1,0 +1,282 @@
+//! Scans of a [`FileReader`]: projection, row-group selection and statistics pruning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Scalar};
+use arrow::error::ArrowError;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::ProjectionMask;
+
+use super::batches::{BatchReader, Lane, ScanShared};
+use super::chunks::VirtualFile;
+use super::{pq_err, FileReader};
+use crate::crypto::{ChunkOpener, SecretKey};
+use crate::error::{Error, Result};
+
+/// A comparison for row-group pruning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+    /// `IS NULL`
+    IsNull,
+}
+
+/// A simple predicate on a top-level primitive or string column, used to skip row groups whose
+/// statistics prove that no row matches. Pruning is conservative: kept row groups are returned
+/// whole, so apply the predicate to the rows as well if you need exact results.
+#[derive(Clone, Debug)]
+pub struct Predicate {
+    column: String,
+    op: CmpOp,
+    value: Option<ArrayRef>,
+}
+
+impl Predicate {
+    /// `column op value`, where `value` is a one-element array (cast to the column's type).
+    pub fn compare(column: impl Into<String>, op: CmpOp, value: ArrayRef) -> Self {
+        Predicate {
+            column: column.into(),
+            op,
+            value: Some(value),
+        }
+    }
+    /// The column the predicate is on.
+    pub fn column(&self) -> &str {
+        &self.column
+    }
+    /// `column IS NULL`.
+    pub fn is_null(column: impl Into<String>) -> Self {
+        Predicate {
+            column: column.into(),
+            op: CmpOp::IsNull,
+            value: None,
+        }
+    }
+
+    /// Which row groups may hold a match.
+    fn keep(&self, reader: &FileReader) -> Result<Vec<bool>> {
+        let meta = reader.parquet_metadata();
+        let n = meta.num_row_groups();
+        let schema = reader.schema();
+        let conv = StatisticsConverter::try_new(&self.column, &schema, meta.file_metadata().schema_descr())
+            .map_err(|e| Error::InvalidArgument(format!("predicate on {:?}: {e}", self.column)))?;
+        if self.op == CmpOp::IsNull {
+            let nulls = conv.row_group_null_counts(meta.row_groups().iter()).map_err(pq_err)?;
+            return Ok((0..n).map(|i| nulls.is_null(i) || nulls.value(i) > 0).collect());
+        }
+        let value = self
+            .value
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("predicate without a value".into()))?;
+        if value.len() != 1 {
+            return Err(Error::InvalidArgument(
+                "a predicate value is a one-element array".into(),
+            ));
+        }
+        let field_type = schema
+            .field_with_name(&self.column)
+            .map_err(|e| Error::Arrow(e.to_string()))?
+            .data_type()
+            .clone();
+        let value = arrow::compute::cast(value, &field_type).map_err(|e| Error::Arrow(e.to_string()))?;
+        let v = Scalar::new(value);
+        let mins = conv.row_group_mins(meta.row_groups().iter()).map_err(pq_err)?;
+        let maxes = conv.row_group_maxes(meta.row_groups().iter()).map_err(pq_err)?;
+        use arrow::compute::kernels::cmp;
+        let a = |r: std::result::Result<BooleanArray, ArrowError>| r.map_err(|e| Error::Arrow(e.to_string()));
+        // prune[i] is true when statistics prove no row of group i matches.
+        let prune: BooleanArray = match self.op {
+            CmpOp::Eq => {
+                let gt = a(cmp::gt(&mins, &v))?;
+                let lt = a(cmp::lt(&maxes, &v))?;
+                arrow::compute::or(&gt, &lt).map_err(|e| Error::Arrow(e.to_string()))?
+            }
+            CmpOp::Lt => a(cmp::gt_eq(&mins, &v))?,
+            CmpOp::LtEq => a(cmp::gt(&mins, &v))?,
+            CmpOp::Gt => a(cmp::lt_eq(&maxes, &v))?,
+            CmpOp::GtEq => a(cmp::lt(&maxes, &v))?,
+            CmpOp::IsNull => unreachable!(),
+        };
+        Ok((0..n).map(|i| prune.is_null(i) || !prune.value(i)).collect())
+    }
+}
+
+/// Builds a scan: projection, row groups, batch size and pruning predicates.
+pub struct ScanBuilder<'a> {
+    reader: &'a FileReader,
+    projection: Option<Vec<usize>>,
+    row_groups: Option<Vec<usize>>,
+    batch_size: usize,
+    predicates: Vec<Predicate>,
+}
+
+impl<'a> ScanBuilder<'a> {
+    pub(super) fn new(reader: &'a FileReader) -> Self {
+        ScanBuilder {
+            reader,
+            projection: None,
+            row_groups: None,
+            batch_size: 8192,
+            predicates: Vec::new(),
+        }
+    }
+
+    /// Reads only these top-level fields, by index.
+    pub fn project(mut self, fields: Vec<usize>) -> Self {
+        self.projection = Some(fields);
+        self
+    }
+    /// Reads only these top-level fields, by name.
+    pub fn project_names<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self> {
+        let schema = self.reader.schema();
+        let idx = names
+            .iter()
+            .map(|n| {
+                schema
+                    .index_of(n.as_ref())
+                    .map_err(|_| Error::InvalidArgument(format!("no column named {:?}", n.as_ref())))
+            })
+            .collect::<Result<_>>()?;
+        self.projection = Some(idx);
+        Ok(self)
+    }
+    /// Reads only these row groups.
+    pub fn row_groups(mut self, rgs: Vec<usize>) -> Self {
+        self.row_groups = Some(rgs);
+        self
+    }
+    /// Rows per batch (at least 1).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+    /// Skips row groups whose statistics rule out `p`.
+    pub fn filter(mut self, p: Predicate) -> Self {
+        self.predicates.push(p);
+        self
+    }
+
+    /// The row groups this scan will read, after selection and pruning.
+    pub fn selected_row_groups(&self) -> Result<Vec<usize>> {
+        let n = self.reader.num_row_groups();
+        let mut keep = vec![true; n];
+        if let Some(rgs) = &self.row_groups {
+            keep = vec![false; n];
+            for &r in rgs {
+                *keep
+                    .get_mut(r)
+                    .ok_or_else(|| Error::InvalidArgument(format!("row group {r} of {n}")))? = true;
+            }
+        }
+        for p in &self.predicates {
+            for (k, p) in keep.iter_mut().zip(p.keep(self.reader)?) {
+                *k &= p;
+            }
+        }
+        Ok((0..n).filter(|&i| keep[i]).collect())
+    }
+
+    /// The reader of record batches.
+    pub fn build(self) -> Result<BatchReader> {
+        let reader = self.reader;
+        let fields = reader.schema().fields().len();
+        let projection: Vec<usize> = match &self.projection {
+            Some(p) => {
+                if let Some(bad) = p.iter().find(|&&i| i >= fields) {
+                    return Err(Error::InvalidArgument(format!("column {bad} of {fields}")));
+                }
+                p.clone()
+            }
+            None => (0..fields).collect(),
+        };
+        let row_groups = self.selected_row_groups()?;
+        let wanted_leaves: Vec<usize> = (0..reader.leaf_field.len())
+            .filter(|l| projection.contains(&reader.leaf_field[*l]))
+            .collect();
+        // Keys first: a projection of a column whose key is unavailable fails here, by name.
+        let mut openers: HashMap<usize, Arc<ChunkOpener>> = HashMap::new();
+        let none_key = SecretKey::from_slice(&[0u8; 32])?;
+        for &leaf in &wanted_leaves {
+            let dek = reader.leaf_dek(leaf)?;
+            let opener = ChunkOpener::new(
+                reader.algorithm(),
+                dek.as_ref().unwrap_or(&none_key),
+                reader.envelope.file_id,
+                leaf as u32,
+            )?;
+            openers.insert(leaf, Arc::new(opener));
+        }
+        let meta = reader.parquet_metadata();
+        let mut by_start = BTreeMap::new();
+        let leaves = reader.body.leaves as usize;
+        for (r, rg) in meta.row_groups().iter().enumerate() {
+            for (l, col) in rg.columns().iter().enumerate() {
+                let (start, len) = col.byte_range();
+                by_start.insert(start, (r, l, len));
+            }
+        }
+        let by_start = Arc::new(by_start);
+        let entries = Arc::new(reader.body.chunks.clone());
+        let mut fields: Vec<usize> = projection.clone();
+        fields.sort_unstable();
+        fields.dedup();
+        // One lane per row group and projected field when there are several fields, so that fields
+        // decode (and their chunks open) in parallel; per row group otherwise.
+        let groups: Vec<Vec<usize>> = if fields.len() > 1 {
+            fields.iter().map(|&f| vec![f]).collect()
+        } else {
+            vec![fields.clone()]
+        };
+        let schema_descr = meta.file_metadata().schema_descr();
+        let shared = ScanShared::new(reader.metadata.clone(), self.batch_size);
+        let masks: Vec<(ProjectionMask, Vec<usize>)> = groups
+            .iter()
+            .map(|group| {
+                let group_leaves = wanted_leaves
+                    .iter()
+                    .copied()
+                    .filter(|l| group.contains(&reader.leaf_field[*l]))
+                    .collect();
+                (ProjectionMask::roots(schema_descr, group.iter().copied()), group_leaves)
+            })
+            .collect();
+        let lanes = row_groups
+            .iter()
+            .map(|&rg| {
+                masks
+                    .iter()
+                    .map(|(mask, group_leaves)| {
+                        let file = VirtualFile::new(
+                            reader.source.clone(),
+                            reader.algorithm(),
+                            entries.clone(),
+                            leaves,
+                            by_start.clone(),
+                            group_leaves.iter().map(|l| (*l, openers[l].clone())).collect(),
+                            group_leaves.clone(),
+                            reader.file_len,
+                        );
+                        Lane::new(shared.clone(), file, mask.clone(), rg)
+                    })
+                    .collect()
+            })
+            .collect();
+        let schema = Arc::new(
+            reader
+                .schema()
+                .project(&fields)
+                .map_err(|e| Error::Arrow(e.to_string()))?,
+        );
+        Ok(BatchReader::new(lanes, schema, shared))
+    }
+}
