@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use arrow::array::{RecordBatch, RecordBatchOptions, RecordBatchReader};
@@ -34,6 +34,10 @@ const LANE_AHEAD: usize = 8;
 const LANE_REFILL: usize = LANE_AHEAD / 2;
 /// Most row groups decoded at once.
 const MAX_ROW_GROUPS_IN_FLIGHT: usize = 8;
+/// Decoded bytes the lanes of row groups after the current one may queue between them, beyond
+/// [`LANE_AHEAD`] batches each: enough for a one-column scan to decode the next row group while
+/// the current one is returned.
+const AHEAD_BYTES: usize = 32 << 20;
 
 /// What the lanes of a scan share.
 pub(super) struct ScanShared {
@@ -41,6 +45,10 @@ pub(super) struct ScanShared {
     pub(super) batch_size: usize,
     /// Set when the [`BatchReader`] is dropped: pending pumps stop.
     cancelled: AtomicBool,
+    /// The ordinal of the row group being returned.
+    current: AtomicUsize,
+    /// Bytes of the batches queued in all lanes.
+    queued_bytes: AtomicUsize,
 }
 
 impl ScanShared {
@@ -49,6 +57,8 @@ impl ScanShared {
             metadata,
             batch_size,
             cancelled: AtomicBool::new(false),
+            current: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
         })
     }
 }
@@ -77,11 +87,19 @@ pub(super) struct Lane {
     changed: Condvar,
     file: VirtualFile,
     row_group: usize,
+    /// The position of the lane's row group among the scan's.
+    ordinal: usize,
     shared: Arc<ScanShared>,
 }
 
 impl Lane {
-    pub(super) fn new(shared: Arc<ScanShared>, file: VirtualFile, mask: ProjectionMask, row_group: usize) -> Arc<Self> {
+    pub(super) fn new(
+        shared: Arc<ScanShared>,
+        file: VirtualFile,
+        mask: ProjectionMask,
+        row_group: usize,
+        ordinal: usize,
+    ) -> Arc<Self> {
         Arc::new(Lane {
             state: Mutex::new(LaneState {
                 decoder: Decoder::Pending(mask),
@@ -93,6 +111,7 @@ impl Lane {
             changed: Condvar::new(),
             file,
             row_group,
+            ordinal,
             shared,
         })
     }
@@ -102,15 +121,23 @@ impl Lane {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn needs_work(s: &LaneState) -> bool {
-        !s.busy && !s.done && s.queue.len() < LANE_AHEAD
+    /// Whether the queue has room: [`LANE_AHEAD`] batches, and for a row group after the current
+    /// one, more while all lanes together hold less than [`AHEAD_BYTES`].
+    fn has_room(&self, s: &LaneState) -> bool {
+        s.queue.len() < LANE_AHEAD
+            || (self.ordinal > self.shared.current.load(Ordering::Relaxed)
+                && self.shared.queued_bytes.load(Ordering::Relaxed) < AHEAD_BYTES)
+    }
+
+    fn needs_work(&self, s: &LaneState) -> bool {
+        !s.busy && !s.done && self.has_room(s)
     }
 
     /// Queues a rayon task to pump this lane unless one is queued or running, or the lane is full.
     fn schedule(self: &Arc<Self>) {
         {
             let mut s = self.lock();
-            if s.scheduled || !Self::needs_work(&s) {
+            if s.scheduled || !self.needs_work(&s) {
                 return;
             }
             s.scheduled = true;
@@ -127,7 +154,7 @@ impl Lane {
     fn pump(&self, max: usize) -> bool {
         let mut decoder = {
             let mut s = self.lock();
-            if !Self::needs_work(&s) {
+            if !self.needs_work(&s) {
                 return false;
             }
             s.busy = true;
@@ -153,8 +180,11 @@ impl Lane {
                     true
                 }
                 Some(Ok(b)) => {
+                    self.shared
+                        .queued_bytes
+                        .fetch_add(b.get_array_memory_size(), Ordering::Relaxed);
                     s.queue.push_back(Ok(b));
-                    s.queue.len() >= LANE_AHEAD || produced >= max
+                    !self.has_room(&s) || produced >= max
                 }
             };
             if stop {
@@ -281,6 +311,7 @@ impl BatchReader {
                 // This row group is done: free its decoders and chunks.
                 self.lanes[self.current] = Vec::new();
                 self.current += 1;
+                self.shared.current.store(self.current, Ordering::Relaxed);
                 continue;
             }
             let mut columns = Vec::with_capacity(self.schema.fields().len());
@@ -305,6 +336,11 @@ impl BatchReader {
         loop {
             let mut s = lane.lock();
             if let Some(item) = s.queue.pop_front() {
+                if let Ok(b) = &item {
+                    lane.shared
+                        .queued_bytes
+                        .fetch_sub(b.get_array_memory_size(), Ordering::Relaxed);
+                }
                 let refill = s.queue.len() <= LANE_REFILL;
                 drop(s);
                 if refill {

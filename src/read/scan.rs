@@ -252,7 +252,8 @@ impl<'a> ScanBuilder<'a> {
             .collect();
         let lanes = row_groups
             .iter()
-            .map(|&rg| {
+            .enumerate()
+            .map(|(ordinal, &rg)| {
                 masks
                     .iter()
                     .map(|(mask, group_leaves)| {
@@ -266,7 +267,7 @@ impl<'a> ScanBuilder<'a> {
                             group_leaves.clone(),
                             reader.file_len,
                         );
-                        Lane::new(shared.clone(), file, mask.clone(), rg)
+                        Lane::new(shared.clone(), file, mask.clone(), rg, ordinal)
                     })
                     .collect()
             })
