@@ -791,13 +791,14 @@ fn main() {
         for (i, &(c, k, t)) in configs.iter().enumerate() {
             let s = &samples[i];
             println!(
-                "{} {} {t} threads: write {:.0} MB/s ({:.2} CPU s), read {:.0} MB/s ({:.2} CPU s)",
+                "{} {} {t} threads: write {:.0} MB/s ({:.2} CPU s), read {:.0} MB/s ({:.2} CPU s, peak {:.0} MiB)",
                 c.name(),
                 k.name(),
                 mb / median(&s.write_s),
                 median(&s.write_cpu),
                 mb / median(&s.read_s),
-                median(&s.read_cpu)
+                median(&s.read_cpu),
+                s.read_peak as f64 / (1u64 << 20) as f64
             );
         }
         return;

@@ -247,8 +247,11 @@ pub struct BatchReader {
     lanes: Vec<Vec<Arc<Lane>>>,
     /// The row group being returned.
     current: usize,
-    /// Row groups decoded at once (the current one included).
+    /// Row groups decoded at once (the current one included) when the current one's lanes cannot
+    /// keep every thread busy on their own.
     in_flight: usize,
+    /// Threads of the pool the scan was built on.
+    threads: usize,
     schema: SchemaRef,
     shared: Arc<ScanShared>,
     failed: bool,
@@ -268,13 +271,13 @@ impl BatchReader {
     /// `lanes[r][g]`: row group r's decoder of field group g, all groups in output order.
     pub(super) fn new(lanes: Vec<Vec<Arc<Lane>>>, schema: SchemaRef, shared: Arc<ScanShared>) -> Self {
         let groups = lanes.first().map_or(1, Vec::len).max(1);
-        let in_flight = rayon::current_num_threads()
-            .div_ceil(groups)
-            .clamp(2, MAX_ROW_GROUPS_IN_FLIGHT);
+        let threads = rayon::current_num_threads();
+        let in_flight = threads.div_ceil(groups).clamp(2, MAX_ROW_GROUPS_IN_FLIGHT);
         BatchReader {
             lanes,
             current: 0,
             in_flight,
+            threads,
             schema,
             shared,
             failed: false,
@@ -299,8 +302,7 @@ impl BatchReader {
             let Some(lanes) = self.lanes.get(self.current) else {
                 return Ok(None);
             };
-            let end = (self.current + self.in_flight).min(self.lanes.len());
-            for lane in self.lanes[self.current..end].iter().flatten() {
+            for lane in self.lanes[self.current..self.window_end()].iter().flatten() {
                 lane.schedule();
             }
             let mut parts = Vec::with_capacity(lanes.len());
@@ -371,8 +373,21 @@ impl BatchReader {
 
     /// Decodes one batch of some lane in flight that has room, the current row group first.
     fn help(&self) -> bool {
-        let end = (self.current + self.in_flight).min(self.lanes.len());
-        self.lanes[self.current..end].iter().flatten().any(|l| l.pump(1))
+        self.lanes[self.current..self.window_end()]
+            .iter()
+            .flatten()
+            .any(|l| l.pump(1))
+    }
+
+    /// The end of the row groups in flight. A row group with at least as many lanes as threads
+    /// is decoded alone until one of its lanes ends (then the next ones start, so no thread idles
+    /// through its tail): its chunks are all that is held open. Otherwise [`Self::in_flight`]
+    /// row groups decode at once.
+    fn window_end(&self) -> usize {
+        let lanes = &self.lanes[self.current];
+        let alone = lanes.len() >= self.threads && !lanes.iter().any(|l| l.lock().done);
+        let n = if alone { 1 } else { self.in_flight };
+        (self.current + n).min(self.lanes.len())
     }
 
     /// All remaining batches.
