@@ -8,6 +8,7 @@ use bytes::Bytes;
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
+use super::FileReader;
 use crate::crypto::{plaintext_len, Algorithm, ChunkKind, ChunkOpener};
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ReadAt};
@@ -26,29 +27,57 @@ struct ChunkCache {
     served: HashSet<(usize, usize)>,
 }
 
-struct VirtualInner {
+/// Where a file's chunks are, in the file and in the virtual Parquet file: what every virtual
+/// file of a scan shares.
+pub(super) struct ChunkLayout {
     source: Arc<dyn ReadAt>,
     algorithm: Algorithm,
-    entries: Arc<Vec<ChunkEntry>>,
+    entries: Vec<ChunkEntry>,
     leaves: usize,
-    by_start: Arc<BTreeMap<u64, (usize, usize, u64)>>,
+    /// Virtual start of each column chunk -> (row group, leaf, virtual length).
+    by_start: BTreeMap<u64, (usize, usize, u64)>,
+    virtual_len: u64,
+}
+
+impl ChunkLayout {
+    pub(super) fn of(reader: &FileReader) -> Arc<Self> {
+        let mut by_start = BTreeMap::new();
+        for (r, rg) in reader.parquet_metadata().row_groups().iter().enumerate() {
+            for (l, col) in rg.columns().iter().enumerate() {
+                let (start, len) = col.byte_range();
+                by_start.insert(start, (r, l, len));
+            }
+        }
+        Arc::new(ChunkLayout {
+            source: reader.source.clone(),
+            algorithm: reader.algorithm(),
+            entries: reader.body.chunks.clone(),
+            leaves: reader.body.leaves as usize,
+            by_start,
+            virtual_len: reader.file_len,
+        })
+    }
+}
+
+struct VirtualInner {
+    layout: Arc<ChunkLayout>,
     openers: HashMap<usize, Arc<ChunkOpener>>,
     wanted_leaves: Vec<usize>,
     cache: Mutex<ChunkCache>,
     error: Mutex<Option<Error>>,
-    virtual_len: u64,
 }
 
 impl VirtualInner {
     fn open_chunk(&self, rg: usize, leaf: usize) -> Result<Bytes> {
-        let entry = &self.entries[rg * self.leaves + leaf];
+        let layout = &self.layout;
+        let entry = &layout.entries[rg * layout.leaves + leaf];
         let opener = self
             .openers
             .get(&leaf)
             .ok_or_else(|| Error::InvalidArgument(format!("column chunk {leaf} was not projected")))?;
         let len = usize::try_from(entry.len).map_err(|_| Error::integrity("chunk length"))?;
-        let mut buf = self.source.read_vec(entry.offset, len)?;
-        let n = plaintext_len(self.algorithm, buf.len())?;
+        let mut buf = layout.source.read_vec(entry.offset, len)?;
+        let n = plaintext_len(layout.algorithm, buf.len())?;
         if !crate::crypto::ct_eq(blake3::hash(&buf[n..]).as_bytes(), &entry.tags_digest) {
             return Err(Error::integrity(format!(
                 "row group {rg} column {leaf} chunk (tags differ from the footer)"
@@ -110,6 +139,7 @@ impl VirtualInner {
         let mut at = start;
         while at < end {
             let (&cstart, &(rg, leaf, clen)) = self
+                .layout
                 .by_start
                 .range(..=at)
                 .next_back()
@@ -136,7 +166,7 @@ impl VirtualInner {
 
 impl Length for VirtualFile {
     fn len(&self) -> u64 {
-        self.inner.virtual_len
+        self.inner.layout.virtual_len
     }
 }
 
@@ -146,7 +176,13 @@ impl ChunkReader for VirtualFile {
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
         // A reader over the rest of the chunk, for a page header: it does not count as serving the
         // chunk to its end (the page body comes next, through get_bytes).
-        let located = self.inner.by_start.range(..=start).next_back().map(|(&s, &v)| (s, v));
+        let located = self
+            .inner
+            .layout
+            .by_start
+            .range(..=start)
+            .next_back()
+            .map(|(&s, &v)| (s, v));
         let result = match located {
             Some((cstart, (rg, leaf, clen))) if start < cstart + clen => self
                 .inner
@@ -165,29 +201,18 @@ impl ChunkReader for VirtualFile {
 impl VirtualFile {
     /// A virtual file serving the chunks of `wanted_leaves` (each opened with its opener), with
     /// its own slot for the first typed error.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        source: Arc<dyn ReadAt>,
-        algorithm: Algorithm,
-        entries: Arc<Vec<ChunkEntry>>,
-        leaves: usize,
-        by_start: Arc<BTreeMap<u64, (usize, usize, u64)>>,
+        layout: Arc<ChunkLayout>,
         openers: HashMap<usize, Arc<ChunkOpener>>,
         wanted_leaves: Vec<usize>,
-        virtual_len: u64,
     ) -> Self {
         VirtualFile {
             inner: Arc::new(VirtualInner {
-                source,
-                algorithm,
-                entries,
-                leaves,
-                by_start,
+                layout,
                 openers,
                 wanted_leaves,
                 cache: Mutex::new(ChunkCache::default()),
                 error: Mutex::new(None),
-                virtual_len,
             }),
         }
     }

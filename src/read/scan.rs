@@ -1,6 +1,6 @@
 //! Scans of a [`FileReader`]: projection, row-group selection and statistics pruning.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Scalar};
@@ -9,7 +9,7 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::ProjectionMask;
 
 use super::batches::{BatchReader, Lane, ScanShared};
-use super::chunks::VirtualFile;
+use super::chunks::{ChunkLayout, VirtualFile};
 use super::{pq_err, FileReader};
 use crate::crypto::{ChunkOpener, SecretKey};
 use crate::error::{Error, Result};
@@ -217,16 +217,7 @@ impl<'a> ScanBuilder<'a> {
             openers.insert(leaf, Arc::new(opener));
         }
         let meta = reader.parquet_metadata();
-        let mut by_start = BTreeMap::new();
-        let leaves = reader.body.leaves as usize;
-        for (r, rg) in meta.row_groups().iter().enumerate() {
-            for (l, col) in rg.columns().iter().enumerate() {
-                let (start, len) = col.byte_range();
-                by_start.insert(start, (r, l, len));
-            }
-        }
-        let by_start = Arc::new(by_start);
-        let entries = Arc::new(reader.body.chunks.clone());
+        let layout = ChunkLayout::of(reader);
         let mut fields: Vec<usize> = projection.clone();
         fields.sort_unstable();
         fields.dedup();
@@ -258,14 +249,9 @@ impl<'a> ScanBuilder<'a> {
                     .iter()
                     .map(|(mask, group_leaves)| {
                         let file = VirtualFile::new(
-                            reader.source.clone(),
-                            reader.algorithm(),
-                            entries.clone(),
-                            leaves,
-                            by_start.clone(),
+                            layout.clone(),
                             group_leaves.iter().map(|l| (*l, openers[l].clone())).collect(),
                             group_leaves.clone(),
-                            reader.file_len,
                         );
                         Lane::new(shared.clone(), file, mask.clone(), rg, ordinal)
                     })
