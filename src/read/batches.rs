@@ -284,7 +284,8 @@ impl BatchReader {
         }
     }
 
-    /// The next batch, with colvault's typed error.
+    /// The next batch, with colvault's typed error. After an error the scan is over: later
+    /// calls return `Ok(None)` (and the iterator `None`), and its decoders stop.
     pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         if self.failed {
             return Ok(None);
