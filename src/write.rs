@@ -696,37 +696,30 @@ impl<W: Write> FileWriter<W> {
             return Ok((metadata, Vec::new()));
         }
         let mut sealed = Vec::new();
-        let mut builder = metadata.into_builder();
-        let mut row_groups = builder.take_row_groups();
-        for (r, rg) in row_groups.iter_mut().enumerate() {
-            let mut b = rg.clone().into_builder();
-            let mut cols = b.take_columns();
-            for (leaf, col) in cols.iter_mut().enumerate() {
-                if !self.own_key[leaf] {
-                    continue;
-                }
-                if let Some(st) = col.statistics() {
-                    let mut blob = stats::encode(st);
-                    self.sealers[leaf].seal(r as u32, ChunkKind::Metadata, &mut blob)?;
-                    sealed.push(SealedStats {
-                        row_group: r as u32,
-                        leaf: leaf as u32,
-                        sealed: blob,
-                    });
-                }
-                *col = col
-                    .clone()
-                    .into_builder()
-                    .clear_statistics()
-                    .set_unencoded_byte_array_data_bytes(None)
-                    .set_repetition_level_histogram(None)
-                    .set_definition_level_histogram(None)
-                    .build()
-                    .map_err(pq_err)?;
+        let metadata = stats::map_column_chunks(metadata, |r, leaf, col| {
+            if !self.own_key[leaf] {
+                return Ok(None);
             }
-            *rg = b.set_column_metadata(cols).build().map_err(pq_err)?;
-        }
-        Ok((builder.set_row_groups(row_groups).build(), sealed))
+            if let Some(st) = col.statistics() {
+                let mut blob = stats::encode(st);
+                self.sealers[leaf].seal(r as u32, ChunkKind::Metadata, &mut blob)?;
+                sealed.push(SealedStats {
+                    row_group: r as u32,
+                    leaf: leaf as u32,
+                    sealed: blob,
+                });
+            }
+            col.clone()
+                .into_builder()
+                .clear_statistics()
+                .set_unencoded_byte_array_data_bytes(None)
+                .set_repetition_level_histogram(None)
+                .set_definition_level_histogram(None)
+                .build()
+                .map(Some)
+                .map_err(pq_err)
+        })?;
+        Ok((metadata, sealed))
     }
 
     fn finish(&mut self) -> Result<FileMetadata> {

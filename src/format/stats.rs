@@ -2,12 +2,36 @@
 //! sealed under that column's key instead of sitting in the footer.
 
 use parquet::data_type::{ByteArray, FixedLenByteArray, Int96};
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData};
 use parquet::file::statistics::{Statistics, ValueStatistics};
 
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
 
 const MAX_VALUE: usize = 1 << 20;
+
+/// `pq` with the metadata of every column chunk for which `f(row group, leaf, chunk)` returns a
+/// replacement swapped for it (`None` keeps the chunk as it is): how the writer takes statistics
+/// out of the footer and the reader puts them back.
+pub(crate) fn map_column_chunks(
+    pq: ParquetMetaData,
+    mut f: impl FnMut(usize, usize, &ColumnChunkMetaData) -> Result<Option<ColumnChunkMetaData>>,
+) -> Result<ParquetMetaData> {
+    let pq_err = |e: parquet::errors::ParquetError| Error::Parquet(e.to_string());
+    let mut builder = pq.into_builder();
+    let mut row_groups = builder.take_row_groups();
+    for (r, rg) in row_groups.iter_mut().enumerate() {
+        let mut b = rg.clone().into_builder();
+        let mut cols = b.take_columns();
+        for (leaf, col) in cols.iter_mut().enumerate() {
+            if let Some(new) = f(r, leaf, col)? {
+                *col = new;
+            }
+        }
+        *rg = b.set_column_metadata(cols).build().map_err(pq_err)?;
+    }
+    Ok(builder.set_row_groups(row_groups).build())
+}
 
 /// Encodes statistics: `u8 type || u8 flags || bytes(min) || bytes(max) || u64 nulls || u64 distinct`.
 pub fn encode(s: &Statistics) -> Vec<u8> {

@@ -169,19 +169,12 @@ fn restore_stats(
     if stats.is_empty() {
         return Ok(pq);
     }
-    let mut builder = pq.into_builder();
-    let mut rgs = builder.take_row_groups();
-    for (r, rg) in rgs.iter_mut().enumerate() {
-        let mut b = rg.clone().into_builder();
-        let mut cols = b.take_columns();
-        for (l, col) in cols.iter_mut().enumerate() {
-            if let Some(st) = stats.remove(&(r as u32, l as u32)) {
-                *col = col.clone().into_builder().set_statistics(st).build().map_err(pq_err)?;
-            }
-        }
-        *rg = b.set_column_metadata(cols).build().map_err(pq_err)?;
-    }
-    Ok(builder.set_row_groups(rgs).build())
+    crate::format::stats::map_column_chunks(pq, |r, leaf, col| {
+        stats
+            .remove(&(r as u32, leaf as u32))
+            .map(|st| col.clone().into_builder().set_statistics(st).build().map_err(pq_err))
+            .transpose()
+    })
 }
 
 impl FileReader {
