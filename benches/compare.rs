@@ -348,6 +348,14 @@ impl Env {
     }
 }
 
+/// Peak heap while contender `c` writes `rows` rows from the streaming generator into a sink that
+/// keeps only a count: the writer's own state plus one generated batch.
+fn streaming_write_peak(c: Contender, pool: &rayon::ThreadPool, rows: usize, schema: &SchemaRef, env: &Env) -> usize {
+    let batches = SampleTable::new(rows, 42).batches(BATCH_ROWS);
+    pool.install(|| measure(|| write(c, Codec::Zstd1, schema, batches, std::io::sink(), env)))
+        .3
+}
+
 /// Writes `batches` (from any iterator) with contender `c` into `sink`; returns the sink.
 fn write<W: Write + Send>(
     c: Contender,
@@ -801,28 +809,26 @@ fn main() {
                 s.read_peak as f64 / (1u64 << 20) as f64
             );
         }
+        let mut shown: Vec<Contender> = configs.iter().map(|c| c.0).collect();
+        shown.dedup();
+        for c in shown {
+            let peak = streaming_write_peak(c, &pools[0].1, a.rows, &schema, &env);
+            println!(
+                "{}: streaming write peak {:.0} MiB (zstd(1), {} threads)",
+                c.name(),
+                peak as f64 / (1u64 << 20) as f64,
+                pools[0].0
+            );
+        }
         return;
     }
 
     // Streaming memory: the generator feeds the writer batch by batch into a sink that keeps only
     // a count, so the peak is the writer's own state plus one generated batch.
-    let mut stream_peak = Vec::new();
-    for c in Contender::all() {
-        let pool = &pools[0].1;
-        let (_, _, _, peak) = pool.install(|| {
-            measure(|| {
-                write(
-                    c,
-                    Codec::Zstd1,
-                    &schema,
-                    SampleTable::new(a.rows, 42).batches(BATCH_ROWS),
-                    std::io::sink(),
-                    &env,
-                )
-            })
-        });
-        stream_peak.push((c, peak));
-    }
+    let stream_peak: Vec<(Contender, usize)> = Contender::all()
+        .into_iter()
+        .map(|c| (c, streaming_write_peak(c, &pools[0].1, a.rows, &schema, &env)))
+        .collect();
     let rg_arrow = (arrow_size as f64 * (ROW_GROUP_ROWS.min(a.rows) as f64 / a.rows as f64)) as usize;
 
     // KMS round trips: 1,000 small files under one CMK through one fresh key cache.

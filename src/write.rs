@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory};
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataWriter};
@@ -278,6 +280,99 @@ fn pq_err(e: parquet::errors::ParquetError) -> Error {
     Error::Parquet(e.to_string())
 }
 
+/// A row group whose column encoders are closed, waiting to be sealed and written.
+struct ClosedRowGroup {
+    index: u32,
+    chunks: Vec<ArrowColumnChunk>,
+}
+
+/// Where a writer's bytes go: the sink, and the parquet file writer that lays the chunks out in
+/// the virtual plaintext file (whose bytes colvault takes, seals and writes).
+struct Output<W> {
+    sink: W,
+    position: u64,
+    pq: Option<SerializedFileWriter<SharedBuf>>,
+    virtual_buf: SharedBuf,
+    virtual_pos: u64,
+    chunks: Vec<ChunkEntry>,
+}
+
+impl<W: Write> Output<W> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.sink.write_all(bytes).map_err(|e| Error::io("writing a file", e))?;
+        self.position += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends a closed row group to the virtual file, seals its chunks in place (on rayon when
+    /// `parallel`, else on this thread) and writes each with its tags.
+    fn write_row_group(&mut self, group: ClosedRowGroup, sealers: &[Arc<ChunkSealer>], parallel: bool) -> Result<()> {
+        let pq = self.pq.as_mut().ok_or(Error::Poisoned)?;
+        let mut rgw = pq.next_row_group().map_err(pq_err)?;
+        for chunk in group.chunks {
+            chunk.append_to_row_group(&mut rgw).map_err(pq_err)?;
+        }
+        let rg_meta = rgw.close().map_err(pq_err)?;
+        pq.flush().map_err(|e| Error::io("encoding a row group", e))?;
+        // The row group's chunks, contiguous in the virtual file's buffer: seal each one in place
+        // (no copies), then write it and its tags.
+        let mut bytes = self.virtual_buf.take();
+        // The virtual file begins with parquet's own 4-byte magic, which colvault does not store.
+        let (base, skip) = if self.virtual_pos == 0 {
+            (4u64, 4usize)
+        } else {
+            (self.virtual_pos, 0)
+        };
+        let body = bytes.get_mut(skip..).unwrap_or_default();
+        self.virtual_pos = base + body.len() as u64;
+        let mut parts: Vec<&mut [u8]> = Vec::with_capacity(rg_meta.columns().len());
+        let mut rest = body;
+        let mut expected = base;
+        for col in rg_meta.columns() {
+            let (start, len) = col.byte_range();
+            if start != expected || len > rest.len() as u64 {
+                return Err(Error::Parquet(format!(
+                    "column chunk at {start}+{len} is not where colvault expected it ({expected})"
+                )));
+            }
+            let (chunk, tail) = rest.split_at_mut(len as usize);
+            parts.push(chunk);
+            rest = tail;
+            expected = start + len;
+        }
+        if !rest.is_empty() {
+            return Err(Error::Parquet("a row group has bytes outside its column chunks".into()));
+        }
+        let rg = group.index;
+        let tags: Vec<Vec<u8>> = if parallel {
+            parts
+                .par_iter_mut()
+                .enumerate()
+                .map(|(leaf, buf)| sealers[leaf].seal_detached(rg, ChunkKind::Data, buf))
+                .collect::<Result<_>>()?
+        } else {
+            parts
+                .iter_mut()
+                .enumerate()
+                .map(|(leaf, buf)| sealers[leaf].seal_detached_here(rg, ChunkKind::Data, buf))
+                .collect::<Result<_>>()?
+        };
+        for (buf, tags) in parts.iter().zip(tags) {
+            let offset = self.position;
+            self.write(buf)?;
+            self.write(&tags)?;
+            self.chunks.push(ChunkEntry {
+                offset,
+                len: self.position - offset,
+                tags_digest: *blake3::hash(&tags).as_bytes(),
+            });
+        }
+        drop(parts);
+        self.virtual_buf.put_back(bytes);
+        Ok(())
+    }
+}
+
 /// Writes Arrow record batches into one colvault file.
 ///
 /// Batches stream into per-column Parquet encoders that run in parallel on rayon; when a row group
@@ -311,14 +406,10 @@ fn pq_err(e: parquet::errors::ParquetError) -> Error {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct FileWriter<W: Write> {
-    sink: W,
-    position: u64,
+    out: Output<W>,
     schema: SchemaRef,
     arrow_schema: Vec<u8>,
     opts: WriterOptions,
-    pq: Option<SerializedFileWriter<SharedBuf>>,
-    virtual_buf: SharedBuf,
-    virtual_pos: u64,
     factory: ArrowRowGroupWriterFactory,
     writers: Vec<ArrowColumnWriter>,
     leaf_field: Vec<usize>,
@@ -330,9 +421,11 @@ pub struct FileWriter<W: Write> {
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     pending_bytes: usize,
+    /// The last closed row group, not yet written: it is written by the calling thread while
+    /// rayon encodes the next slab, so the serial part of a flush overlaps the next row group.
+    closed: Option<ClosedRowGroup>,
     row_groups: usize,
     num_rows: u64,
-    chunks: Vec<ChunkEntry>,
     file_id: FileId,
     file_dek: Option<SecretKey>,
     key_entries: Vec<KeyEntry>,
@@ -457,13 +550,16 @@ impl<W: Write> FileWriter<W> {
         sink.write_all(&MAGIC).map_err(|e| Error::io("writing a file", e))?;
         Ok(FileWriter {
             arrow_schema,
-            sink,
-            position: MAGIC.len() as u64,
+            out: Output {
+                sink,
+                position: MAGIC.len() as u64,
+                pq: Some(pq),
+                virtual_buf,
+                virtual_pos: 0,
+                chunks: Vec::new(),
+            },
             schema,
             opts,
-            pq: Some(pq),
-            virtual_buf,
-            virtual_pos: 0,
             factory,
             writers,
             leaf_field,
@@ -473,9 +569,9 @@ impl<W: Write> FileWriter<W> {
             pending: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
+            closed: None,
             row_groups: 0,
             num_rows: 0,
-            chunks: Vec::new(),
             file_id,
             file_dek,
             key_entries,
@@ -499,9 +595,10 @@ impl<W: Write> FileWriter<W> {
         self.num_rows
     }
 
-    /// Bytes written to the sink so far.
+    /// Bytes written to the sink so far. A closed row group is written while the next one is
+    /// encoded, so until [`close`](Self::close) this can lag by one row group.
     pub fn bytes_written(&self) -> u64 {
-        self.position
+        self.out.position
     }
 
     fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
@@ -588,14 +685,37 @@ impl<W: Write> FileWriter<W> {
             .map(|((s, w), l)| (s, w, l))
             .collect();
         jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
-        jobs.into_par_iter()
-            .with_max_len(1)
-            .try_for_each(|(_, w, leaves)| leaves.iter().try_for_each(|l| w.write(l)))
-            .map_err(pq_err)
+        let Some(group) = self.closed.take() else {
+            return jobs
+                .into_par_iter()
+                .with_max_len(1)
+                .try_for_each(|(_, w, leaves)| leaves.iter().try_for_each(|l| w.write(l)))
+                .map_err(pq_err);
+        };
+        // The previous row group is written by this thread (serially: rayon's threads are busy
+        // with the encoders) while the encoders run as rayon tasks.
+        let failed = Mutex::new(None);
+        let (out, sealers) = (&mut self.out, &self.sealers);
+        let written = rayon::in_place_scope(|scope| {
+            for (_, w, leaves) in jobs {
+                let failed = &failed;
+                scope.spawn(move |_| {
+                    if let Err(e) = leaves.iter().try_for_each(|l| w.write(l)) {
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    }
+                });
+            }
+            out.write_row_group(group, sealers, false)
+        });
+        written?;
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(pq_err(e)),
+            None => Ok(()),
+        }
     }
 
-    /// Closes the current row group (if it has rows): closes its column encoders in parallel,
-    /// seals the chunks in parallel, and writes them.
+    /// Closes the current row group (if it has rows): closes its column encoders in parallel and
+    /// keeps the chunks to be written while the next row group encodes (or by `finish`).
     fn flush_row_group(&mut self) -> Result<()> {
         self.encode_pending()?;
         if self.rows_in_group == 0 {
@@ -604,66 +724,19 @@ impl<W: Write> FileWriter<W> {
         let rg = self.row_groups;
         let next = self.factory.create_column_writers(rg + 1).map_err(pq_err)?;
         let writers = std::mem::replace(&mut self.writers, next);
-        let closed = writers
+        let chunks = writers
             .into_par_iter()
             .map(|w| w.close())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(pq_err)?;
-        let pq = self.pq.as_mut().ok_or(Error::Poisoned)?;
-        let mut rgw = pq.next_row_group().map_err(pq_err)?;
-        for chunk in closed {
-            chunk.append_to_row_group(&mut rgw).map_err(pq_err)?;
+        // Two row groups closed with no slab encoded between them: the older one goes now.
+        if let Some(older) = self.closed.take() {
+            self.out.write_row_group(older, &self.sealers, true)?;
         }
-        let rg_meta = rgw.close().map_err(pq_err)?;
-        pq.flush().map_err(|e| Error::io("encoding a row group", e))?;
-        // The row group's chunks, contiguous in the virtual file's buffer: seal each one in place
-        // (no copies), then write it and its tags.
-        let mut bytes = self.virtual_buf.take();
-        // The virtual file begins with parquet's own 4-byte magic, which colvault does not store.
-        let (base, skip) = if self.virtual_pos == 0 {
-            (4u64, 4usize)
-        } else {
-            (self.virtual_pos, 0)
-        };
-        let body = bytes.get_mut(skip..).unwrap_or_default();
-        self.virtual_pos = base + body.len() as u64;
-        let mut parts: Vec<&mut [u8]> = Vec::with_capacity(rg_meta.columns().len());
-        let mut rest = body;
-        let mut expected = base;
-        for col in rg_meta.columns() {
-            let (start, len) = col.byte_range();
-            if start != expected || len > rest.len() as u64 {
-                return Err(Error::Parquet(format!(
-                    "column chunk at {start}+{len} is not where colvault expected it ({expected})"
-                )));
-            }
-            let (chunk, tail) = rest.split_at_mut(len as usize);
-            parts.push(chunk);
-            rest = tail;
-            expected = start + len;
-        }
-        if !rest.is_empty() {
-            return Err(Error::Parquet("a row group has bytes outside its column chunks".into()));
-        }
-        let sealers = &self.sealers;
-        let tags: Vec<Vec<u8>> = parts
-            .par_iter_mut()
-            .enumerate()
-            .map(|(leaf, buf)| sealers[leaf].seal_detached(rg as u32, ChunkKind::Data, buf))
-            .collect::<Result<_>>()?;
-        for (buf, tags) in parts.iter().zip(tags) {
-            self.sink.write_all(buf).map_err(|e| Error::io("writing a file", e))?;
-            self.sink.write_all(&tags).map_err(|e| Error::io("writing a file", e))?;
-            let len = (buf.len() + tags.len()) as u64;
-            self.chunks.push(ChunkEntry {
-                offset: self.position,
-                len,
-                tags_digest: *blake3::hash(&tags).as_bytes(),
-            });
-            self.position += len;
-        }
-        drop(parts);
-        self.virtual_buf.put_back(bytes);
+        self.closed = Some(ClosedRowGroup {
+            index: rg as u32,
+            chunks,
+        });
         self.row_groups += 1;
         self.rows_in_group = 0;
         Ok(())
@@ -685,7 +758,7 @@ impl<W: Write> FileWriter<W> {
             return Err(Error::Poisoned);
         }
         let meta = self.finish()?;
-        Ok((meta, self.sink))
+        Ok((meta, self.out.sink))
     }
 
     /// Moves the statistics of columns with their own key out of the Parquet metadata (which is
@@ -724,7 +797,10 @@ impl<W: Write> FileWriter<W> {
 
     fn finish(&mut self) -> Result<FileMetadata> {
         self.flush_row_group()?;
-        let pq = self.pq.take().ok_or(Error::Poisoned)?;
+        if let Some(last) = self.closed.take() {
+            self.out.write_row_group(last, &self.sealers, true)?;
+        }
+        let pq = self.out.pq.take().ok_or(Error::Poisoned)?;
         let metadata = pq.close().map_err(pq_err)?;
         let (metadata, sealed_stats) = self.seal_column_key_stats(metadata)?;
         let mut pq_bytes = Vec::new();
@@ -739,7 +815,7 @@ impl<W: Write> FileWriter<W> {
             arrow_schema: std::mem::take(&mut self.arrow_schema),
             row_groups: self.row_groups as u32,
             leaves: self.leaf_field.len() as u32,
-            chunks: std::mem::take(&mut self.chunks),
+            chunks: std::mem::take(&mut self.out.chunks),
             sealed_stats,
         };
         let alg = self.opts.algorithm;
@@ -768,7 +844,7 @@ impl<W: Write> FileWriter<W> {
         .encode();
         let mut sealed = body.encode();
         let sealed_len = sealed_body_len(alg, sealed.len());
-        let file_len = self.position + envelope.len() as u64 + sealed_len as u64 + TRAILER_LEN as u64;
+        let file_len = self.out.position + envelope.len() as u64 + sealed_len as u64 + TRAILER_LEN as u64;
         let aad = body_aad(&envelope, file_len, sealed_len as u64);
         let footer_key = match &self.file_dek {
             Some(dek) => Some(derive_key(dek, Purpose::FooterKey, &[&self.file_id.0])?),
@@ -782,12 +858,11 @@ impl<W: Write> FileWriter<W> {
         trailer.extend_from_slice(&MAGIC);
         let mut digest = blake3::Hasher::new();
         for part in [&envelope, &sealed, &trailer] {
-            self.sink.write_all(part).map_err(|e| Error::io("writing a file", e))?;
+            self.out.write(part)?;
             digest.update(part);
-            self.position += part.len() as u64;
         }
-        self.sink.flush().map_err(|e| Error::io("flushing a file", e))?;
-        debug_assert_eq!(self.position, file_len);
+        self.out.sink.flush().map_err(|e| Error::io("flushing a file", e))?;
+        debug_assert_eq!(self.out.position, file_len);
         Ok(FileMetadata {
             file_id: self.file_id,
             algorithm: alg,

@@ -436,6 +436,12 @@ impl ChunkSealer {
         self.seal_with(row_group, kind, data, parallel)
     }
 
+    /// [`seal_detached`](Self::seal_detached) on the calling thread only (never on rayon): for
+    /// code that runs beside rayon tasks it must not queue behind.
+    pub fn seal_detached_here(&self, row_group: u32, kind: ChunkKind, data: &mut [u8]) -> Result<Vec<u8>> {
+        self.seal_with(row_group, kind, data, false)
+    }
+
     fn seal_with(&self, row_group: u32, kind: ChunkKind, data: &mut [u8], parallel: bool) -> Result<Vec<u8>> {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
