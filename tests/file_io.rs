@@ -416,3 +416,57 @@ fn source_errors_are_io_errors() {
     .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "trailer read failure: {e:?}");
 }
+
+/// A chunk longer than a segment is read lazily: its tags once, then each segment once, in order,
+/// when the decoder reaches it (RC4, whose keystream spans the chunk, is read whole). A flipped
+/// byte in a later segment is an integrity error.
+#[test]
+fn long_chunks_are_read_a_segment_at_a_time() {
+    use colvault::crypto::{sealed_len, SEGMENT_LEN};
+    use colvault::Compression;
+    let fx = Fixture::new();
+    let rows = 450_000; // 3.6 MB of plain int64: four segments
+    let values: Vec<i64> = (0..rows as i64)
+        .map(|i| i.wrapping_mul(0x1E37_79B9_7F4A_7C15))
+        .collect();
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let input = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values)) as ArrayRef]).unwrap();
+    for alg in Algorithm::ALL {
+        let opts = options(&fx, alg)
+            .compression(Compression::None)
+            .dictionary(false)
+            .statistics(false)
+            .build();
+        let bytes = write_file(schema.clone(), std::slice::from_ref(&input), opts).unwrap();
+        let src = Counting::new(bytes.clone());
+        let reader = FileReader::open(src.clone(), reader_options(&fx)).unwrap();
+        src.take();
+        let chunk = reader.chunk_lengths(0)[0] as usize;
+        let plain = (0..).find(|&n| sealed_len(alg, n) == chunk).unwrap();
+        assert!(plain > 3 * SEGMENT_LEN, "{alg}: {plain} bytes");
+        let got = reader.scan().build().unwrap().read_all().unwrap();
+        assert_eq!(arrow::compute::concat_batches(&schema, &got).unwrap(), input, "{alg}");
+
+        let (reads, n) = src.take_in_order();
+        let at = MAGIC.len() as u64;
+        let want: Vec<(u64, usize)> = if alg == Algorithm::Rc4 {
+            vec![(at, chunk)]
+        } else {
+            let mut w = vec![(at + plain as u64, chunk - plain)];
+            w.extend((0..plain.div_ceil(SEGMENT_LEN)).map(|i| {
+                let start = i * SEGMENT_LEN;
+                (at + start as u64, SEGMENT_LEN.min(plain - start))
+            }));
+            w
+        };
+        assert_eq!(reads, want, "{alg}: the chunk's reads, in order");
+        assert_eq!(n, chunk as u64, "{alg}: each byte read once");
+
+        // A byte of the third segment flipped: the scan fails on reaching it.
+        let mut bad = bytes;
+        bad[MAGIC.len() + 2 * SEGMENT_LEN + 100] ^= 0x10;
+        let reader = FileReader::open(bad, reader_options(&fx)).unwrap();
+        let e = reader.scan().build().unwrap().read_all().unwrap_err();
+        assert!(matches!(e, Error::Integrity { .. }), "{alg}: {e:?}");
+    }
+}

@@ -314,6 +314,41 @@ impl ColumnKeys {
         result
     }
 
+    /// Opens one segment (not RC4). The caller wipes `seg` on failure.
+    fn open_segment(
+        &self,
+        row_group: u32,
+        kind: ChunkKind,
+        i: u32,
+        last: bool,
+        seg: &mut [u8],
+        tag: &[u8],
+    ) -> Result<()> {
+        let aad = self.aad(row_group, kind, i, last);
+        let verify = |key: Option<&[u8; KEY_LEN]>, seg: &[u8]| {
+            if ct_eq(&blake3_tag(key, &aad, seg), tag) {
+                Ok(())
+            } else {
+                Err(Error::integrity("segment"))
+            }
+        };
+        match &self.cipher {
+            Cipher::None => verify(None, seg),
+            Cipher::Gcm(key) => {
+                let tag: &[u8; GCM_TAG_LEN] = tag.try_into().map_err(|_| Error::integrity("tag"))?;
+                key.open_in_place(&Self::gcm_nonce(row_group, kind, i), &aad, seg, tag)
+            }
+            Cipher::Ctr { enc, mac } => {
+                verify(Some(mac), seg)?;
+                let block = i as u64 * (self.seg_len / 16) as u64;
+                enc.apply_keystream(&Self::counter_block(row_group, kind, block), seg)
+            }
+            Cipher::Rc4 { .. } => Err(Error::InvalidArgument(
+                "RC4 chunks are opened whole: its keystream runs over the chunk".into(),
+            )),
+        }
+    }
+
     fn open_inner(
         &self,
         row_group: u32,
@@ -525,6 +560,42 @@ impl ChunkOpener {
         Ok(())
     }
 
+    /// Whether [`open_segment`](Self::open_segment) can open a segment on its own: every algorithm
+    /// but RC4, whose keystream runs over the whole chunk.
+    pub fn opens_segments(&self) -> bool {
+        !matches!(self.keys.cipher, Cipher::Rc4 { .. })
+    }
+
+    /// Verifies and decrypts, in place, segment `index` of a chunk of `plain_len` plaintext bytes
+    /// against its `tag`, for readers that open a chunk a segment at a time as they need it. The
+    /// segment must be exactly its full length (the chunk's length fixes it). On failure `seg` is
+    /// wiped and the error is an [`Error::Integrity`] naming the chunk.
+    pub fn open_segment(
+        &self,
+        row_group: u32,
+        kind: ChunkKind,
+        plain_len: usize,
+        index: u32,
+        seg: &mut [u8],
+        tag: &[u8],
+    ) -> Result<()> {
+        let keys = &self.keys;
+        let count = keys.check_segment_count(plain_len)?;
+        let start = index as usize * keys.seg_len;
+        let fits = index < count
+            && seg.len() == keys.seg_len.min(plain_len - start.min(plain_len))
+            && tag.len() == keys.algorithm.tag_len();
+        let result = if fits {
+            keys.open_segment(row_group, kind, index, index + 1 == count, seg, tag)
+        } else {
+            Err(Error::integrity("segment"))
+        };
+        result.map_err(|_| {
+            seg.zeroize();
+            Error::integrity(keys.describe(row_group, kind))
+        })
+    }
+
     /// Verifies and decrypts `data` in place against its detached `tags`.
     pub fn open_detached(&self, row_group: u32, kind: ChunkKind, data: &mut [u8], tags: &[u8]) -> Result<()> {
         let parallel = data.len() > self.keys.seg_len;
@@ -596,6 +667,77 @@ mod tests {
                 k.open(2, ChunkKind::Data, &mut data, &tags, false).unwrap();
                 assert_eq!(data, plain, "{alg} n={n}");
             }
+        }
+    }
+
+    /// Opening a chunk segment by segment gives the same plaintext as opening it whole; a flipped
+    /// byte fails exactly its segment; a tag, index or length that is not the segment's fails.
+    #[test]
+    fn segments_open_one_at_a_time() {
+        let dek = SecretKey::generate().unwrap();
+        let file = FileId([9; 16]);
+        let n = 2 * SEGMENT_LEN + 1234;
+        let plain: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        for alg in Algorithm::ALL {
+            let sealer = ChunkSealer::new(alg, &dek, file, 4).unwrap();
+            let opener = ChunkOpener::new(alg, &dek, file, 4).unwrap();
+            let mut sealed = plain.clone();
+            let tags = sealer.seal_detached(6, ChunkKind::Data, &mut sealed).unwrap();
+            if alg == Algorithm::Rc4 {
+                assert!(!opener.opens_segments());
+                let mut seg = sealed[..SEGMENT_LEN].to_vec();
+                assert!(opener
+                    .open_segment(6, ChunkKind::Data, n, 0, &mut seg, &tags[..32])
+                    .is_err());
+                continue;
+            }
+            assert!(opener.opens_segments(), "{alg}");
+            let t = alg.tag_len();
+            let seg_of = |i: usize| (i * SEGMENT_LEN, ((i + 1) * SEGMENT_LEN).min(n));
+            for i in 0..3 {
+                let (a, b) = seg_of(i);
+                let mut seg = sealed[a..b].to_vec();
+                opener
+                    .open_segment(6, ChunkKind::Data, n, i as u32, &mut seg, &tags[i * t..(i + 1) * t])
+                    .unwrap();
+                assert_eq!(seg, plain[a..b], "{alg} segment {i}");
+
+                let mut flipped = sealed[a..b].to_vec();
+                flipped[17] ^= 1;
+                let e = opener.open_segment(6, ChunkKind::Data, n, i as u32, &mut flipped, &tags[i * t..(i + 1) * t]);
+                assert!(
+                    matches!(e, Err(Error::Integrity { .. })),
+                    "{alg} flipped segment {i}: {e:?}"
+                );
+                assert!(flipped.iter().all(|&x| x == 0), "{alg}: a failed segment is wiped");
+            }
+            // Segment 1's bytes under segment 0's tag, as segment 0, and as the last segment.
+            let (a, b) = seg_of(1);
+            let mut seg = sealed[a..b].to_vec();
+            assert!(opener
+                .open_segment(6, ChunkKind::Data, n, 1, &mut seg, &tags[..t])
+                .is_err());
+            let mut seg = sealed[a..b].to_vec();
+            assert!(opener
+                .open_segment(6, ChunkKind::Data, n, 0, &mut seg, &tags[t..2 * t])
+                .is_err());
+            let mut seg = sealed[a..b].to_vec();
+            assert!(opener
+                .open_segment(6, ChunkKind::Data, 2 * SEGMENT_LEN, 1, &mut seg, &tags[t..2 * t])
+                .is_err());
+            // A short segment, an index past the end, another row group.
+            let mut seg = sealed[a..b - 1].to_vec();
+            assert!(opener
+                .open_segment(6, ChunkKind::Data, n, 1, &mut seg, &tags[t..2 * t])
+                .is_err());
+            let mut seg = sealed[a..b].to_vec();
+            assert!(opener
+                .open_segment(6, ChunkKind::Data, n, 3, &mut seg, &tags[t..2 * t])
+                .is_err());
+            let mut seg = sealed[a..b].to_vec();
+            assert!(opener
+                .open_segment(7, ChunkKind::Data, n, 1, &mut seg, &tags[t..2 * t])
+                .is_err());
         }
     }
 

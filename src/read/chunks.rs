@@ -1,15 +1,16 @@
 //! The plaintext Parquet file that parquet's reader sees over a colvault file: sealed chunks read,
-//! checked and opened on demand.
+//! checked and opened on demand, a segment at a time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
 use super::FileReader;
-use crate::crypto::{plaintext_len, Algorithm, ChunkKind, ChunkOpener};
+use crate::crypto::{plaintext_len, Algorithm, ChunkKind, ChunkOpener, SEGMENT_LEN};
 use crate::error::{Error, Result};
 use crate::format::{ChunkEntry, ReadAt};
 
@@ -18,13 +19,6 @@ use crate::format::{ChunkEntry, ReadAt};
 #[derive(Clone)]
 pub(super) struct VirtualFile {
     inner: Arc<VirtualInner>,
-}
-
-/// Opened chunks not yet served to their end, and the chunks already served.
-#[derive(Default)]
-struct ChunkCache {
-    chunks: HashMap<(usize, usize), Bytes>,
-    served: HashSet<(usize, usize)>,
 }
 
 /// Where a file's chunks are, in the file and in the virtual Parquet file: what every virtual
@@ -59,77 +53,156 @@ impl ChunkLayout {
     }
 }
 
+/// A chunk being served. A chunk of one segment (or an RC4 chunk, whose keystream runs over the
+/// whole chunk) is read and opened whole, in one read. A longer one has its tags read and checked
+/// against the footer first; then each segment is read and opened when parquet first asks for a
+/// byte of it, and dropped once parquet asks for bytes past it (it reads a chunk front to back).
+/// So a scan holds a segment or two per chunk rather than whole chunks, and each segment is
+/// decrypted right before parquet decodes it, while it is in cache.
+struct OpenChunk {
+    rg: usize,
+    leaf: usize,
+    /// Where the sealed chunk starts in the file.
+    offset: u64,
+    plain_len: usize,
+    /// The plaintext of a chunk opened whole.
+    whole: Option<Bytes>,
+    /// The tags of a chunk opened by segments, checked against the footer.
+    tags: Vec<u8>,
+    /// Opened segments not yet passed.
+    segments: Mutex<BTreeMap<usize, Bytes>>,
+}
+
+impl OpenChunk {
+    fn seg_len(&self) -> usize {
+        match self.whole {
+            Some(_) => self.plain_len.max(1),
+            None => SEGMENT_LEN,
+        }
+    }
+}
+
 struct VirtualInner {
     layout: Arc<ChunkLayout>,
     openers: HashMap<usize, Arc<ChunkOpener>>,
-    wanted_leaves: Vec<usize>,
-    cache: Mutex<ChunkCache>,
+    /// Chunks opened and not yet served to their end.
+    chunks: Mutex<HashMap<(usize, usize), Arc<OpenChunk>>>,
     error: Mutex<Option<Error>>,
 }
 
 impl VirtualInner {
-    fn open_chunk(&self, rg: usize, leaf: usize) -> Result<Bytes> {
+    fn opener(&self, leaf: usize) -> Result<&ChunkOpener> {
+        self.openers
+            .get(&leaf)
+            .map(|o| o.as_ref())
+            .ok_or_else(|| Error::InvalidArgument(format!("column chunk {leaf} was not projected")))
+    }
+
+    /// Chunk (rg, leaf): its tags checked (a chunk opened whole: read and opened).
+    fn chunk(&self, rg: usize, leaf: usize) -> Result<Arc<OpenChunk>> {
+        if let Some(c) = self.chunks.lock().map_err(|_| Error::Poisoned)?.get(&(rg, leaf)) {
+            return Ok(c.clone());
+        }
         let layout = &self.layout;
         let entry = &layout.entries[rg * layout.leaves + leaf];
-        let opener = self
-            .openers
-            .get(&leaf)
-            .ok_or_else(|| Error::InvalidArgument(format!("column chunk {leaf} was not projected")))?;
+        let opener = self.opener(leaf)?;
         let len = usize::try_from(entry.len).map_err(|_| Error::integrity("chunk length"))?;
-        let mut buf = layout.source.read_vec(entry.offset, len)?;
-        let n = plaintext_len(layout.algorithm, buf.len())?;
-        if !crate::crypto::ct_eq(blake3::hash(&buf[n..]).as_bytes(), &entry.tags_digest) {
-            return Err(Error::integrity(format!(
-                "row group {rg} column {leaf} chunk (tags differ from the footer)"
-            )));
-        }
-        opener.open_here(rg as u32, ChunkKind::Data, &mut buf)?;
-        Ok(Bytes::from(buf))
-    }
-
-    /// The plaintext of chunk (rg, leaf). On a miss, opens every wanted chunk of the
-    /// row group that is neither cached nor already served. A chunk leaves the cache once it has
-    /// been served to its end, so each chunk is read and opened once, even when the decoder walks
-    /// the leaves of a nested field across row groups one leaf at a time.
-    fn chunk(&self, rg: usize, leaf: usize) -> Result<Bytes> {
-        {
-            let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
-            if let Some(b) = cache.chunks.get(&(rg, leaf)) {
-                return Ok(b.clone());
+        let plain_len = plaintext_len(layout.algorithm, len)?;
+        let check_tags = |tags: &[u8]| {
+            if crate::crypto::ct_eq(blake3::hash(tags).as_bytes(), &entry.tags_digest) {
+                Ok(())
+            } else {
+                Err(Error::integrity(format!(
+                    "row group {rg} column {leaf} chunk (tags differ from the footer)"
+                )))
             }
-        }
-        let todo: Vec<usize> = {
-            let cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
-            let mut todo: Vec<usize> = self
-                .wanted_leaves
-                .iter()
-                .copied()
-                .filter(|l| *l != leaf && !cache.served.contains(&(rg, *l)) && !cache.chunks.contains_key(&(rg, *l)))
-                .collect();
-            todo.push(leaf);
-            todo
         };
-        // On this thread: a lane's decoder never waits on other rayon jobs (see `batches`).
-        let opened: Vec<(usize, Bytes)> = todo
-            .iter()
-            .map(|&l| self.open_chunk(rg, l).map(|b| (l, b)))
-            .collect::<Result<_>>()?;
-        let mut cache = self.cache.lock().map_err(|_| Error::Poisoned)?;
-        let mut out = None;
-        for (l, b) in opened {
-            if l == leaf {
-                out = Some(b.clone());
-            }
-            cache.chunks.insert((rg, l), b);
-        }
-        out.ok_or_else(|| Error::integrity("chunk cache"))
+        let (whole, tags) = if plain_len <= SEGMENT_LEN || !opener.opens_segments() {
+            let mut buf = layout.source.read_vec(entry.offset, len)?;
+            check_tags(&buf[plain_len..])?;
+            opener.open_here(rg as u32, ChunkKind::Data, &mut buf)?;
+            (Some(Bytes::from(buf)), Vec::new())
+        } else {
+            let tags = layout
+                .source
+                .read_vec(entry.offset + plain_len as u64, len - plain_len)?;
+            check_tags(&tags)?;
+            (None, tags)
+        };
+        let chunk = Arc::new(OpenChunk {
+            rg,
+            leaf,
+            offset: entry.offset,
+            plain_len,
+            whole,
+            tags,
+            segments: Mutex::new(BTreeMap::new()),
+        });
+        let mut chunks = self.chunks.lock().map_err(|_| Error::Poisoned)?;
+        Ok(chunks.entry((rg, leaf)).or_insert(chunk).clone())
     }
 
-    /// Records that chunk (rg, leaf) was served to its end and drops it from the cache.
+    /// The plaintext of segment `i` of chunk `c`: read and opened on first use.
+    fn segment(&self, c: &OpenChunk, i: usize) -> Result<Bytes> {
+        if let Some(whole) = &c.whole {
+            return Ok(whole.clone());
+        }
+        let mut segments = c.segments.lock().map_err(|_| Error::Poisoned)?;
+        if let Some(b) = segments.get(&i) {
+            return Ok(b.clone());
+        }
+        let start = i * SEGMENT_LEN;
+        let n = SEGMENT_LEN.min(c.plain_len.saturating_sub(start));
+        let t = self.layout.algorithm.tag_len();
+        let tag = c
+            .tags
+            .get(i * t..(i + 1) * t)
+            .ok_or_else(|| Error::integrity(format!("row group {} column {} segment {i}", c.rg, c.leaf)))?;
+        let mut buf = self.layout.source.read_vec(c.offset + start as u64, n)?;
+        self.opener(c.leaf)?
+            .open_segment(c.rg as u32, ChunkKind::Data, c.plain_len, i as u32, &mut buf, tag)?;
+        let b = Bytes::from(buf);
+        segments.insert(i, b.clone());
+        Ok(b)
+    }
+
+    /// Plaintext bytes `from..to` of chunk `c`. Segments before the one `from` falls in are dropped.
+    fn range(&self, c: &OpenChunk, from: usize, to: usize) -> Result<Bytes> {
+        if from >= to {
+            return Ok(Bytes::new());
+        }
+        let seg = c.seg_len();
+        let (first, last) = (from / seg, (to - 1) / seg);
+        c.segments
+            .lock()
+            .map_err(|_| Error::Poisoned)?
+            .retain(|&i, _| i >= first);
+        if first == last {
+            let base = first * seg;
+            return Ok(self.segment(c, first)?.slice(from - base..to - base));
+        }
+        // A page across a segment boundary: the one copy this reader makes.
+        let mut out = Vec::with_capacity(to - from);
+        for i in first..=last {
+            let base = i * seg;
+            let bytes = self.segment(c, i)?;
+            out.extend_from_slice(&bytes[from.max(base) - base..to.min(base + seg) - base]);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Records that chunk (rg, leaf) was served to its end and drops it.
     fn served(&self, rg: usize, leaf: usize) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.chunks.remove(&(rg, leaf));
-            cache.served.insert((rg, leaf));
+        if let Ok(mut chunks) = self.chunks.lock() {
+            chunks.remove(&(rg, leaf));
+        }
+    }
+
+    /// The chunk holding virtual offset `at`: (its virtual start, the chunk).
+    fn locate(&self, at: u64) -> Result<(u64, Arc<OpenChunk>)> {
+        match self.layout.by_start.range(..=at).next_back() {
+            Some((&start, &(rg, leaf, len))) if at < start + len => Ok((start, self.chunk(rg, leaf)?)),
+            _ => Err(Error::integrity(format!("no column chunk at virtual offset {at}"))),
         }
     }
 
@@ -138,21 +211,13 @@ impl VirtualInner {
         let mut out: Vec<Bytes> = Vec::new();
         let mut at = start;
         while at < end {
-            let (&cstart, &(rg, leaf, clen)) = self
-                .layout
-                .by_start
-                .range(..=at)
-                .next_back()
-                .ok_or_else(|| Error::integrity(format!("no column chunk at virtual offset {at}")))?;
-            if at >= cstart + clen {
-                return Err(Error::integrity(format!("no column chunk at virtual offset {at}")));
-            }
-            let chunk = self.chunk(rg, leaf)?;
+            let (cstart, chunk) = self.locate(at)?;
+            let clen = chunk.plain_len as u64;
             let from = (at - cstart) as usize;
-            let to = ((end.min(cstart + clen)) - cstart) as usize;
-            out.push(chunk.slice(from..to));
-            if to as u64 == clen {
-                self.served(rg, leaf);
+            let to = (end.min(cstart + clen) - cstart) as usize;
+            out.push(self.range(&chunk, from, to)?);
+            if to == chunk.plain_len {
+                self.served(chunk.rg, chunk.leaf);
             }
             at = cstart + to as u64;
         }
@@ -164,6 +229,35 @@ impl VirtualInner {
     }
 }
 
+/// A reader over the rest of a chunk from some offset, for a page header: it opens segments as it
+/// goes, and reading it does not count as serving the chunk to its end (the page body comes next,
+/// through `get_bytes`).
+pub(super) struct ChunkRead {
+    file: VirtualFile,
+    chunk: Arc<OpenChunk>,
+    /// Plaintext offset in the chunk of the byte after `current`.
+    next: usize,
+    current: Bytes,
+}
+
+impl Read for ChunkRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.current.is_empty() && self.next < self.chunk.plain_len {
+            let seg = self.chunk.seg_len();
+            let to = ((self.next / seg + 1) * seg).min(self.chunk.plain_len);
+            self.current = self
+                .file
+                .inner
+                .range(&self.chunk, self.next, to)
+                .map_err(|e| std::io::Error::other(self.file.record(e)))?;
+            self.next = to;
+        }
+        let n = buf.len().min(self.current.len());
+        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(n)
+    }
+}
+
 impl Length for VirtualFile {
     fn len(&self) -> u64 {
         self.inner.layout.virtual_len
@@ -171,26 +265,16 @@ impl Length for VirtualFile {
 }
 
 impl ChunkReader for VirtualFile {
-    type T = bytes::buf::Reader<Bytes>;
+    type T = ChunkRead;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        // A reader over the rest of the chunk, for a page header: it does not count as serving the
-        // chunk to its end (the page body comes next, through get_bytes).
-        let located = self
-            .inner
-            .layout
-            .by_start
-            .range(..=start)
-            .next_back()
-            .map(|(&s, &v)| (s, v));
-        let result = match located {
-            Some((cstart, (rg, leaf, clen))) if start < cstart + clen => self
-                .inner
-                .chunk(rg, leaf)
-                .map(|c| c.slice((start - cstart) as usize..clen as usize)),
-            _ => Err(Error::integrity(format!("no column chunk at virtual offset {start}"))),
-        };
-        result.map(bytes::Buf::reader).map_err(|e| self.record(e))
+        let (cstart, chunk) = self.inner.locate(start).map_err(|e| self.record(e))?;
+        Ok(ChunkRead {
+            file: self.clone(),
+            chunk,
+            next: (start - cstart) as usize,
+            current: Bytes::new(),
+        })
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
@@ -199,19 +283,14 @@ impl ChunkReader for VirtualFile {
 }
 
 impl VirtualFile {
-    /// A virtual file serving the chunks of `wanted_leaves` (each opened with its opener), with
-    /// its own slot for the first typed error.
-    pub(super) fn new(
-        layout: Arc<ChunkLayout>,
-        openers: HashMap<usize, Arc<ChunkOpener>>,
-        wanted_leaves: Vec<usize>,
-    ) -> Self {
+    /// A virtual file serving the chunks of the leaves in `openers` (each opened with its opener),
+    /// with its own slot for the first typed error.
+    pub(super) fn new(layout: Arc<ChunkLayout>, openers: HashMap<usize, Arc<ChunkOpener>>) -> Self {
         VirtualFile {
             inner: Arc::new(VirtualInner {
                 layout,
                 openers,
-                wanted_leaves,
-                cache: Mutex::new(ChunkCache::default()),
+                chunks: Mutex::new(HashMap::new()),
                 error: Mutex::new(None),
             }),
         }

@@ -251,7 +251,6 @@ impl<'a> ScanBuilder<'a> {
                         let file = VirtualFile::new(
                             layout.clone(),
                             group_leaves.iter().map(|l| (*l, openers[l].clone())).collect(),
-                            group_leaves.clone(),
                         );
                         Lane::new(shared.clone(), file, mask.clone(), rg, ordinal)
                     })
