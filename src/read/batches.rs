@@ -247,11 +247,9 @@ pub struct BatchReader {
     lanes: Vec<Vec<Arc<Lane>>>,
     /// The row group being returned.
     current: usize,
-    /// Row groups decoded at once (the current one included) when the current one's lanes cannot
-    /// keep every thread busy on their own.
+    /// Row groups decoded at once, the current one included: at least two, more when a row group
+    /// has fewer lanes than the pool has threads.
     in_flight: usize,
-    /// Threads of the pool the scan was built on.
-    threads: usize,
     schema: SchemaRef,
     shared: Arc<ScanShared>,
     failed: bool,
@@ -277,7 +275,6 @@ impl BatchReader {
             lanes,
             current: 0,
             in_flight,
-            threads,
             schema,
             shared,
             failed: false,
@@ -380,15 +377,12 @@ impl BatchReader {
             .any(|l| l.pump(1))
     }
 
-    /// The end of the row groups in flight. A row group with at least as many lanes as threads
-    /// is decoded alone until one of its lanes ends (then the next ones start, so no thread idles
-    /// through its tail): its chunks are all that is held open. Otherwise [`Self::in_flight`]
-    /// row groups decode at once.
+    /// The end of the row groups in flight: [`Self::in_flight`] of them decode at once, so that
+    /// the next row group's lanes fill the threads while the current one's finish. A lane holds
+    /// a segment or two of its chunks (not whole chunks) and at most [`LANE_AHEAD`] decoded
+    /// batches, or while all lanes queue less than [`AHEAD_BYTES`], more.
     fn window_end(&self) -> usize {
-        let lanes = &self.lanes[self.current];
-        let alone = lanes.len() >= self.threads && !lanes.iter().any(|l| l.lock().done);
-        let n = if alone { 1 } else { self.in_flight };
-        (self.current + n).min(self.lanes.len())
+        (self.current + self.in_flight).min(self.lanes.len())
     }
 
     /// All remaining batches.
