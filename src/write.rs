@@ -1,6 +1,6 @@
 //! Writing colvault files: [`FileWriter`] and its [`WriterOptions`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -257,20 +257,6 @@ impl Write for SharedBuf {
     }
 }
 
-impl SharedBuf {
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.0.lock().expect("shared buffer lock"))
-    }
-    /// Gives back a taken buffer, emptied, so the next row group reuses its allocation.
-    fn put_back(&self, mut buf: Vec<u8>) {
-        buf.clear();
-        let mut cur = self.0.lock().expect("shared buffer lock");
-        if cur.is_empty() {
-            *cur = buf;
-        }
-    }
-}
-
 /// Rows buffered before they are encoded (see [`FileWriter`]'s `pending`).
 const SLAB_ROWS: usize = 256 * 1024;
 /// Bytes of Arrow data buffered before they are encoded, whatever the row count.
@@ -286,89 +272,132 @@ struct ClosedRowGroup {
     chunks: Vec<ArrowColumnChunk>,
 }
 
-/// Where a writer's bytes go: the sink, and the parquet file writer that lays the chunks out in
-/// the virtual plaintext file (whose bytes colvault takes, seals and writes).
+/// Length of parquet's magic at the start of the virtual file (colvault does not store it).
+const PARQUET_MAGIC_LEN: usize = 4;
+
+/// Where a writer's bytes go: the parquet file writer that lays the chunks out in the virtual
+/// plaintext file, the buffer it writes into, and the sink that gets them sealed.
 struct Output<W> {
+    pq: Option<SerializedFileWriter<SharedBuf>>,
+    virt: VirtualBuf,
+    file: FileSink<W>,
+}
+
+/// What parquet has written of the virtual file and colvault has not yet sealed: chunks are
+/// sealed in place and written as soon as they are whole in it, and it is emptied (keeping its
+/// allocation) whenever everything in it is written, so it holds a chunk or two.
+struct VirtualBuf {
+    shared: SharedBuf,
+    /// Virtual offset of the buffer's first byte.
+    start: u64,
+    /// Bytes at the buffer's front already sealed and written (at first, parquet's magic).
+    consumed: usize,
+}
+
+/// The sink, how much of the file is written, and the chunks written so far.
+struct FileSink<W> {
     sink: W,
     position: u64,
-    pq: Option<SerializedFileWriter<SharedBuf>>,
-    virtual_buf: SharedBuf,
-    virtual_pos: u64,
     chunks: Vec<ChunkEntry>,
 }
 
+/// A chunk appended to the virtual file, not yet sealed: leaf, virtual start, length.
+type Waiting = (usize, u64, usize);
+
 impl<W: Write> Output<W> {
+    /// Appends a closed row group to the virtual file, chunk by chunk; each chunk is sealed in
+    /// place (on rayon when `parallel`, else on this thread) and written with its tags as soon as
+    /// it is whole in the buffer (parquet's writer may hold back its last few KiB until the next
+    /// chunk or the row group's end).
+    fn write_row_group(&mut self, group: ClosedRowGroup, sealers: &[Arc<ChunkSealer>], parallel: bool) -> Result<()> {
+        let rg = group.index;
+        let mut waiting: VecDeque<Waiting> = VecDeque::new();
+        let mut expected: Vec<(u64, u64)> = Vec::with_capacity(group.chunks.len());
+        let pq = self.pq.as_mut().ok_or(Error::Poisoned)?;
+        let mut rgw = pq.next_row_group().map_err(pq_err)?;
+        let mut next = self.virt.start + self.virt.consumed as u64;
+        for (leaf, chunk) in group.chunks.into_iter().enumerate() {
+            let len = usize::try_from(chunk.close().metadata.compressed_size())
+                .map_err(|_| Error::Parquet("a column chunk of negative length".into()))?;
+            chunk.append_to_row_group(&mut rgw).map_err(pq_err)?;
+            waiting.push_back((leaf, next, len));
+            expected.push((next, len as u64));
+            next += len as u64;
+            self.virt
+                .seal_whole(&mut waiting, &mut self.file, sealers, rg, parallel)?;
+        }
+        let rg_meta = rgw.close().map_err(pq_err)?;
+        pq.flush().map_err(|e| Error::io("encoding a row group", e))?;
+        self.virt
+            .seal_whole(&mut waiting, &mut self.file, sealers, rg, parallel)?;
+        let laid_out: Vec<(u64, u64)> = rg_meta.columns().iter().map(|c| c.byte_range()).collect();
+        if !waiting.is_empty() || laid_out != expected {
+            return Err(Error::Parquet(format!(
+                "row group {rg}: parquet laid its chunks out at {laid_out:?}, colvault expected {expected:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl VirtualBuf {
+    /// Seals and writes, in order, every waiting chunk that is whole in the buffer.
+    fn seal_whole<W: Write>(
+        &mut self,
+        waiting: &mut VecDeque<Waiting>,
+        file: &mut FileSink<W>,
+        sealers: &[Arc<ChunkSealer>],
+        rg: u32,
+        parallel: bool,
+    ) -> Result<()> {
+        let mut bytes = self.shared.0.lock().map_err(|_| Error::Poisoned)?;
+        while let Some(&(leaf, at, len)) = waiting.front() {
+            if bytes.len() < self.consumed + len {
+                break;
+            }
+            let here = self.start + self.consumed as u64;
+            if at != here {
+                return Err(Error::Parquet(format!(
+                    "column chunk {leaf} is at {here}, colvault expected it at {at}"
+                )));
+            }
+            let chunk = &mut bytes[self.consumed..self.consumed + len];
+            let sealer = &sealers[leaf];
+            let tags = if parallel {
+                sealer.seal_detached(rg, ChunkKind::Data, chunk)?
+            } else {
+                sealer.seal_detached_here(rg, ChunkKind::Data, chunk)?
+            };
+            file.write_chunk(chunk, &tags)?;
+            self.consumed += len;
+            waiting.pop_front();
+        }
+        if !bytes.is_empty() && self.consumed >= bytes.len() {
+            self.start += bytes.len() as u64;
+            self.consumed -= bytes.len();
+            bytes.clear();
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> FileSink<W> {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.sink.write_all(bytes).map_err(|e| Error::io("writing a file", e))?;
         self.position += bytes.len() as u64;
         Ok(())
     }
 
-    /// Appends a closed row group to the virtual file, seals its chunks in place (on rayon when
-    /// `parallel`, else on this thread) and writes each with its tags.
-    fn write_row_group(&mut self, group: ClosedRowGroup, sealers: &[Arc<ChunkSealer>], parallel: bool) -> Result<()> {
-        let pq = self.pq.as_mut().ok_or(Error::Poisoned)?;
-        let mut rgw = pq.next_row_group().map_err(pq_err)?;
-        for chunk in group.chunks {
-            chunk.append_to_row_group(&mut rgw).map_err(pq_err)?;
-        }
-        let rg_meta = rgw.close().map_err(pq_err)?;
-        pq.flush().map_err(|e| Error::io("encoding a row group", e))?;
-        // The row group's chunks, contiguous in the virtual file's buffer: seal each one in place
-        // (no copies), then write it and its tags.
-        let mut bytes = self.virtual_buf.take();
-        // The virtual file begins with parquet's own 4-byte magic, which colvault does not store.
-        let (base, skip) = if self.virtual_pos == 0 {
-            (4u64, 4usize)
-        } else {
-            (self.virtual_pos, 0)
-        };
-        let body = bytes.get_mut(skip..).unwrap_or_default();
-        self.virtual_pos = base + body.len() as u64;
-        let mut parts: Vec<&mut [u8]> = Vec::with_capacity(rg_meta.columns().len());
-        let mut rest = body;
-        let mut expected = base;
-        for col in rg_meta.columns() {
-            let (start, len) = col.byte_range();
-            if start != expected || len > rest.len() as u64 {
-                return Err(Error::Parquet(format!(
-                    "column chunk at {start}+{len} is not where colvault expected it ({expected})"
-                )));
-            }
-            let (chunk, tail) = rest.split_at_mut(len as usize);
-            parts.push(chunk);
-            rest = tail;
-            expected = start + len;
-        }
-        if !rest.is_empty() {
-            return Err(Error::Parquet("a row group has bytes outside its column chunks".into()));
-        }
-        let rg = group.index;
-        let tags: Vec<Vec<u8>> = if parallel {
-            parts
-                .par_iter_mut()
-                .enumerate()
-                .map(|(leaf, buf)| sealers[leaf].seal_detached(rg, ChunkKind::Data, buf))
-                .collect::<Result<_>>()?
-        } else {
-            parts
-                .iter_mut()
-                .enumerate()
-                .map(|(leaf, buf)| sealers[leaf].seal_detached_here(rg, ChunkKind::Data, buf))
-                .collect::<Result<_>>()?
-        };
-        for (buf, tags) in parts.iter().zip(tags) {
-            let offset = self.position;
-            self.write(buf)?;
-            self.write(&tags)?;
-            self.chunks.push(ChunkEntry {
-                offset,
-                len: self.position - offset,
-                tags_digest: *blake3::hash(&tags).as_bytes(),
-            });
-        }
-        drop(parts);
-        self.virtual_buf.put_back(bytes);
+    /// Writes a sealed chunk and its tags, and records it for the footer.
+    fn write_chunk(&mut self, sealed: &[u8], tags: &[u8]) -> Result<()> {
+        let offset = self.position;
+        self.write(sealed)?;
+        self.write(tags)?;
+        self.chunks.push(ChunkEntry {
+            offset,
+            len: self.position - offset,
+            tags_digest: *blake3::hash(tags).as_bytes(),
+        });
         Ok(())
     }
 }
@@ -551,12 +580,17 @@ impl<W: Write> FileWriter<W> {
         Ok(FileWriter {
             arrow_schema,
             out: Output {
-                sink,
-                position: MAGIC.len() as u64,
                 pq: Some(pq),
-                virtual_buf,
-                virtual_pos: 0,
-                chunks: Vec::new(),
+                virt: VirtualBuf {
+                    shared: virtual_buf,
+                    start: 0,
+                    consumed: PARQUET_MAGIC_LEN,
+                },
+                file: FileSink {
+                    sink,
+                    position: MAGIC.len() as u64,
+                    chunks: Vec::new(),
+                },
             },
             schema,
             opts,
@@ -598,7 +632,7 @@ impl<W: Write> FileWriter<W> {
     /// Bytes written to the sink so far. A closed row group is written while the next one is
     /// encoded, so until [`close`](Self::close) this can lag by one row group.
     pub fn bytes_written(&self) -> u64 {
-        self.out.position
+        self.out.file.position
     }
 
     fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
@@ -758,7 +792,7 @@ impl<W: Write> FileWriter<W> {
             return Err(Error::Poisoned);
         }
         let meta = self.finish()?;
-        Ok((meta, self.out.sink))
+        Ok((meta, self.out.file.sink))
     }
 
     /// Moves the statistics of columns with their own key out of the Parquet metadata (which is
@@ -815,7 +849,7 @@ impl<W: Write> FileWriter<W> {
             arrow_schema: std::mem::take(&mut self.arrow_schema),
             row_groups: self.row_groups as u32,
             leaves: self.leaf_field.len() as u32,
-            chunks: std::mem::take(&mut self.out.chunks),
+            chunks: std::mem::take(&mut self.out.file.chunks),
             sealed_stats,
         };
         let alg = self.opts.algorithm;
@@ -844,7 +878,7 @@ impl<W: Write> FileWriter<W> {
         .encode();
         let mut sealed = body.encode();
         let sealed_len = sealed_body_len(alg, sealed.len());
-        let file_len = self.out.position + envelope.len() as u64 + sealed_len as u64 + TRAILER_LEN as u64;
+        let file_len = self.out.file.position + envelope.len() as u64 + sealed_len as u64 + TRAILER_LEN as u64;
         let aad = body_aad(&envelope, file_len, sealed_len as u64);
         let footer_key = match &self.file_dek {
             Some(dek) => Some(derive_key(dek, Purpose::FooterKey, &[&self.file_id.0])?),
@@ -858,11 +892,15 @@ impl<W: Write> FileWriter<W> {
         trailer.extend_from_slice(&MAGIC);
         let mut digest = blake3::Hasher::new();
         for part in [&envelope, &sealed, &trailer] {
-            self.out.write(part)?;
+            self.out.file.write(part)?;
             digest.update(part);
         }
-        self.out.sink.flush().map_err(|e| Error::io("flushing a file", e))?;
-        debug_assert_eq!(self.out.position, file_len);
+        self.out
+            .file
+            .sink
+            .flush()
+            .map_err(|e| Error::io("flushing a file", e))?;
+        debug_assert_eq!(self.out.file.position, file_len);
         Ok(FileMetadata {
             file_id: self.file_id,
             algorithm: alg,
