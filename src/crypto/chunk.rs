@@ -711,33 +711,23 @@ mod tests {
                 );
                 assert!(flipped.iter().all(|&x| x == 0), "{alg}: a failed segment is wiped");
             }
-            // Segment 1's bytes under segment 0's tag, as segment 0, and as the last segment.
+            // Segment 1's bytes under segment 0's tag, as segment 0, and as the last segment; a
+            // short segment, an index past the end, another row group.
+            let fails = |rg: u32, plain_len: usize, index: u32, bytes: &[u8], tag: &[u8]| {
+                let mut seg = bytes.to_vec();
+                opener
+                    .open_segment(rg, ChunkKind::Data, plain_len, index, &mut seg, tag)
+                    .is_err()
+            };
             let (a, b) = seg_of(1);
-            let mut seg = sealed[a..b].to_vec();
-            assert!(opener
-                .open_segment(6, ChunkKind::Data, n, 1, &mut seg, &tags[..t])
-                .is_err());
-            let mut seg = sealed[a..b].to_vec();
-            assert!(opener
-                .open_segment(6, ChunkKind::Data, n, 0, &mut seg, &tags[t..2 * t])
-                .is_err());
-            let mut seg = sealed[a..b].to_vec();
-            assert!(opener
-                .open_segment(6, ChunkKind::Data, 2 * SEGMENT_LEN, 1, &mut seg, &tags[t..2 * t])
-                .is_err());
-            // A short segment, an index past the end, another row group.
-            let mut seg = sealed[a..b - 1].to_vec();
-            assert!(opener
-                .open_segment(6, ChunkKind::Data, n, 1, &mut seg, &tags[t..2 * t])
-                .is_err());
-            let mut seg = sealed[a..b].to_vec();
-            assert!(opener
-                .open_segment(6, ChunkKind::Data, n, 3, &mut seg, &tags[t..2 * t])
-                .is_err());
-            let mut seg = sealed[a..b].to_vec();
-            assert!(opener
-                .open_segment(7, ChunkKind::Data, n, 1, &mut seg, &tags[t..2 * t])
-                .is_err());
+            let (seg1, tag0, tag1) = (&sealed[a..b], &tags[..t], &tags[t..2 * t]);
+            assert!(fails(6, n, 1, seg1, tag0), "{alg}: another segment's tag");
+            assert!(fails(6, n, 0, seg1, tag1), "{alg}: another index");
+            assert!(fails(6, 2 * SEGMENT_LEN, 1, seg1, tag1), "{alg}: as the last segment");
+            assert!(fails(6, n, 1, &seg1[..seg1.len() - 1], tag1), "{alg}: a short segment");
+            assert!(fails(6, n, 3, seg1, tag1), "{alg}: an index past the end");
+            assert!(fails(7, n, 1, seg1, tag1), "{alg}: another row group");
+            assert!(!fails(6, n, 1, seg1, tag1), "{alg}: the segment itself opens");
         }
     }
 
