@@ -462,11 +462,24 @@ fn long_chunks_are_read_a_segment_at_a_time() {
         assert_eq!(reads, want, "{alg}: the chunk's reads, in order");
         assert_eq!(n, chunk as u64, "{alg}: each byte read once");
 
-        // A byte of the third segment flipped: the scan fails on reaching it.
-        let mut bad = bytes;
-        bad[MAGIC.len() + 2 * SEGMENT_LEN + 100] ^= 0x10;
-        let reader = FileReader::open(bad, reader_options(&fx)).unwrap();
-        let e = reader.scan().build().unwrap().read_all().unwrap_err();
-        assert!(matches!(e, Error::Integrity { .. }), "{alg}: {e:?}");
+        // A byte of the third segment flipped, a byte of a tag flipped, the first two segments
+        // swapped: each scan fails with an integrity error.
+        let at = at as usize;
+        let mut flipped = bytes.clone();
+        flipped[at + 2 * SEGMENT_LEN + 100] ^= 0x10;
+        let mut tag_flipped = bytes.clone();
+        tag_flipped[at + plain + 3] ^= 0x01;
+        let mut swapped = bytes;
+        let (first, second) = swapped[at..at + 2 * SEGMENT_LEN].split_at_mut(SEGMENT_LEN);
+        first.swap_with_slice(second);
+        for (what, bad) in [
+            ("segment byte", flipped),
+            ("tag byte", tag_flipped),
+            ("segments swapped", swapped),
+        ] {
+            let reader = FileReader::open(bad, reader_options(&fx)).unwrap();
+            let e = reader.scan().build().unwrap().read_all().unwrap_err();
+            assert!(matches!(e, Error::Integrity { .. }), "{alg} {what}: {e:?}");
+        }
     }
 }
