@@ -239,8 +239,8 @@ pub struct FileMetadata {
     pub key_version: u32,
 }
 
-/// A `Write` that parquet's file writer writes the virtual plaintext file into; colvault drains it
-/// after every row group.
+/// A `Write` that parquet's file writer writes the virtual plaintext file into; colvault seals
+/// and writes each chunk out of it as soon as the chunk is whole (see [`VirtualBuf`]).
 #[derive(Clone, Default)]
 struct SharedBuf(Arc<Mutex<Vec<u8>>>);
 

@@ -116,6 +116,15 @@ pub(crate) fn blake3_tag(key: Option<&[u8; KEY_LEN]>, aad: &[u8], data: &[u8]) -
     *h.finalize().as_bytes()
 }
 
+/// Checks a segment's BLAKE3 tag (see [`blake3_tag`]) in constant time.
+fn check_blake3_tag(key: Option<&[u8; KEY_LEN]>, aad: &[u8], data: &[u8], tag: &[u8]) -> Result<()> {
+    if ct_eq(&blake3_tag(key, aad, data), tag) {
+        Ok(())
+    } else {
+        Err(Error::integrity("segment"))
+    }
+}
+
 /// The per-column keys of one algorithm.
 enum Cipher {
     None,
@@ -325,21 +334,14 @@ impl ColumnKeys {
         tag: &[u8],
     ) -> Result<()> {
         let aad = self.aad(row_group, kind, i, last);
-        let verify = |key: Option<&[u8; KEY_LEN]>, seg: &[u8]| {
-            if ct_eq(&blake3_tag(key, &aad, seg), tag) {
-                Ok(())
-            } else {
-                Err(Error::integrity("segment"))
-            }
-        };
         match &self.cipher {
-            Cipher::None => verify(None, seg),
+            Cipher::None => check_blake3_tag(None, &aad, seg, tag),
             Cipher::Gcm(key) => {
                 let tag: &[u8; GCM_TAG_LEN] = tag.try_into().map_err(|_| Error::integrity("tag"))?;
                 key.open_in_place(&Self::gcm_nonce(row_group, kind, i), &aad, seg, tag)
             }
             Cipher::Ctr { enc, mac } => {
-                verify(Some(mac), seg)?;
+                check_blake3_tag(Some(mac), &aad, seg, tag)?;
                 let block = i as u64 * (self.seg_len / 16) as u64;
                 enc.apply_keystream(&Self::counter_block(row_group, kind, block), seg)
             }
@@ -362,20 +364,13 @@ impl ColumnKeys {
         let mut tag_copy = tags.to_vec();
         let verify_blake3 = |key: Option<&[u8; KEY_LEN]>, data: &mut [u8], tag_copy: &mut [u8]| {
             self.for_each_segment(data, tag_copy, parallel, |i, seg, tag| {
-                let want = blake3_tag(key, &self.aad(row_group, kind, i, i == last), seg);
-                if ct_eq(&want, tag) {
-                    Ok(())
-                } else {
-                    Err(Error::integrity("segment"))
-                }
+                check_blake3_tag(key, &self.aad(row_group, kind, i, i == last), seg, tag)
             })
         };
         match &self.cipher {
             Cipher::None => verify_blake3(None, data, &mut tag_copy),
-            Cipher::Gcm(key) => self.for_each_segment(data, &mut tag_copy, parallel, |i, seg, tag| {
-                let aad = self.aad(row_group, kind, i, i == last);
-                let tag: &[u8; GCM_TAG_LEN] = (&*tag).try_into().map_err(|_| Error::integrity("tag"))?;
-                key.open_in_place(&Self::gcm_nonce(row_group, kind, i), &aad, seg, tag)
+            Cipher::Gcm(_) => self.for_each_segment(data, &mut tag_copy, parallel, |i, seg, tag| {
+                self.open_segment(row_group, kind, i, i == last, seg, tag)
             }),
             Cipher::Ctr { enc, mac } => {
                 verify_blake3(Some(mac), data, &mut tag_copy)?;
