@@ -88,10 +88,15 @@ pub enum AuditAction {
     DecryptDataKey,
     /// A wrapped key was re-wrapped (a key use).
     Rewrap,
+    /// An incomplete final record, left by an append that a crash cut short, was cut from the log
+    /// (the detail says how many bytes). Written by the next appender; see [`LocalKms::audit_log`].
+    ///
+    /// [`LocalKms::audit_log`]: super::LocalKms::audit_log
+    RepairTail,
 }
 
 impl AuditAction {
-    const ALL: [AuditAction; 15] = [
+    const ALL: [AuditAction; 16] = [
         AuditAction::CreateKeystore,
         AuditAction::ChangeRootSecret,
         AuditAction::CreateKey,
@@ -107,9 +112,10 @@ impl AuditAction {
         AuditAction::GenerateDataKey,
         AuditAction::DecryptDataKey,
         AuditAction::Rewrap,
+        AuditAction::RepairTail,
     ];
 
-    /// The byte that encodes it (1 to 15, in the order of the variants).
+    /// The byte that encodes it (1 to 16, in the order of the variants).
     pub fn code(self) -> u8 {
         Self::ALL
             .iter()
@@ -334,31 +340,119 @@ fn tail(path: &Path, f: &mut File) -> Result<AuditHead> {
     if frame[..4] != (n as u32).to_be_bytes() || n < 8 {
         return Err(bad(path, "the last frame's lengths disagree"));
     }
-    let seq = u64::from_be_bytes(frame[4..12].try_into().expect("8 bytes"));
+    // Decoding the record makes it unlikely that the end of an incomplete frame passes for a frame.
+    let seq = decode_record(&frame[4..4 + n]).map_err(|e| bad(path, e))?.seq;
     let mut mac = [0u8; MAC_LEN];
     mac.copy_from_slice(&frame[4 + n..4 + n + MAC_LEN]);
     Ok(AuditHead { seq, mac })
 }
 
-/// Appends one record under an exclusive lock on the log, syncs it, and returns its head.
-pub(crate) fn append(
-    path: &Path,
-    audit_key: &SecretKey,
-    time: SystemTime,
-    entry: &AuditEntry,
-    outcome: &AuditOutcome,
-) -> Result<AuditHead> {
+/// What [`scan`] found: the head of the log's whole frames, where they end, and the file's length.
+struct Scan {
+    head: AuditHead,
+    whole_end: u64,
+    len: u64,
+}
+
+/// Reads and verifies the log from its start (chain, sequence numbers, record encoding), stopping at
+/// the end or at a final frame that is incomplete: fewer bytes than its leading length announces,
+/// which is what an append cut short by a crash leaves (one `write` of a whole frame). Any other
+/// damage is [`Error::Integrity`].
+fn scan(path: &Path, f: &mut File, key: &SecretKey) -> Result<Scan> {
+    let len = f.seek(SeekFrom::End(0)).map_err(|e| io(path, "reading", e))?;
+    f.seek(SeekFrom::Start(0)).map_err(|e| io(path, "reading", e))?;
+    let mut r = std::io::BufReader::new(&mut *f);
+    let mut header = [0u8; FILE_HEADER_LEN as usize];
+    r.read_exact(&mut header)
+        .map_err(|_| bad(path, "shorter than its header"))?;
+    if header[..4] != AUDIT_MAGIC || header[4] != AUDIT_FORMAT_VERSION {
+        return Err(bad(path, "bad magic or format version"));
+    }
+    let mut head = AuditHead::default();
+    let mut pos = FILE_HEADER_LEN;
+    let mut frame = Vec::new();
+    while len - pos >= 4 {
+        let mut n = [0u8; 4];
+        r.read_exact(&mut n).map_err(|e| io(path, "reading", e))?;
+        let n = u32::from_be_bytes(n) as usize;
+        if !(8..=MAX_AUDIT_RECORD_LEN).contains(&n) {
+            return Err(bad(path, format!("the frame at byte {pos} has length {n}")));
+        }
+        let whole = (n + MAC_LEN + 8) as u64;
+        if len - pos < whole {
+            break;
+        }
+        frame.resize(n + MAC_LEN + 4, 0);
+        r.read_exact(&mut frame).map_err(|e| io(path, "reading", e))?;
+        let (record, rest) = frame.split_at(n);
+        let mac: [u8; MAC_LEN] = rest[..MAC_LEN].try_into().expect("MAC_LEN bytes");
+        let seq = head.seq + 1;
+        if rest[MAC_LEN..] != (n as u32).to_be_bytes()
+            || !ct_eq(&chain_mac(key, &head.mac, record), &mac)
+            || decode_record(record).map_err(|e| bad(path, e))?.seq != seq
+        {
+            return Err(bad(path, format!("record {seq} (at byte {pos}) is damaged")));
+        }
+        head = AuditHead { seq, mac };
+        pos += whole;
+    }
+    Ok(Scan {
+        head,
+        whole_end: pos,
+        len,
+    })
+}
+
+/// Opens the log for an append under an exclusive lock and returns it with its head. If the last
+/// frame cannot be read, the log is verified from its start; an incomplete final frame (an append
+/// cut short by a crash) is cut off and the cut is recorded as [`AuditAction::RepairTail`]. Other
+/// damage is [`Error::Integrity`] and changes nothing.
+fn open_for_append(path: &Path, chain: &SecretKey, time: SystemTime) -> Result<(File, AuditHead)> {
     let mut f = OpenOptions::new()
         .read(true)
         .append(true)
         .open(path)
         .map_err(|e| io(path, "opening", e))?;
     flock(&f, true).map_err(|e| io(path, "locking", e))?;
-    let prev = tail(path, &mut f)?;
+    let head = match tail(path, &mut f) {
+        Ok(head) => head,
+        Err(unreadable) => {
+            let found = scan(path, &mut f, chain).map_err(|e| match e {
+                Error::Integrity { .. } => e,
+                _ => unreadable,
+            })?;
+            if found.whole_end == found.len {
+                found.head
+            } else {
+                f.set_len(found.whole_end)
+                    .and_then(|()| f.sync_data())
+                    .map_err(|e| io(path, "repairing", e))?;
+                let mut entry = AuditEntry::new(AuditAction::RepairTail, None, None);
+                entry.detail = format!(
+                    "cut {} bytes of an incomplete final record (an append cut short, e.g. by a crash)",
+                    found.len - found.whole_end
+                );
+                write_frame(path, &mut f, chain, found.head, time, &entry, &AuditOutcome::Success)?
+            }
+        }
+    };
+    Ok((f, head))
+}
+
+/// Appends the record after `prev` to an open, locked log and syncs it.
+fn write_frame(
+    path: &Path,
+    f: &mut File,
+    chain: &SecretKey,
+    prev: AuditHead,
+    time: SystemTime,
+    entry: &AuditEntry,
+    outcome: &AuditOutcome,
+) -> Result<AuditHead> {
     let seq = prev.seq + 1;
     let record = encode_record(seq, time, entry, outcome)?;
     debug_assert!(record.len() <= MAX_AUDIT_RECORD_LEN);
-    let mac = chain_mac(&chain_key(audit_key)?, &prev.mac, &record);
+    let mac = chain_mac(chain, &prev.mac, &record);
     let n = (record.len() as u32).to_be_bytes();
     let mut frame = Vec::with_capacity(record.len() + MAC_LEN + 8);
     frame.extend_from_slice(&n);
@@ -368,6 +462,25 @@ pub(crate) fn append(
     f.write_all(&frame).map_err(|e| io(path, "appending to", e))?;
     f.sync_data().map_err(|e| io(path, "syncing", e))?;
     Ok(AuditHead { seq, mac })
+}
+
+/// Appends one record under an exclusive lock on the log (cutting an incomplete final record first,
+/// see [`open_for_append`]), syncs it, and returns its head.
+pub(crate) fn append(
+    path: &Path,
+    audit_key: &SecretKey,
+    time: SystemTime,
+    entry: &AuditEntry,
+    outcome: &AuditOutcome,
+) -> Result<AuditHead> {
+    let chain = chain_key(audit_key)?;
+    let (mut f, prev) = open_for_append(path, &chain, time)?;
+    write_frame(path, &mut f, &chain, prev, time, entry, outcome)
+}
+
+/// Cuts an incomplete final record, if there is one, as the next [`append`] would.
+pub(crate) fn repair(path: &Path, audit_key: &SecretKey, time: SystemTime) -> Result<()> {
+    open_for_append(path, &chain_key(audit_key)?, time).map(drop)
 }
 
 /// Reads and verifies the whole log: the chain of MACs, consecutive sequence numbers, and that
@@ -447,7 +560,7 @@ mod tests {
             assert_eq!(AuditAction::from_code(a.code()), Some(a));
         }
         assert_eq!(AuditAction::from_code(0), None);
-        assert_eq!(AuditAction::from_code(16), None);
+        assert_eq!(AuditAction::from_code(17), None);
         assert!(AuditAction::Grant.is_administrative());
         assert!(!AuditAction::DecryptDataKey.is_administrative());
     }
@@ -497,6 +610,124 @@ mod tests {
         assert!(read_verified(&path, &key, h3).is_err());
         std::fs::write(&path, &good[..frame3 - 10]).unwrap();
         assert!(read_verified(&path, &key, h1).is_err());
+    }
+
+    /// An append cut short (a SIGKILL between pages of its one `write`) leaves a strict prefix of a
+    /// frame. The next append cuts it, records the cut, and the log verifies again.
+    #[test]
+    fn incomplete_final_frames_are_cut_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.audit");
+        create(&path).unwrap();
+        let key = SecretKey::generate().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        append(&path, &key, t, &entry(AuditAction::CreateKey), &AuditOutcome::Success).unwrap();
+        let h2 = append(&path, &key, t, &entry(AuditAction::Grant), &AuditOutcome::Success).unwrap();
+        let two = std::fs::read(&path).unwrap();
+        append(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::DecryptDataKey),
+            &AuditOutcome::Success,
+        )
+        .unwrap();
+        let three = std::fs::read(&path).unwrap();
+        for kept in 1..three.len() - two.len() {
+            std::fs::write(&path, &three[..two.len() + kept]).unwrap();
+            // Unreadable as it stands...
+            assert!(read_verified(&path, &key, h2).is_err(), "{kept} bytes of frame 3");
+            // ...and the next append repairs it.
+            let h = append(&path, &key, t, &entry(AuditAction::Rewrap), &AuditOutcome::Success).unwrap();
+            assert_eq!(h.seq, 4, "{kept} bytes of frame 3");
+            let recs = read_verified(&path, &key, h2).unwrap();
+            let actions: Vec<_> = recs.iter().map(|r| r.action).collect();
+            assert_eq!(
+                actions,
+                [
+                    AuditAction::CreateKey,
+                    AuditAction::Grant,
+                    AuditAction::RepairTail,
+                    AuditAction::Rewrap
+                ],
+                "{kept} bytes of frame 3"
+            );
+            assert!(
+                recs[2].detail.starts_with(&format!("cut {kept} bytes ")),
+                "{}",
+                recs[2].detail
+            );
+        }
+        // A whole log needs no repair: `repair` leaves it byte for byte.
+        std::fs::write(&path, &three).unwrap();
+        repair(&path, &key, t).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), three);
+        // `repair` on its own cuts and records like an append.
+        std::fs::write(&path, &three[..three.len() - 1]).unwrap();
+        repair(&path, &key, t).unwrap();
+        let recs = read_verified(&path, &key, h2).unwrap();
+        assert_eq!(recs.last().unwrap().action, AuditAction::RepairTail);
+        assert_eq!(recs.len(), 3);
+    }
+
+    /// Only an incomplete *final* frame is cut: damage to whole frames, or the wrong key, is an
+    /// integrity error that changes nothing, and the key use it was for is refused.
+    #[test]
+    fn damage_is_never_repaired_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.audit");
+        create(&path).unwrap();
+        let key = SecretKey::generate().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for a in [AuditAction::CreateKey, AuditAction::Grant, AuditAction::DecryptDataKey] {
+            append(&path, &key, t, &entry(a), &AuditOutcome::Success).unwrap();
+        }
+        let good = std::fs::read(&path).unwrap();
+        let frame1 = FILE_HEADER_LEN as usize;
+        let cases: [(&str, Vec<u8>, &SecretKey); 4] = [
+            (
+                "a flipped byte in record 1, last frame cut",
+                {
+                    let mut b = good[..good.len() - 3].to_vec();
+                    b[frame1 + 12] ^= 1;
+                    b
+                },
+                &key,
+            ),
+            (
+                "a wrong leading length in record 2, last frame cut",
+                {
+                    let mut b = good[..good.len() - 3].to_vec();
+                    let n1 = u32::from_be_bytes(good[frame1..frame1 + 4].try_into().unwrap()) as usize;
+                    b[frame1 + n1 + MAC_LEN + 8] ^= 0x40;
+                    b
+                },
+                &key,
+            ),
+            (
+                "garbage after the last whole frame",
+                {
+                    let mut b = good.clone();
+                    b.extend_from_slice(&[0xff; 12]);
+                    b
+                },
+                &key,
+            ),
+            (
+                "the wrong key, last frame cut",
+                good[..good.len() - 3].to_vec(),
+                &SecretKey::generate().unwrap(),
+            ),
+        ];
+        for (what, bytes, k) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let got = append(&path, k, t, &entry(AuditAction::Rewrap), &AuditOutcome::Success);
+            assert!(matches!(got, Err(Error::Integrity { .. })), "{what}: {got:?}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: the log is unchanged");
+        }
+        // The positive control: the same cut with nothing else wrong is repaired.
+        std::fs::write(&path, &good[..good.len() - 3]).unwrap();
+        append(&path, &key, t, &entry(AuditAction::Rewrap), &AuditOutcome::Success).unwrap();
     }
 
     fn h3_len(file: &[u8]) -> usize {

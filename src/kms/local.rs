@@ -951,9 +951,12 @@ impl LocalKms {
 
     /// The audit log, verified: every record's MAC chains to the previous one, and the record of the
     /// last administrative action that the sealed keystore remembers is present. Editing, reordering or
-    /// truncating the log before that record gives [`Error::Integrity`].
+    /// truncating the log before that record gives [`Error::Integrity`]. A final record left
+    /// incomplete by a crash during an append is cut first, and the cut is recorded
+    /// ([`AuditAction::RepairTail`](super::AuditAction::RepairTail)), as the next key use would do.
     pub fn audit_log(&self) -> Result<Vec<AuditRecord>> {
         let ks = self.read(Lock::Shared)?;
+        audit::repair(&self.audit_path, &ks.audit_key, self.clock.now())?;
         audit::read_verified(&self.audit_path, &ks.audit_key, ks.audit_head)
     }
 
