@@ -18,7 +18,8 @@ use rayon::prelude::*;
 
 use crate::access::KeyAccess;
 use crate::crypto::{
-    commitment, derive_key, random_array, Algorithm, ChunkKind, ChunkSealer, FileId, Purpose, SecretKey,
+    commitment, default_provider, derive_key, random_array, Algorithm, ChunkKind, ChunkSealer, CipherProvider, FileId,
+    Purpose, SecretKey,
 };
 use crate::error::{Error, Result};
 use crate::format::envelope::{Envelope, KeyEntry, KeyRole};
@@ -95,6 +96,7 @@ pub struct WriterOptions {
     dictionary: bool,
     statistics: bool,
     deterministic: Option<DeterministicKeys>,
+    provider: Option<&'static dyn CipherProvider>,
 }
 
 /// Fixed key material for reproducible test vectors. Never use it for real data: it reuses keys
@@ -124,6 +126,7 @@ impl Default for WriterOptions {
             dictionary: true,
             statistics: true,
             deterministic: None,
+            provider: None,
         }
     }
 }
@@ -201,6 +204,17 @@ impl WriterOptionsBuilder {
     /// Column chunk statistics on or off (they allow row-group pruning).
     pub fn statistics(mut self, on: bool) -> Self {
         self.0.statistics = on;
+        self
+    }
+    /// The AES implementation that seals this file's chunks, instead of the process-wide
+    /// [`default_provider`]. Every provider writes the same bytes; see [`crate::crypto::ring`].
+    ///
+    /// ```
+    /// use colvault::{crypto::ring::Ring, WriterOptions};
+    /// let opts = WriterOptions::builder().cipher_provider(&Ring).build();
+    /// ```
+    pub fn cipher_provider(mut self, provider: &'static dyn CipherProvider) -> Self {
+        self.0.provider = Some(provider);
         self
     }
     /// Test vectors only: fixed file id, DEK, wrapped DEK and footer nonce, so output is
@@ -566,12 +580,13 @@ impl<W: Write> FileWriter<W> {
             }
         }
         let none_key = SecretKey::from_slice(&[0u8; 32])?;
+        let provider = opts.provider.unwrap_or_else(default_provider);
         let sealers = leaf_field
             .iter()
             .enumerate()
             .map(|(leaf, field)| {
                 let dek = field_deks.get(field).or(file_dek.as_ref()).unwrap_or(&none_key);
-                ChunkSealer::new(alg, dek, file_id, leaf as u32).map(Arc::new)
+                ChunkSealer::with_provider(provider, alg, dek, file_id, leaf as u32).map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, ListArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{DataType, Field, Fields, Schema};
-use colvault::crypto::{FileId, SecretKey};
+use colvault::crypto::{default_provider, providers, CipherProvider, FileId, SecretKey};
 use colvault::kms::{
     CacheOptions, CreateKeyRequest, KeyCache, KmsAdmin, LocalKms, LocalKmsOptions, Principal, RootSecret,
 };
@@ -85,8 +85,9 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn write_vector(alg: Algorithm, keys: Option<DeterministicKeys>) -> Vec<u8> {
+fn write_vector(alg: Algorithm, keys: Option<DeterministicKeys>, provider: &'static dyn CipherProvider) -> Vec<u8> {
     let mut b = WriterOptions::builder()
+        .cipher_provider(provider)
         .compression(Compression::None)
         .max_row_group_rows(3)
         .allow_legacy_rc4(true);
@@ -174,7 +175,11 @@ fn regenerate() {
                 footer_nonce: [0; 12],
             })
         };
-        std::fs::write(d.join(format!("{alg}.cvlt")), write_vector(alg, keys)).unwrap();
+        std::fs::write(
+            d.join(format!("{alg}.cvlt")),
+            write_vector(alg, keys, default_provider()),
+        )
+        .unwrap();
     }
     std::fs::write(d.join("vectors.txt"), text).unwrap();
     let _ = std::fs::remove_file(d.join("keystore.lock"));
@@ -208,17 +213,22 @@ fn vectors_are_stable() {
                 footer_nonce: [0; 12],
             }
         };
-        let rebuilt = write_vector(alg, Some(keys));
-        assert_eq!(
-            rebuilt.len(),
-            committed.len(),
-            "{alg}: length changed: the format drifted"
-        );
-        if let Some(i) = rebuilt.iter().zip(&committed).position(|(a, b)| a != b) {
-            panic!(
-                "{alg}: byte {i} differs from format-spec/test-vectors/{}: the format drifted",
-                v["file"]
+        // Every cipher provider writes the same bytes.
+        for p in providers() {
+            let rebuilt = write_vector(alg, Some(keys.clone()), p);
+            assert_eq!(
+                rebuilt.len(),
+                committed.len(),
+                "{alg} ({}): length changed: the format drifted",
+                p.name()
             );
+            if let Some(i) = rebuilt.iter().zip(&committed).position(|(a, b)| a != b) {
+                panic!(
+                    "{alg} ({}): byte {i} differs from format-spec/test-vectors/{}: the format drifted",
+                    p.name(),
+                    v["file"]
+                );
+            }
         }
     }
 }
@@ -247,11 +257,14 @@ fn vectors_open_with_their_keys() {
         &common["project_id"],
         &common["table_id"],
     );
-    for alg in Algorithm::ALL {
+    for (alg, p) in Algorithm::ALL.into_iter().flat_map(|a| providers().map(|p| (a, p))) {
         let bytes = std::fs::read(dir().join(&m[alg.name()]["file"])).unwrap();
         let r = FileReader::open(
             bytes,
-            ReaderOptions::default().with_keys(access.clone()).expect_algorithm(alg),
+            ReaderOptions::default()
+                .with_keys(access.clone())
+                .expect_algorithm(alg)
+                .cipher_provider(p),
         )
         .unwrap();
         assert_eq!(r.num_row_groups(), 2);
@@ -260,7 +273,8 @@ fn vectors_open_with_their_keys() {
         assert_eq!(
             arrow::compute::concat_batches(&data.schema(), &got).unwrap(),
             data,
-            "{alg}"
+            "{alg} ({})",
+            p.name()
         );
     }
 }

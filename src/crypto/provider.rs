@@ -6,6 +6,7 @@
 //! these machines and zeroizes its key schedules on drop.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use crate::crypto::keys::SecretKey;
 use crate::error::Result;
@@ -47,7 +48,42 @@ pub trait CipherProvider: Send + Sync + fmt::Debug {
     fn aes256_ctr(&self, key: &SecretKey) -> Result<Box<dyn CtrKey>>;
 }
 
-/// The provider colvault uses unless told otherwise: `aws-lc-rs`.
+static DEFAULT: OnceLock<&'static dyn CipherProvider> = OnceLock::new();
+
+/// The process-wide provider: the one [`install_default_provider`] installed, else
+/// [`AwsLc`](super::aws_lc::AwsLc). Writers and readers use it unless their options name another
+/// (`cipher_provider`).
 pub fn default_provider() -> &'static dyn CipherProvider {
-    &super::aws_lc::AwsLc
+    *DEFAULT.get_or_init(|| &super::aws_lc::AwsLc)
+}
+
+/// Installs the process-wide provider, once, before any use of [`default_provider`], as rustls's
+/// `CryptoProvider::install_default` does. If a provider is already in place (installed, or fixed by
+/// a first use) it stays, and the call returns it as the error.
+///
+/// ```
+/// use colvault::crypto::{default_provider, install_default_provider, ring::Ring};
+///
+/// install_default_provider(&Ring).expect("nothing used a provider yet");
+/// assert_eq!(default_provider().name(), "ring");
+/// assert!(install_default_provider(&Ring).is_err(), "only once");
+/// ```
+pub fn install_default_provider(
+    provider: &'static dyn CipherProvider,
+) -> std::result::Result<(), &'static dyn CipherProvider> {
+    let mut installed = false;
+    let current = *DEFAULT.get_or_init(|| {
+        installed = true;
+        provider
+    });
+    if installed {
+        Ok(())
+    } else {
+        Err(current)
+    }
+}
+
+/// Every provider colvault ships, the default first.
+pub fn providers() -> [&'static dyn CipherProvider; 2] {
+    [&super::aws_lc::AwsLc, &super::ring::Ring]
 }

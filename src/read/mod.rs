@@ -18,7 +18,8 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use crate::access::KeyAccess;
 use crate::crypto::{
-    derive_key, plaintext_len, verify_commitment, Algorithm, ChunkKind, ChunkOpener, FileId, Purpose, SecretKey,
+    derive_key, plaintext_len, verify_commitment, Algorithm, ChunkKind, ChunkOpener, CipherProvider, FileId, Purpose,
+    SecretKey,
 };
 use crate::error::{Error, Result};
 use crate::format::envelope::{Envelope, KeyRole};
@@ -32,6 +33,7 @@ pub struct ReaderOptions {
     keys: Option<KeyAccess>,
     expected_algorithm: Option<Algorithm>,
     allowed_keys: Option<Vec<KeyId>>,
+    provider: Option<&'static dyn CipherProvider>,
 }
 
 impl ReaderOptions {
@@ -49,6 +51,16 @@ impl ReaderOptions {
     pub fn allow_keys(mut self, keys: Vec<KeyId>) -> Self {
         self.allowed_keys = Some(keys);
         self
+    }
+    /// The AES implementation that opens the chunks, instead of the process-wide
+    /// [`default_provider`](crate::crypto::default_provider). Any provider opens any file.
+    pub fn cipher_provider(mut self, provider: &'static dyn CipherProvider) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+    /// The provider in use: the one set here, else the process-wide default.
+    pub(crate) fn provider(&self) -> &'static dyn CipherProvider {
+        self.provider.unwrap_or_else(crate::crypto::default_provider)
     }
 }
 
@@ -155,13 +167,14 @@ fn restore_stats(
     leaf_field: &[usize],
     deks: &HashMap<usize, SecretKey>,
     envelope: &Envelope,
+    provider: &dyn CipherProvider,
 ) -> Result<ParquetMetaData> {
     let mut stats: HashMap<(u32, u32), parquet::file::statistics::Statistics> = HashMap::new();
     for st in &body.sealed_stats {
         let Some(dek) = deks.get(&leaf_field[st.leaf as usize]) else {
             continue;
         };
-        let opener = ChunkOpener::new(envelope.algorithm, dek, envelope.file_id, st.leaf)?;
+        let opener = ChunkOpener::with_provider(provider, envelope.algorithm, dek, envelope.file_id, st.leaf)?;
         let mut buf = st.sealed.clone();
         opener.open(st.row_group, ChunkKind::Metadata, &mut buf)?;
         stats.insert((st.row_group, st.leaf), crate::format::stats::decode(&buf)?);
@@ -298,7 +311,7 @@ impl FileReader {
                     column_deks.insert(f, dek);
                 }
             }
-            pq = restore_stats(pq, &body, &leaf_field, &column_deks, &envelope)?;
+            pq = restore_stats(pq, &body, &leaf_field, &column_deks, &envelope, opts.provider())?;
         }
         // The Arrow schema comes from colvault's own encoding, never from arrow-ipc. Matching it to
         // the Parquet schema is parquet's code over bytes a `none` file only checksums, so a panic

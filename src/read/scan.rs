@@ -208,7 +208,8 @@ impl<'a> ScanBuilder<'a> {
         let none_key = SecretKey::from_slice(&[0u8; 32])?;
         for &leaf in &wanted_leaves {
             let dek = reader.leaf_dek(leaf)?;
-            let opener = ChunkOpener::new(
+            let opener = ChunkOpener::with_provider(
+                reader.opts.provider(),
                 reader.algorithm(),
                 dek.as_ref().unwrap_or(&none_key),
                 reader.envelope.file_id,
