@@ -391,5 +391,30 @@ fn speed_runs() {
         .args(["speed", "--mib", "1", "--runs", "1"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("aesctr"));
+        .stdout(predicate::str::contains("aesctr"))
+        .stdout(predicate::str::contains("ring"))
+        .stdout(predicate::str::contains("aws-lc-rs"));
+}
+
+/// The provider is a global choice; a table written through one reads through the other.
+#[test]
+fn cipher_provider_is_chosen_globally() {
+    let env = Env::new();
+    env.run(&["--cipher-provider", "ring", "quickstart", "--rows", "20000"]);
+    let demo = env.home().join(".colvault/quickstart");
+    let demo = demo.to_str().unwrap();
+    let out = env.run(&["--cipher-provider", "aws-lc-rs", "table", "count", demo, "sales"]);
+    assert_eq!(out, "20000\n");
+    let out = env
+        .cmd()
+        .env("COLVAULT_CIPHER_PROVIDER", "ring")
+        .args(["table", "count", demo, "sales"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(String::from_utf8(out).unwrap(), "20000\n");
+    let err = env.fails(&["--cipher-provider", "openssl", "speed"], 2);
+    assert!(err.contains("openssl"), "{err}");
 }

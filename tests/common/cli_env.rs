@@ -32,6 +32,7 @@ impl Env {
             "COLVAULT_PASSPHRASE",
             "COLVAULT_NEW_PASSPHRASE",
             "COLVAULT_KEY_CACHE_SECONDS",
+            "COLVAULT_CIPHER_PROVIDER",
         ] {
             c.env_remove(v);
         }
