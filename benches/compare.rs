@@ -548,9 +548,9 @@ impl ReadAt for Counted {
         self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.data.read_exact_at(offset, buf)
     }
-    fn read_vec(&self, offset: u64, len: usize) -> colvault::Result<Vec<u8>> {
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> colvault::Result<()> {
         self.read.fetch_add(len as u64, Ordering::Relaxed);
-        self.data.read_vec(offset, len)
+        self.data.read_into(offset, len, buf)
     }
 }
 

@@ -18,12 +18,19 @@ pub trait ReadAt: Send + Sync {
     }
     /// Fills `buf` with the bytes at `offset`; fails if they are not all there.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
-    /// The `len` bytes at `offset`, in a new buffer. The default zero-fills a buffer and calls
-    /// [`read_exact_at`](Self::read_exact_at); in-memory sources copy without zeroing first.
+    /// The `len` bytes at `offset`, in a new buffer (through [`read_into`](Self::read_into)).
     fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        self.read_exact_at(offset, &mut buf)?;
+        let mut buf = Vec::new();
+        self.read_into(offset, len, &mut buf)?;
         Ok(buf)
+    }
+    /// Replaces the contents of `buf` with the `len` bytes at `offset`, reusing its allocation.
+    /// The default zero-fills `buf` and calls [`read_exact_at`](Self::read_exact_at); in-memory
+    /// sources copy without zeroing first.
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        buf.resize(len, 0);
+        self.read_exact_at(offset, buf)
     }
 }
 
@@ -53,8 +60,10 @@ impl ReadAt for Bytes {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         slice_read(self, offset, buf)
     }
-    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        Ok(slice_range(self, offset, len)?.to_vec())
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        buf.extend_from_slice(slice_range(self, offset, len)?);
+        Ok(())
     }
 }
 
@@ -65,8 +74,10 @@ impl ReadAt for Vec<u8> {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         slice_read(self, offset, buf)
     }
-    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        Ok(slice_range(self, offset, len)?.to_vec())
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        buf.extend_from_slice(slice_range(self, offset, len)?);
+        Ok(())
     }
 }
 
@@ -89,7 +100,7 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         (**self).read_exact_at(offset, buf)
     }
-    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        (**self).read_vec(offset, len)
+    fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        (**self).read_into(offset, len, buf)
     }
 }

@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes};
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
+use super::pool::BufPool;
 use super::FileReader;
 use crate::crypto::{plaintext_len, Algorithm, ChunkKind, ChunkOpener, SEGMENT_LEN};
 use crate::error::{Error, Result};
@@ -31,6 +32,8 @@ pub(super) struct ChunkLayout {
     /// Virtual start of each column chunk -> (row group, leaf, virtual length).
     by_start: BTreeMap<u64, (usize, usize, u64)>,
     virtual_len: u64,
+    /// Recycled buffers for segments, small chunks and pages across segments.
+    pool: Arc<BufPool>,
 }
 
 impl ChunkLayout {
@@ -49,6 +52,7 @@ impl ChunkLayout {
             leaves: reader.body.leaves as usize,
             by_start,
             virtual_len: reader.file_len,
+            pool: BufPool::new(),
         })
     }
 }
@@ -118,10 +122,11 @@ impl VirtualInner {
             }
         };
         let (whole, tags) = if plain_len <= SEGMENT_LEN || !opener.opens_segments() {
-            let mut buf = layout.source.read_vec(entry.offset, len)?;
+            let mut buf = layout.pool.take(len);
+            layout.source.read_into(entry.offset, len, &mut buf)?;
             check_tags(&buf[plain_len..])?;
             opener.open_here(rg as u32, ChunkKind::Data, &mut buf)?;
-            (Some(Bytes::from(buf)), Vec::new())
+            (Some(layout.pool.share(buf)), Vec::new())
         } else {
             let tags = layout
                 .source
@@ -158,10 +163,12 @@ impl VirtualInner {
             .tags
             .get(i * t..(i + 1) * t)
             .ok_or_else(|| Error::integrity(format!("row group {} column {} segment {i}", c.rg, c.leaf)))?;
-        let mut buf = self.layout.source.read_vec(c.offset + start as u64, n)?;
+        let pool = &self.layout.pool;
+        let mut buf = pool.take(n);
+        self.layout.source.read_into(c.offset + start as u64, n, &mut buf)?;
         self.opener(c.leaf)?
             .open_segment(c.rg as u32, ChunkKind::Data, c.plain_len, i as u32, &mut buf, tag)?;
-        let b = Bytes::from(buf);
+        let b = pool.share(buf);
         segments.insert(i, b.clone());
         Ok(b)
     }
@@ -182,13 +189,13 @@ impl VirtualInner {
             return Ok(self.segment(c, first)?.slice(from - base..to - base));
         }
         // A page across a segment boundary: the one copy this reader makes.
-        let mut out = Vec::with_capacity(to - from);
+        let mut out = self.layout.pool.take(to - from);
         for i in first..=last {
             let base = i * seg;
             let bytes = self.segment(c, i)?;
             out.extend_from_slice(&bytes[from.max(base) - base..to.min(base + seg) - base]);
         }
-        Ok(Bytes::from(out))
+        Ok(self.layout.pool.share(out))
     }
 
     /// Records that chunk (rg, leaf) was served to its end and drops it.

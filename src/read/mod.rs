@@ -2,6 +2,7 @@
 
 mod batches;
 mod chunks;
+mod pool;
 mod scan;
 
 pub use batches::BatchReader;
