@@ -417,6 +417,15 @@ fn source_errors_are_io_errors() {
     assert!(matches!(e, Error::Io { .. }), "trailer read failure: {e:?}");
 }
 
+/// One non-null int64 column `v` of `rows` values that neither dictionary nor compression shrinks
+/// much, so `8 * rows` plain bytes make chunks of several segments.
+fn scrambled_int64s(rows: i64) -> (SchemaRef, RecordBatch) {
+    let values: Vec<i64> = (0..rows).map(|i| i.wrapping_mul(0x1E37_79B9_7F4A_7C15)).collect();
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let input = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values)) as ArrayRef]).unwrap();
+    (schema, input)
+}
+
 /// A chunk longer than a segment is read lazily: its tags once, then each segment once, in order,
 /// when the decoder reaches it (RC4, whose keystream spans the chunk, is read whole). A flipped
 /// byte in a later segment is an integrity error.
@@ -425,12 +434,7 @@ fn long_chunks_are_read_a_segment_at_a_time() {
     use colvault::crypto::{sealed_len, SEGMENT_LEN};
     use colvault::Compression;
     let fx = Fixture::new();
-    let rows = 450_000; // 3.6 MB of plain int64: four segments
-    let values: Vec<i64> = (0..rows as i64)
-        .map(|i| i.wrapping_mul(0x1E37_79B9_7F4A_7C15))
-        .collect();
-    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-    let input = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values)) as ArrayRef]).unwrap();
+    let (schema, input) = scrambled_int64s(450_000); // 3.6 MB of plain int64: four segments
     for alg in Algorithm::ALL {
         let opts = options(&fx, alg)
             .compression(Compression::None)
@@ -492,12 +496,7 @@ fn files_cross_cipher_providers() {
     use colvault::crypto::providers;
     use colvault::Compression;
     let fx = Fixture::new();
-    let rows = 300_000;
-    let values: Vec<i64> = (0..rows as i64)
-        .map(|i| i.wrapping_mul(0x1E37_79B9_7F4A_7C15))
-        .collect();
-    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-    let input = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values)) as ArrayRef]).unwrap();
+    let (schema, input) = scrambled_int64s(300_000); // 2.4 MB: three segments
     for alg in Algorithm::ALL {
         for writer in providers() {
             let opts = options(&fx, alg)

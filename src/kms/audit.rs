@@ -416,11 +416,9 @@ fn open_for_append(path: &Path, chain: &SecretKey, time: SystemTime) -> Result<(
     flock(&f, true).map_err(|e| io(path, "locking", e))?;
     let head = match tail(path, &mut f) {
         Ok(head) => head,
-        Err(unreadable) => {
-            let found = scan(path, &mut f, chain).map_err(|e| match e {
-                Error::Integrity { .. } => e,
-                _ => unreadable,
-            })?;
+        Err(_) => {
+            // The scan reads the whole log, so its error (if any) says more than the tail's.
+            let found = scan(path, &mut f, chain)?;
             if found.whole_end == found.len {
                 found.head
             } else {
