@@ -354,11 +354,17 @@ struct Scan {
     len: u64,
 }
 
-/// Reads and verifies the log from its start (chain, sequence numbers, record encoding), stopping at
-/// the end or at a final frame that is incomplete: fewer bytes than its leading length announces,
-/// which is what an append cut short by a crash leaves (one `write` of a whole frame). Any other
-/// damage is [`Error::Integrity`].
-fn scan(path: &Path, f: &mut File, key: &SecretKey) -> Result<Scan> {
+/// Reads and verifies the log from its start (chain, sequence numbers, record encoding), handing
+/// each verified record and its MAC to `each`, and stops at the end or at a final frame that is
+/// incomplete: fewer bytes than its leading length announces, which is what an append cut short by
+/// a crash leaves (one `write` of a whole frame). Any other damage is [`Error::Integrity`]. `chain`
+/// is the chain key; the caller holds a lock on `f`.
+fn scan(
+    path: &Path,
+    f: &mut File,
+    chain: &SecretKey,
+    mut each: impl FnMut(AuditRecord, &[u8; MAC_LEN]) -> Result<()>,
+) -> Result<Scan> {
     let len = f.seek(SeekFrom::End(0)).map_err(|e| io(path, "reading", e))?;
     f.seek(SeekFrom::Start(0)).map_err(|e| io(path, "reading", e))?;
     let mut r = std::io::BufReader::new(&mut *f);
@@ -387,12 +393,20 @@ fn scan(path: &Path, f: &mut File, key: &SecretKey) -> Result<Scan> {
         let (record, rest) = frame.split_at(n);
         let mac: [u8; MAC_LEN] = rest[..MAC_LEN].try_into().expect("MAC_LEN bytes");
         let seq = head.seq + 1;
-        if rest[MAC_LEN..] != (n as u32).to_be_bytes()
-            || !ct_eq(&chain_mac(key, &head.mac, record), &mac)
-            || decode_record(record).map_err(|e| bad(path, e))?.seq != seq
-        {
-            return Err(bad(path, format!("record {seq} (at byte {pos}) is damaged")));
+        if rest[MAC_LEN..] != (n as u32).to_be_bytes() {
+            return Err(bad(path, format!("record {seq}'s lengths disagree")));
         }
+        if !ct_eq(&chain_mac(chain, &head.mac, record), &mac) {
+            return Err(bad(
+                path,
+                format!("record {seq} fails its MAC (edited, reordered or removed records)"),
+            ));
+        }
+        let rec = decode_record(record).map_err(|e| bad(path, e))?;
+        if rec.seq != seq {
+            return Err(bad(path, format!("record {seq} claims sequence number {}", rec.seq)));
+        }
+        each(rec, &mac)?;
         head = AuditHead { seq, mac };
         pos += whole;
     }
@@ -418,7 +432,7 @@ fn open_for_append(path: &Path, chain: &SecretKey, time: SystemTime) -> Result<(
         Ok(head) => head,
         Err(_) => {
             // The scan reads the whole log, so its error (if any) says more than the tail's.
-            let found = scan(path, &mut f, chain)?;
+            let found = scan(path, &mut f, chain, |_, _| Ok(()))?;
             if found.whole_end == found.len {
                 found.head
             } else {
@@ -486,45 +500,30 @@ pub(crate) fn repair(path: &Path, audit_key: &SecretKey, time: SystemTime) -> Re
 pub(crate) fn read_verified(path: &Path, audit_key: &SecretKey, head: AuditHead) -> Result<Vec<AuditRecord>> {
     let mut f = File::open(path).map_err(|e| io(path, "opening", e))?;
     flock(&f, false).map_err(|e| io(path, "locking", e))?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).map_err(|e| io(path, "reading", e))?;
-    drop(f);
-    let mut d = Decoder::new(&buf, "audit log");
-    let mal = |e: Error| bad(path, e);
-    if d.array::<4>().map_err(mal)? != AUDIT_MAGIC || d.u8().map_err(mal)? != AUDIT_FORMAT_VERSION {
-        return Err(bad(path, "bad magic or format version"));
-    }
-    let key = chain_key(audit_key)?;
-    let mut prev = [0u8; MAC_LEN];
     let mut out = Vec::new();
     let mut head_seen = head.seq == 0;
-    while d.remaining() > 0 {
-        let record = d.bytes(MAX_AUDIT_RECORD_LEN).map_err(mal)?;
-        let mac = d.array::<MAC_LEN>().map_err(mal)?;
-        let n = d.u32().map_err(mal)?;
-        if n as usize != record.len() {
-            return Err(bad(path, "a frame's lengths disagree"));
-        }
-        let expected = chain_mac(&key, &prev, record);
-        let seq = out.len() as u64 + 1;
-        if !ct_eq(&expected, &mac) {
-            return Err(bad(
-                path,
-                format!("record {seq} fails its MAC (edited, reordered or removed records)"),
-            ));
-        }
-        let r = decode_record(record).map_err(mal)?;
-        if r.seq != seq {
-            return Err(bad(path, format!("record {seq} claims sequence number {}", r.seq)));
-        }
-        if seq == head.seq {
-            if !ct_eq(&mac, &head.mac) {
-                return Err(bad(path, format!("record {seq} is not the one the keystore recorded")));
+    let found = scan(path, &mut f, &chain_key(audit_key)?, |r, mac| {
+        if r.seq == head.seq {
+            if !ct_eq(mac, &head.mac) {
+                return Err(bad(
+                    path,
+                    format!("record {} is not the one the keystore recorded", r.seq),
+                ));
             }
             head_seen = true;
         }
-        prev = mac;
         out.push(r);
+        Ok(())
+    })?;
+    if found.whole_end != found.len {
+        return Err(bad(
+            path,
+            format!(
+                "its last {} bytes are an incomplete record (an append cut short); the next key use or \
+                 audit log read cuts them",
+                found.len - found.whole_end
+            ),
+        ));
     }
     if !head_seen {
         return Err(bad(
