@@ -48,6 +48,12 @@ fn slice_range(data: &[u8], offset: u64, len: usize) -> Result<&[u8]> {
         })
 }
 
+fn slice_into(data: &[u8], offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    buf.extend_from_slice(slice_range(data, offset, len)?);
+    Ok(())
+}
+
 fn slice_read(data: &[u8], offset: u64, buf: &mut [u8]) -> Result<()> {
     buf.copy_from_slice(slice_range(data, offset, buf.len())?);
     Ok(())
@@ -61,9 +67,7 @@ impl ReadAt for Bytes {
         slice_read(self, offset, buf)
     }
     fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
-        buf.clear();
-        buf.extend_from_slice(slice_range(self, offset, len)?);
-        Ok(())
+        slice_into(self, offset, len, buf)
     }
 }
 
@@ -75,9 +79,7 @@ impl ReadAt for Vec<u8> {
         slice_read(self, offset, buf)
     }
     fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
-        buf.clear();
-        buf.extend_from_slice(slice_range(self, offset, len)?);
-        Ok(())
+        slice_into(self, offset, len, buf)
     }
 }
 

@@ -37,6 +37,13 @@ pub(super) struct ChunkLayout {
 }
 
 impl ChunkLayout {
+    /// The `len` bytes at `offset` of the file, in a buffer from the pool.
+    fn read_pooled(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = self.pool.take(len);
+        self.source.read_into(offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
     pub(super) fn of(reader: &FileReader) -> Arc<Self> {
         let mut by_start = BTreeMap::new();
         for (r, rg) in reader.parquet_metadata().row_groups().iter().enumerate() {
@@ -122,8 +129,7 @@ impl VirtualInner {
             }
         };
         let (whole, tags) = if plain_len <= SEGMENT_LEN || !opener.opens_segments() {
-            let mut buf = layout.pool.take(len);
-            layout.source.read_into(entry.offset, len, &mut buf)?;
+            let mut buf = layout.read_pooled(entry.offset, len)?;
             check_tags(&buf[plain_len..])?;
             opener.open_here(rg as u32, ChunkKind::Data, &mut buf)?;
             (Some(layout.pool.share(buf)), Vec::new())
@@ -163,12 +169,10 @@ impl VirtualInner {
             .tags
             .get(i * t..(i + 1) * t)
             .ok_or_else(|| Error::integrity(format!("row group {} column {} segment {i}", c.rg, c.leaf)))?;
-        let pool = &self.layout.pool;
-        let mut buf = pool.take(n);
-        self.layout.source.read_into(c.offset + start as u64, n, &mut buf)?;
+        let mut buf = self.layout.read_pooled(c.offset + start as u64, n)?;
         self.opener(c.leaf)?
             .open_segment(c.rg as u32, ChunkKind::Data, c.plain_len, i as u32, &mut buf, tag)?;
-        let b = pool.share(buf);
+        let b = self.layout.pool.share(buf);
         segments.insert(i, b.clone());
         Ok(b)
     }
