@@ -171,6 +171,78 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    // -- Control plane: what the catalog anchors --
+    /// The catalog could not be reached or answered with an error (a database error, a lost
+    /// connection). Retriable when `retriable` is set: nothing was changed.
+    #[error("catalog {catalog}: {detail}")]
+    Catalog {
+        /// Which catalog (its URL, without credentials).
+        catalog: String,
+        /// What went wrong.
+        detail: String,
+        /// Whether the same call may succeed when tried again.
+        retriable: bool,
+    },
+    /// A project or table name that the catalog does not know.
+    #[error("{kind} {name} is not registered in the catalog{hint}")]
+    NotRegistered {
+        /// `project` or `table`.
+        kind: &'static str,
+        /// The name that was asked for.
+        name: String,
+        /// What to do (may be empty).
+        hint: String,
+    },
+    /// A name that the catalog already holds.
+    #[error("{kind} {name} already exists in the catalog")]
+    AlreadyExists {
+        /// `project` or `table`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Storage claims weaker protection than the catalog records for the project (for instance a
+    /// plaintext settings file in a project the catalog records as encrypted): refused.
+    #[error("downgrade refused for project {project}: the catalog records {expected}, storage says {found}; the settings file was replaced (restore it from a backup, never re-register the project)")]
+    Downgrade {
+        /// The project.
+        project: String,
+        /// What the catalog records.
+        expected: String,
+        /// What storage claims.
+        found: String,
+    },
+    /// Storage holds older project settings than the catalog records (an old copy was restored).
+    #[error("settings rollback refused for project {project}: the catalog records settings generation {expected}, storage holds {found}")]
+    SettingsRollback {
+        /// The project.
+        project: String,
+        /// The generation (and digest) the catalog records.
+        expected: String,
+        /// What storage holds.
+        found: String,
+    },
+    /// Storage does not hold the table head the catalog records: manifests were deleted, an older
+    /// copy was restored, or another table's manifests were put in its place.
+    #[error("table {table}: storage does not hold version {version}, the head the catalog records ({detail}); its manifests were deleted, rolled back or replaced: restore them from a backup")]
+    TableRollback {
+        /// The table.
+        table: String,
+        /// The head version the catalog records.
+        version: u64,
+        /// What was found instead.
+        detail: String,
+    },
+    /// A keystore older than one the catalog has seen (a backup or snapshot restored).
+    #[error("keystore rollback refused: {kms} is at generation {found}, the catalog has seen generation {expected}; restore the newest keystore")]
+    KeystoreRollback {
+        /// Which keystore.
+        kms: String,
+        /// The generation the catalog has seen.
+        expected: u64,
+        /// The keystore's generation.
+        found: u64,
+    },
     // -- KMS section: variants added by the key management service go above this line --
 }
 

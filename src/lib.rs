@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod catalog;
 pub mod clock;
 pub mod codec;
 pub mod crypto;

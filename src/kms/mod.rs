@@ -108,4 +108,12 @@ pub trait KmsAdmin: Kms {
 
     /// Stops `principal` from using the key.
     fn revoke(&self, key: &KeyId, principal: &Principal) -> Result<KeyMetadata>;
+
+    /// Where the KMS keeps its state in a file that storage could roll back (the local keystore):
+    /// a stable id of that state and its current generation, which the catalog anchors
+    /// ([`crate::catalog::anchor_kms`]). `None` (the default) for services that keep their own
+    /// state (an HSM, a cloud KMS).
+    fn state_generation(&self) -> Result<Option<(String, u64)>> {
+        Ok(None)
+    }
 }
