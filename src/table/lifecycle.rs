@@ -12,6 +12,10 @@ use crate::project::Project;
 
 use super::{FileRef, Manifest, Table};
 
+/// In [`Table::key_versions_in_use`], the version of a column key, which blocks destroying any
+/// version of that key.
+pub const COLUMN_KEY_ANY_VERSION: u32 = u32::MAX;
+
 /// Progress of a long operation: (what, done, total).
 pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
 
@@ -137,18 +141,22 @@ impl Table {
         let mut out: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
         for v in head.oldest_retained.max(1)..=head.version {
             let m = self.snapshot(v)?;
-            let bytes = fs::read(self.manifest_path(v)).map_err(|e| Error::io("reading a manifest", e))?;
+            let bytes = self.manifest_bytes(v)?;
             if let Some((key, kv)) = Manifest::sealed_key_version(&bytes)? {
                 out.entry((key.to_string(), kv))
                     .or_default()
                     .push(format!("table {} manifest version {v}", self.name));
             }
             for f in &m.files {
-                if let Some(k) = f.key_ids.first() {
-                    let users = out.entry((k.to_string(), f.key_version)).or_default();
-                    let what = format!("table {} file {}", self.name, f.name);
+                let what = format!("table {} file {}", self.name, f.name);
+                for (i, k) in f.key_ids.iter().enumerate() {
+                    // The manifest records the version of the file key's KEK; a column key's
+                    // version is recorded only in the file's footer, so a column key counts as in
+                    // use at every version (COLUMN_KEY_ANY_VERSION) until the file is rewritten.
+                    let version = if i == 0 { f.key_version } else { COLUMN_KEY_ANY_VERSION };
+                    let users = out.entry((k.to_string(), version)).or_default();
                     if !users.contains(&what) {
-                        users.push(what);
+                        users.push(what.clone());
                     }
                 }
             }
@@ -187,36 +195,72 @@ impl Project {
         Ok(out)
     }
 
-    /// Destroys version `version` of the project's CMK, after checking that nothing retained still
-    /// needs it; if something does, the error lists it (rewrap, then expire older snapshots).
+    /// Destroys version `version` of the project's CMK, after checking that nothing retained
+    /// still needs it in any project of the catalog (see [`destroy_key_version`]).
     pub fn destroy_key_version(&self, version: u32) -> Result<()> {
         let cmk = self
             .settings()
             .cmk
             .clone()
             .ok_or_else(|| Error::InvalidArgument("the project is not encrypted".into()))?;
+        destroy_key_version(self.catalog(), self.keys(), &cmk, version)
+    }
+
+    /// What in this project still needs version `version` of CMK `cmk`.
+    pub fn key_version_users(&self, cmk: &crate::kms::KeyId, version: u32) -> Result<Vec<String>> {
         let mut users = Vec::new();
         for name in self.list_tables()? {
             for ((key, v), what) in self.table(&name)?.key_versions_in_use()? {
-                if key == cmk.as_str() && v == version {
+                if key == cmk.as_str() && (v == version || v == COLUMN_KEY_ANY_VERSION) {
                     users.extend(what);
                 }
             }
         }
-        if self.settings_key_version()? == Some(version) {
-            users.push("the project settings".into());
+        if self.settings().cmk.as_ref() == Some(cmk) && self.settings_key_version()? == Some(version) {
+            users.push(format!("the settings of project {}", self.name()));
         }
-        if !users.is_empty() {
-            let shown: Vec<_> = users.iter().take(10).cloned().collect();
-            return Err(Error::InvalidKeyState(format!(
-                "version {version} of key {cmk} is still needed by {} item(s), e.g. {}; rewrap the project and expire older snapshots first",
-                users.len(),
-                shown.join(", ")
-            )));
+        if let Some((_, Some(from))) = &self.settings().migrating_from {
+            if from == cmk {
+                users.push(format!("project {}'s unfinished migration", self.name()));
+            }
         }
-        self.keys().kms.destroy_version(&cmk, version)?;
-        Ok(())
+        Ok(users.into_iter().map(|u| format!("project {}: {u}", self.name())).collect())
     }
+}
+
+/// Destroys version `version` of CMK `cmk` after checking every project the catalog knows: if any
+/// retained manifest, data file (under the key as file key or column key) or settings file still
+/// needs that version, nothing is destroyed and the error lists what needs it (rewrap, then expire
+/// older snapshots). The KMS adds its own rule: a version superseded less than the longest KEK
+/// cache lifetime ago is refused, since another process may still wrap under it.
+pub fn destroy_key_version(
+    catalog: &std::sync::Arc<dyn crate::catalog::Catalog>,
+    keys: &crate::project::Keys,
+    cmk: &crate::kms::KeyId,
+    version: u32,
+) -> Result<()> {
+    let mut users = Vec::new();
+    for rec in catalog.list_projects()? {
+        // A project whose policy never named the key can still hold column-key files under it, so
+        // every project is opened; one that cannot be opened blocks the destruction.
+        let project = Project::open_record(catalog, &rec, keys.clone()).map_err(|e| {
+            Error::InvalidKeyState(format!(
+                "cannot check project {} for uses of key {cmk} version {version} ({e}); nothing was destroyed",
+                rec.name
+            ))
+        })?;
+        users.extend(project.key_version_users(cmk, version)?);
+    }
+    if !users.is_empty() {
+        let shown: Vec<_> = users.iter().take(10).cloned().collect();
+        return Err(Error::InvalidKeyState(format!(
+            "version {version} of key {cmk} is still needed by {} item(s), e.g. {}; rewrap the projects and expire older snapshots first",
+            users.len(),
+            shown.join(", ")
+        )));
+    }
+    keys.kms.destroy_version(cmk, version)?;
+    Ok(())
 }
 
 impl Project {
@@ -270,15 +314,14 @@ impl Project {
             next.generation += 1;
         }
         next.migrating_from = Some(source);
-        let mid = self.with_settings(next.clone());
-        mid.reseal_settings()?;
+        // The catalog records the migration first (readers then accept both settings), then each
+        // table moves, then the catalog records the end.
+        let mid = self.store_settings(next.clone())?;
         for name in mid.list_tables()? {
             mid.table(&name)?.migrate_files(progress)?;
         }
         next.migrating_from = None;
-        let done = self.with_settings(next);
-        done.reseal_settings()?;
-        Ok(done)
+        mid.store_settings(next)
     }
 }
 

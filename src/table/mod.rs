@@ -1,39 +1,42 @@
-//! Tables: a schema plus a chain of sealed manifest versions listing committed files.
+//! Tables: a schema plus a chain of sealed manifest versions listing committed files, whose head
+//! the catalog records.
 //!
-//! Layout under the project directory:
+//! Layout under the project's location (the catalog records each table's directory):
 //! ```text
-//! tables/<name>/table.id                    the table's random id (bound into every manifest)
-//! tables/<name>/_manifest/v<20 digits>.cvm  one sealed manifest per version, created with
-//!                                           create-new semantics (the commit point)
-//! tables/<name>/data/<file id>.cvlt         data files, published by rename before their commit
+//! tables/<table id>/table.id                   the table's random id (for inspection and adoption)
+//! tables/<table id>/_manifest/v<20 digits>-<digest>.cvm
+//!                                              one sealed manifest per version, named by content
+//! tables/<table id>/data/<file id>.cvlt        data files, published by rename before their commit
 //! ```
-//! A commit writes its data files, then publishes manifest version `head + 1` with create-new
-//! semantics; if another writer got there first it re-reads the head, re-applies its change and
-//! tries again. A reader only ever sees complete versions; files no version references (left by a
-//! crash, or no longer needed after expiry) are removed by [`Table::vacuum`].
+//! A commit writes its data files and its manifest, then swaps the table's head in the catalog
+//! ([`chain`]); if another writer got there first it re-reads the head, re-applies its change and
+//! tries again. A reader only ever sees the catalog's head and the versions its chain retains;
+//! files no retained version references (left by a crash or a lost race, or no longer needed after
+//! expiry) are removed by [`Table::vacuum`].
 
+pub mod chain;
 pub mod lifecycle;
 pub mod manifest;
+mod scan;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arrow::array::{new_null_array, RecordBatch, RecordBatchReader};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::error::ArrowError;
 
-use crate::crypto::{random_array, FileId};
+use crate::catalog::{new_id, TableHead, TableRecord};
+use crate::crypto::FileId;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::project::Project;
-use crate::read::{BatchReader, FileReader, Predicate, ReaderOptions};
 use crate::write::{Compression, FileWriter, WriterOptions};
 use crate::KeyAccess;
 pub use manifest::{FileRef, Manifest};
+pub use scan::{TableReader, TableScan};
 
 const MAX_COMMIT_ATTEMPTS: usize = 100_000;
 
@@ -43,62 +46,82 @@ pub fn validate_table_name(name: &str) -> Result<()> {
 }
 
 impl Project {
-    /// Creates a table with `schema`.
+    /// Creates a table with `schema`: its directory and first (empty) version on storage, then its
+    /// registration in the catalog, the commit point. If registration fails (the name was taken
+    /// meanwhile), what was written is removed.
     pub fn create_table(&self, name: &str, schema: SchemaRef) -> Result<Table> {
         validate_table_name(name)?;
-        let dir = self.tables_dir().join(name);
-        fs::create_dir_all(self.tables_dir()).map_err(|e| Error::io("creating the tables directory", e))?;
-        fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::InvalidArgument(format!("table {name} already exists")),
-            _ => Error::io(format!("creating table {name}"), e),
-        })?;
-        for sub in ["_manifest", "data"] {
-            fs::create_dir(dir.join(sub)).map_err(|e| Error::io(format!("creating table {name}"), e))?;
+        if self.catalog().table(self.project_id(), name)?.is_some() {
+            return Err(Error::AlreadyExists {
+                kind: "table",
+                name: name.to_string(),
+            });
         }
-        let table_id: String = random_array::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
-        fsutil::write_new_atomic(&dir.join("table.id"), table_id.as_bytes())?;
-        let table = Table::new(self.clone(), name, dir, table_id.clone());
-        let genesis = Manifest::genesis(table_id, schema, self.settings().algorithm);
-        table.publish(&genesis, None, "create")?;
-        Ok(table)
+        let table_id = new_id()?;
+        let location = format!("tables/{table_id}");
+        let dir = self.dir().join(&location);
+        let result = (|| {
+            fs::create_dir_all(self.tables_dir()).map_err(|e| Error::io("creating the tables directory", e))?;
+            fs::create_dir(&dir).map_err(|e| Error::io(format!("creating table {name}"), e))?;
+            for sub in ["_manifest", "data"] {
+                fs::create_dir(dir.join(sub)).map_err(|e| Error::io(format!("creating table {name}"), e))?;
+            }
+            fsutil::write_new_atomic(&dir.join("table.id"), table_id.as_bytes())?;
+            let table = Table::new(self.clone(), name, dir.clone(), table_id.clone());
+            let genesis = Manifest::genesis(table_id.clone(), schema, self.settings().algorithm);
+            let (m, digest) = table.publish(&genesis, None, "create")?;
+            self.catalog().create_table(&TableRecord {
+                table_id: table_id.clone(),
+                project_id: self.project_id().to_string(),
+                name: name.to_string(),
+                location: location.clone(),
+                head: TableHead {
+                    version: m.version,
+                    digest,
+                },
+            })?;
+            Ok(table)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        result
     }
 
-    /// Opens the table `name`.
+    /// Opens the table `name` (its id and location from the catalog).
     pub fn table(&self, name: &str) -> Result<Table> {
         validate_table_name(name)?;
-        let dir = self.tables_dir().join(name);
-        let id = fs::read_to_string(dir.join("table.id")).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::InvalidArgument(format!("no table named {name}")),
-            _ => Error::io(format!("opening table {name}"), e),
-        })?;
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::integrity(format!("table {name} id file")));
-        }
-        Ok(Table::new(self.clone(), name, dir, id))
+        let rec = self
+            .catalog()
+            .table(self.project_id(), name)?
+            .ok_or_else(|| Error::NotRegistered {
+                kind: "table",
+                name: name.to_string(),
+                hint: format!(" in project {}", self.name()),
+            })?;
+        Ok(self.table_from(&rec))
+    }
+
+    /// The table of `rec`.
+    pub(crate) fn table_from(&self, rec: &TableRecord) -> Table {
+        Table::new(self.clone(), &rec.name, self.dir().join(&rec.location), rec.table_id.clone())
     }
 
     /// The names of the tables, sorted.
     pub fn list_tables(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let rd = match fs::read_dir(self.tables_dir()) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io("listing tables", e)),
-        };
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io("listing tables", e))?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if validate_table_name(&name).is_ok() && entry.path().join("table.id").exists() {
-                out.push(name);
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self
+            .catalog()
+            .list_tables(self.project_id())?
+            .into_iter()
+            .map(|t| t.name)
+            .collect())
     }
 
-    /// Drops a table: its directory is moved aside atomically, then removed.
+    /// Drops a table: its registration is removed from the catalog (the commit point), then its
+    /// directory is moved aside and removed.
     pub fn drop_table(&self, name: &str) -> Result<()> {
         let table = self.table(name)?;
+        self.catalog().drop_table(&table.table_id)?;
         let graveyard = self.dir().join("dropped");
         fs::create_dir_all(&graveyard).map_err(|e| Error::io("dropping a table", e))?;
         let dest = graveyard.join(format!("{name}-{}", table.table_id));
@@ -175,10 +198,6 @@ impl Default for TableWriteOptions {
     }
 }
 
-fn now_ms() -> u64 {
-    UNIX_EPOCH.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl Table {
     fn new(project: Project, name: &str, dir: PathBuf, table_id: String) -> Self {
         Table {
@@ -224,179 +243,8 @@ impl Table {
         s.cmk.is_some() && !matches!(s.migrating_from, Some((_, None)))
     }
 
-    fn manifest_path(&self, version: u64) -> PathBuf {
-        self.dir.join("_manifest").join(format!("v{version:020}.cvm"))
-    }
-
     fn data_path(&self, name: &str) -> PathBuf {
         self.dir.join("data").join(name)
-    }
-
-    /// Manifest versions present on storage, ascending.
-    fn versions(&self) -> Result<Vec<u64>> {
-        let mut out = Vec::new();
-        let dir = self.dir.join("_manifest");
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))? {
-            let name = entry.map_err(|e| Error::io("listing manifests", e))?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(v) = name.strip_prefix('v').and_then(|n| n.strip_suffix(".cvm")) {
-                if let Ok(v) = v.parse::<u64>() {
-                    out.push(v);
-                }
-            }
-        }
-        out.sort_unstable();
-        Ok(out)
-    }
-
-    fn read_manifest(&self, version: u64) -> Result<(Manifest, [u8; 32])> {
-        let path = self.manifest_path(version);
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::integrity(format!("manifest version {version} is missing")),
-            _ => Error::io(format!("reading {}", path.display()), e),
-        })?;
-        if self.require_sealed() && Manifest::sealed_key_version(&bytes)?.is_none() {
-            return Err(Error::integrity(format!(
-                "manifest version {version} of table {} is not sealed, but the project is encrypted",
-                self.name
-            )));
-        }
-        let m = Manifest::open(&bytes, version, Some(&self.table_id), self.access().as_ref())?;
-        Ok((m, *blake3::hash(&bytes).as_bytes()))
-    }
-
-    /// The newest version, with the chain from its oldest retained version checked (each version's
-    /// previous digest matches the version before it, none missing).
-    ///
-    /// A writer may commit, and `expire`/`vacuum` remove old manifests, while this runs: a read
-    /// that fails while the newest version moves on is tried again on the new head (a bounded
-    /// number of times), so a concurrent change never surfaces as damage.
-    pub fn head(&self) -> Result<Manifest> {
-        let mut attempt = 0;
-        loop {
-            let seen = self.versions()?.last().copied();
-            match self.head_at(seen) {
-                Ok(m) => return Ok(m),
-                Err(_) if attempt < 16 && self.versions()?.last().copied() != seen => attempt += 1,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Version `head` (the newest listed), with its chain checked.
-    fn head_at(&self, head: Option<u64>) -> Result<Manifest> {
-        let head = head.ok_or_else(|| Error::integrity(format!("table {} has no manifest", self.name)))?;
-        let (m, digest) = self.read_manifest(head)?;
-        self.verify_chain(&m, digest)?;
-        Ok(m)
-    }
-
-    /// Checks the chain below `head` down to its oldest retained version, remembering verified
-    /// digests so each version is checked once per table handle.
-    fn verify_chain(&self, head: &Manifest, digest: [u8; 32]) -> Result<()> {
-        let mut verified = self.verified.lock().map_err(|_| Error::Poisoned)?;
-        if verified.get(&head.version) == Some(&digest) {
-            return Ok(());
-        }
-        let horizon = head.oldest_retained.max(1);
-        let mut v = head.version;
-        let mut prev_digest = head.prev_digest;
-        let mut chain = vec![(v, digest)];
-        while v > horizon {
-            let (prev, d) = self.read_manifest(v - 1)?;
-            if d != prev_digest {
-                return Err(Error::integrity(format!(
-                    "manifest chain (version {v} does not follow version {})",
-                    v - 1
-                )));
-            }
-            if verified.get(&(v - 1)) == Some(&d) {
-                break;
-            }
-            chain.push((v - 1, d));
-            v -= 1;
-            prev_digest = prev.prev_digest;
-        }
-        if v == 1 && prev_digest != [0; 32] {
-            return Err(Error::integrity("manifest chain (version 1 has a predecessor)"));
-        }
-        verified.retain(|k, _| *k >= horizon);
-        verified.extend(chain);
-        Ok(())
-    }
-
-    /// Version `version`: a retained version of the verified chain.
-    pub fn snapshot(&self, version: u64) -> Result<Manifest> {
-        let head = self.head()?;
-        if version == head.version {
-            return Ok(head);
-        }
-        if version < head.oldest_retained.max(1) || version > head.version {
-            return Err(Error::InvalidArgument(format!(
-                "table {} has no version {version} (retained: {} to {})",
-                self.name,
-                head.oldest_retained.max(1),
-                head.version
-            )));
-        }
-        let (m, digest) = self.read_manifest(version)?;
-        let known = self
-            .verified
-            .lock()
-            .map_err(|_| Error::Poisoned)?
-            .get(&version)
-            .copied();
-        if known != Some(digest) {
-            return Err(Error::integrity(format!(
-                "manifest version {version} (not the one the chain verified)"
-            )));
-        }
-        Ok(m)
-    }
-
-    fn publish(&self, m: &Manifest, prev: Option<&Manifest>, op: &str) -> Result<Option<Manifest>> {
-        let mut next = m.clone();
-        next.version = prev.map_or(1, |p| p.version + 1);
-        next.prev_digest = match prev {
-            Some(p) => *blake3::hash(
-                &fs::read(self.manifest_path(p.version)).map_err(|e| Error::io("reading the head manifest", e))?,
-            )
-            .as_bytes(),
-            None => [0; 32],
-        };
-        next.timestamp_ms = now_ms();
-        next.operation = op.to_string();
-        let access = self.access();
-        let cmk = self.project.settings().cmk.clone();
-        let sealed = next.seal(access.as_ref().zip(cmk.as_ref()))?;
-        if fsutil::write_new_atomic(&self.manifest_path(next.version), &sealed)? {
-            Ok(Some(next))
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Commits a change: `change` gets the current head and returns the next manifest's content
-    /// (its version and chain fields are filled in here), or an error to abort. On a conflict the
-    /// change is re-applied to the new head.
-    fn commit<F>(&self, op: &str, mut change: F) -> Result<Manifest>
-    where
-        F: FnMut(&Manifest) -> Result<Manifest>,
-    {
-        for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            let head = self.head()?;
-            let next = change(&head)?;
-            if let Some(done) = self.publish(&next, Some(&head), op)? {
-                return Ok(done);
-            }
-            // Lost the race: back off a little, with jitter, and retry on the new head.
-            let jitter = random_array::<1>()?[0] as u64;
-            std::thread::sleep(Duration::from_micros((attempt.min(20) as u64 * 50) + jitter));
-        }
-        Err(Error::InvalidArgument(format!(
-            "could not commit to table {} after {MAX_COMMIT_ATTEMPTS} attempts",
-            self.name
-        )))
     }
 
     fn writer_options(&self) -> WriterOptions {
@@ -563,18 +411,6 @@ impl Table {
             .collect()
     }
 
-    /// A scan of the current version (or another one).
-    pub fn scan(&self) -> TableScan {
-        TableScan {
-            table: self.clone(),
-            version: None,
-            min_version: None,
-            columns: None,
-            predicates: Vec::new(),
-            batch_size: 8192,
-        }
-    }
-
     /// Rewrites small files into files of about `file_rows` rows, in one commit. Returns the
     /// version committed, or `None` if there was nothing to compact.
     pub fn compact(&self) -> Result<Option<u64>> {
@@ -611,296 +447,6 @@ impl Table {
         Ok(Some(m.version))
     }
 
-    /// Expires every version older than `keep_from` (the head is always kept): their manifests are
-    /// deleted, and [`vacuum`](Self::vacuum) may then delete the files only they referenced.
-    pub fn expire_snapshots(&self, keep_from: u64) -> Result<usize> {
-        let head = self.head()?;
-        let keep_from = keep_from.min(head.version).max(1);
-        if keep_from <= head.oldest_retained {
-            return Ok(0);
-        }
-        // First commit the new horizon, then delete below it: a crash in between leaves old
-        // manifests that the chain no longer needs, which a later expiry removes.
-        self.commit("expire snapshots", |h| {
-            let mut next = h.clone();
-            next.oldest_retained = keep_from.max(h.oldest_retained);
-            Ok(next)
-        })?;
-        let mut removed = 0;
-        for v in self.versions()? {
-            if v < keep_from {
-                fs::remove_file(self.manifest_path(v)).map_err(|e| Error::io("expiring a manifest", e))?;
-                removed += 1;
-            }
-        }
-        self.verified
-            .lock()
-            .map_err(|_| Error::Poisoned)?
-            .retain(|v, _| *v >= keep_from);
-        fsutil::sync_dir(&self.dir.join("_manifest"))?;
-        Ok(removed)
-    }
 
-    /// Expires versions older than `age` (by commit time).
-    pub fn expire_older_than(&self, age: Duration) -> Result<usize> {
-        let cutoff = SystemTime::now()
-            .checked_sub(age)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let head = self.head()?;
-        let mut keep_from = head.version;
-        for v in (head.oldest_retained.max(1)..head.version).rev() {
-            if self.snapshot(v)?.timestamp_ms < cutoff {
-                break;
-            }
-            keep_from = v;
-        }
-        self.expire_snapshots(keep_from)
-    }
-
-    /// Deletes data files that no retained version references and that are older than `grace`
-    /// (so a concurrent writer's files, published but not yet committed, survive), and leftover
-    /// temporary files. Returns how many files were removed.
-    pub fn vacuum(&self, grace: Duration) -> Result<usize> {
-        let head = self.head()?;
-        let mut live = HashSet::new();
-        for v in head.oldest_retained.max(1)..=head.version {
-            for f in self.snapshot(v)?.files {
-                live.insert(f.name);
-            }
-        }
-        let data = self.dir.join("data");
-        let mut removed = fsutil::remove_files_where(&data, grace, |name| !live.contains(name))?;
-        removed += fsutil::remove_stale_temps(&self.dir.join("_manifest"), grace)?;
-        Ok(removed)
-    }
-
-    /// All rows of one committed file, in the manifest's schema (columns added after the file was
-    /// written read as null), for rewriting it.
-    fn read_file(&self, f: &FileRef, m: &Manifest) -> Result<Vec<RecordBatch>> {
-        TableReader {
-            table: self.clone(),
-            manifest: m.clone(),
-            files: VecDeque::from([f.clone()]),
-            schema: m.schema.clone(),
-            names: m.schema.fields().iter().map(|f| f.name().clone()).collect(),
-            predicates: Vec::new(),
-            batch_size: 8192,
-            current: None,
-        }
-        .read_all()
-    }
-
-    /// Opens one committed file, checking it against the manifest: its id, length and footer digest,
-    /// the project's algorithm and the keys the manifest allows.
-    fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
-        let path = self.data_path(&f.name);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
-                return Err(match self.head() {
-                    Ok(h) if m.version < h.oldest_retained.max(1) => Error::SnapshotExpired {
-                        table: self.name.clone(),
-                        version: m.version,
-                    },
-                    _ => Error::integrity(format!("data file {} is missing", f.file_id)),
-                });
-            }
-            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
-        };
-        let mut opts = ReaderOptions::default().expect_algorithm(m.algorithm);
-        if let Some(access) = self.access() {
-            opts = opts.with_keys(access).allow_keys(f.key_ids.clone());
-        }
-        let r = FileReader::open(file, opts)?;
-        if r.file_id() != f.file_id || r.file_len() != f.len || r.footer_digest() != f.footer_digest {
-            return Err(Error::integrity(format!(
-                "data file {} (it is not the file the manifest committed)",
-                f.file_id
-            )));
-        }
-        Ok(r)
-    }
 }
 
-/// A scan of a table snapshot.
-pub struct TableScan {
-    table: Table,
-    version: Option<u64>,
-    min_version: Option<u64>,
-    columns: Option<Vec<String>>,
-    predicates: Vec<Predicate>,
-    batch_size: usize,
-}
-
-impl TableScan {
-    /// Reads version `v` instead of the newest.
-    pub fn version(mut self, v: u64) -> Self {
-        self.version = Some(v);
-        self
-    }
-    /// Refuses a snapshot older than `v` (a rollback of the table to an earlier authentic version).
-    pub fn min_version(mut self, v: u64) -> Self {
-        self.min_version = Some(v);
-        self
-    }
-    /// Reads only these columns.
-    pub fn columns<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.columns = Some(names.into_iter().map(Into::into).collect());
-        self
-    }
-    /// Prunes row groups with a predicate.
-    pub fn filter(mut self, p: Predicate) -> Self {
-        self.predicates.push(p);
-        self
-    }
-    /// Rows per batch.
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.max(1);
-        self
-    }
-
-    /// The reader over the snapshot.
-    pub fn build(self) -> Result<TableReader> {
-        let m = match self.version {
-            Some(v) => self.table.snapshot(v)?,
-            None => self.table.head()?,
-        };
-        if let Some(min) = self.min_version {
-            if m.version < min {
-                return Err(Error::integrity(format!(
-                    "table {} is at version {}, older than the minimum {min} (a rollback?)",
-                    self.table.name, m.version
-                )));
-            }
-        }
-        let names: Vec<String> = match &self.columns {
-            Some(c) => c.clone(),
-            None => m.schema.fields().iter().map(|f| f.name().clone()).collect(),
-        };
-        let indices = names
-            .iter()
-            .map(|n| {
-                m.schema
-                    .index_of(n)
-                    .map_err(|_| Error::InvalidArgument(format!("no column named {n:?}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let schema = Arc::new(m.schema.project(&indices).map_err(|e| Error::Arrow(e.to_string()))?);
-        Ok(TableReader {
-            table: self.table,
-            files: m.files.iter().cloned().collect(),
-            manifest: m,
-            schema,
-            names,
-            predicates: self.predicates,
-            batch_size: self.batch_size,
-            current: None,
-        })
-    }
-}
-
-/// Batches of a table snapshot, file after file. Columns added after a file was written read as
-/// null for that file's rows.
-pub struct TableReader {
-    table: Table,
-    manifest: Manifest,
-    files: VecDeque<FileRef>,
-    schema: SchemaRef,
-    names: Vec<String>,
-    predicates: Vec<Predicate>,
-    batch_size: usize,
-    current: Option<(BatchReader, Vec<Option<usize>>)>,
-}
-
-impl fmt::Debug for TableReader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TableReader")
-            .field("version", &self.manifest.version)
-            .field("files_left", &self.files.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl TableReader {
-    /// The snapshot's version.
-    pub fn version(&self) -> u64 {
-        self.manifest.version
-    }
-
-    /// The next batch, with colvault's typed error.
-    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        loop {
-            if let Some((reader, map)) = &mut self.current {
-                if let Some(b) = reader.next_batch()? {
-                    let columns = map
-                        .iter()
-                        .zip(self.schema.fields())
-                        .map(|(src, field)| match src {
-                            Some(i) => b.column(*i).clone(),
-                            None => new_null_array(field.data_type(), b.num_rows()),
-                        })
-                        .collect();
-                    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-                    return RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts)
-                        .map(Some)
-                        .map_err(|e| Error::Arrow(e.to_string()));
-                }
-                self.current = None;
-            }
-            let Some(f) = self.files.pop_front() else {
-                return Ok(None);
-            };
-            let reader = self.table.open_file(&f, &self.manifest)?;
-            let file_schema = reader.schema();
-            let present: Vec<usize> = self.names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
-            let mut scan = reader.scan().project(present.clone()).batch_size(self.batch_size);
-            for p in &self.predicates {
-                if file_schema.index_of(p.column()).is_ok() {
-                    scan = scan.filter(p.clone());
-                }
-            }
-            let batches = scan.build()?;
-            // Where each output column comes from in this file's (projected, schema-ordered) batches.
-            let mut sorted = present.clone();
-            sorted.sort_unstable();
-            let map = self
-                .names
-                .iter()
-                .map(|n| {
-                    file_schema
-                        .index_of(n)
-                        .ok()
-                        .and_then(|i| sorted.iter().position(|&s| s == i))
-                })
-                .collect();
-            self.current = Some((batches, map));
-        }
-    }
-
-    /// All remaining batches.
-    pub fn read_all(mut self) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        while let Some(b) = self.next_batch()? {
-            out.push(b);
-        }
-        Ok(out)
-    }
-}
-
-impl Iterator for TableReader {
-    type Item = std::result::Result<RecordBatch, ArrowError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        self.next_batch()
-            .map_err(|e| ArrowError::ExternalError(Box::new(e)))
-            .transpose()
-    }
-}
-
-impl RecordBatchReader for TableReader {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-}

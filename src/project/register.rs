@@ -1,0 +1,132 @@
+//! Adopting a project directory that the catalog does not know (one made before the catalog, or
+//! whose catalog was lost): trust on first use, after verifying everything that can be verified.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::settings::{SettingsFile, LEGACY_FILE};
+use super::{Keys, Project, StoredSettings};
+use crate::catalog::{anchor_kms, check_id, Catalog, TableHead, TableRecord};
+use crate::error::{Error, Result};
+use crate::table::validate_table_name;
+
+/// What [`Project::register`] verified and recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterReport {
+    /// The project's name.
+    pub name: String,
+    /// Its id.
+    pub project_id: String,
+    /// Each table: name, head version, live files whose footers were checked.
+    pub tables: Vec<(String, u64, usize)>,
+}
+
+/// The settings files of `dir`: the legacy `project.cv` and content-named ones, with their bodies'
+/// settings, newest generation first.
+fn settings_candidates(dir: &Path) -> Result<Vec<(Vec<u8>, StoredSettings)>> {
+    let mut out = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let content_named = name.starts_with("project-") && name.ends_with(".cv");
+        if name != LEGACY_FILE && !content_named {
+            continue;
+        }
+        let raw = fs::read(entry.path()).map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let file = SettingsFile::parse(&raw)?;
+        let settings = StoredSettings::decode_body(file.body)?;
+        if content_named && name != super::settings::file_name(&settings.digest()) {
+            continue;
+        }
+        out.push((raw, settings));
+    }
+    out.sort_by(|a, b| b.1.generation.cmp(&a.1.generation));
+    Ok(out)
+}
+
+impl Project {
+    /// Adopts the project in `dir` into `catalog` (trust on first use): its settings file must
+    /// authenticate under its key, and every table's whole manifest chain and the footers of its
+    /// head's files must verify; then the project and its tables, with their current heads, are
+    /// recorded in one catalog transaction. From then on the catalog anchors them.
+    ///
+    /// A project created before the catalog named its KMS principal by name; a project default key
+    /// is granted to the project's id here. A bring-your-own key must be granted to the id by its
+    /// owner first (the error says which id).
+    pub fn register(catalog: &Arc<dyn Catalog>, dir: impl AsRef<Path>, keys: Keys) -> Result<(Project, RegisterReport)> {
+        let dir = dir.as_ref();
+        let dir = dir.canonicalize().map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+        anchor_kms(catalog.as_ref(), keys.kms.as_ref())?;
+        let (raw, settings) = settings_candidates(&dir)?.into_iter().next().ok_or_else(|| {
+            Error::InvalidArgument(format!("{} holds no colvault project settings", dir.display()))
+        })?;
+        check_id(&settings.project_id, "project")?;
+        if catalog.project(&settings.name)?.is_some() || catalog.project_by_id(&settings.project_id)?.is_some() {
+            return Err(Error::AlreadyExists {
+                kind: "project",
+                name: settings.name.clone(),
+            });
+        }
+        let project = Project::assemble(dir.clone(), settings, keys, catalog.clone())?;
+        let file = SettingsFile::parse(&raw)?;
+        match project.verify_seal(&file) {
+            Err(Error::AccessDenied { .. }) if project.settings.default_key => {
+                let cmk = project.settings.cmk.clone().expect("an encrypted project has a CMK");
+                project.keys.kms.grant(&cmk, project.principal())?;
+                project.verify_seal(&file)?;
+            }
+            other => other?,
+        }
+        let mut records = Vec::new();
+        let mut report = RegisterReport {
+            name: project.settings.name.clone(),
+            project_id: project.settings.project_id.clone(),
+            tables: Vec::new(),
+        };
+        let tables_dir = project.tables_dir();
+        let mut entries: Vec<_> = match fs::read_dir(&tables_dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(format!("reading {}", tables_dir.display()), e)),
+        };
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let dir_name = entry.file_name().to_string_lossy().to_string();
+            let Ok(id) = fs::read_to_string(entry.path().join("table.id")) else {
+                continue;
+            };
+            check_id(id.trim(), "table")?;
+            let id = id.trim().to_string();
+            // Tables made through a catalog live in tables/<id>; their names were the catalog's.
+            let name = if dir_name == id {
+                format!("table_{}", &id[..8])
+            } else {
+                dir_name.clone()
+            };
+            validate_table_name(&name)?;
+            let rec = TableRecord {
+                table_id: id.clone(),
+                project_id: project.settings.project_id.clone(),
+                name: name.clone(),
+                location: format!("tables/{dir_name}"),
+                head: TableHead {
+                    version: 0,
+                    digest: [0; 32],
+                },
+            };
+            let table = project.table_from(&rec);
+            let (head, manifest) = table.adopt_head()?;
+            let mut files = 0;
+            for f in &manifest.files {
+                table.check_file(f, &manifest)?;
+                files += 1;
+            }
+            report.tables.push((name, head.version, files));
+            records.push(TableRecord { head, ..rec });
+        }
+        catalog.create_project(&super::handle::record_of(&project.settings, &dir), &records)?;
+        Ok((project, report))
+    }
+}

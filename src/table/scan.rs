@@ -1,0 +1,263 @@
+//! Scans of a table snapshot: [`TableScan`] (a builder) and [`TableReader`] (a
+//! `RecordBatchReader` over the snapshot's files, each checked against the manifest).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, RecordBatch, RecordBatchReader};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+
+use super::{FileRef, Manifest, Table};
+use crate::error::{Error, Result};
+use crate::read::{BatchReader, FileReader, Predicate, ReaderOptions};
+
+impl Table {
+    /// A scan of the current version (or another one).
+    pub fn scan(&self) -> TableScan {
+        TableScan {
+            table: self.clone(),
+            version: None,
+            min_version: None,
+            columns: None,
+            predicates: Vec::new(),
+            batch_size: 8192,
+        }
+    }
+
+    /// All rows of one committed file, in the manifest's schema (columns added after the file was
+    /// written read as null), for rewriting it.
+    pub(super) fn read_file(&self, f: &FileRef, m: &Manifest) -> Result<Vec<RecordBatch>> {
+        TableReader {
+            table: self.clone(),
+            manifest: m.clone(),
+            files: VecDeque::from([f.clone()]),
+            schema: m.schema.clone(),
+            names: m.schema.fields().iter().map(|f| f.name().clone()).collect(),
+            predicates: Vec::new(),
+            batch_size: 8192,
+            current: None,
+        }
+        .read_all()
+    }
+
+    /// Opens one committed file, checking it against the manifest: its id, length and footer digest,
+    /// the project's algorithm and the keys the manifest allows.
+    /// Checks one committed file's footer against the manifest (its id, length, footer digest,
+    /// algorithm and keys).
+    pub(crate) fn check_file(&self, f: &FileRef, m: &Manifest) -> Result<()> {
+        self.open_file(f, m).map(|_| ())
+    }
+
+    pub(super) fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
+        let path = self.data_path(&f.name);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
+                return Err(match self.head() {
+                    Ok(h) if m.version < h.oldest_retained.max(1) => Error::SnapshotExpired {
+                        table: self.name.clone(),
+                        version: m.version,
+                    },
+                    _ => Error::integrity(format!("data file {} is missing", f.file_id)),
+                });
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        let mut opts = ReaderOptions::default().expect_algorithm(m.algorithm);
+        if let Some(access) = self.access() {
+            opts = opts.with_keys(access).allow_keys(f.key_ids.clone());
+        }
+        let r = FileReader::open(file, opts)?;
+        if r.file_id() != f.file_id || r.file_len() != f.len || r.footer_digest() != f.footer_digest {
+            return Err(Error::integrity(format!(
+                "data file {} (it is not the file the manifest committed)",
+                f.file_id
+            )));
+        }
+        Ok(r)
+    }
+}
+
+/// A scan of a table snapshot.
+pub struct TableScan {
+    table: Table,
+    version: Option<u64>,
+    min_version: Option<u64>,
+    columns: Option<Vec<String>>,
+    predicates: Vec<Predicate>,
+    batch_size: usize,
+}
+
+impl TableScan {
+    /// Reads version `v` instead of the newest.
+    pub fn version(mut self, v: u64) -> Self {
+        self.version = Some(v);
+        self
+    }
+    /// Refuses a snapshot older than `v` (a rollback of the table to an earlier authentic version).
+    pub fn min_version(mut self, v: u64) -> Self {
+        self.min_version = Some(v);
+        self
+    }
+    /// Reads only these columns.
+    pub fn columns<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.columns = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Prunes row groups with a predicate.
+    pub fn filter(mut self, p: Predicate) -> Self {
+        self.predicates.push(p);
+        self
+    }
+    /// Rows per batch.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// The reader over the snapshot.
+    pub fn build(self) -> Result<TableReader> {
+        let m = match self.version {
+            Some(v) => self.table.snapshot(v)?,
+            None => self.table.head()?,
+        };
+        if let Some(min) = self.min_version {
+            if m.version < min {
+                return Err(Error::integrity(format!(
+                    "table {} is at version {}, older than the minimum {min} (a rollback?)",
+                    self.table.name(), m.version
+                )));
+            }
+        }
+        let names: Vec<String> = match &self.columns {
+            Some(c) => c.clone(),
+            None => m.schema.fields().iter().map(|f| f.name().clone()).collect(),
+        };
+        let indices = names
+            .iter()
+            .map(|n| {
+                m.schema
+                    .index_of(n)
+                    .map_err(|_| Error::InvalidArgument(format!("no column named {n:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = Arc::new(m.schema.project(&indices).map_err(|e| Error::Arrow(e.to_string()))?);
+        Ok(TableReader {
+            table: self.table,
+            files: m.files.iter().cloned().collect(),
+            manifest: m,
+            schema,
+            names,
+            predicates: self.predicates,
+            batch_size: self.batch_size,
+            current: None,
+        })
+    }
+}
+
+/// Batches of a table snapshot, file after file. Columns added after a file was written read as
+/// null for that file's rows.
+pub struct TableReader {
+    table: Table,
+    manifest: Manifest,
+    files: VecDeque<FileRef>,
+    schema: SchemaRef,
+    names: Vec<String>,
+    predicates: Vec<Predicate>,
+    batch_size: usize,
+    current: Option<(BatchReader, Vec<Option<usize>>)>,
+}
+
+impl fmt::Debug for TableReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableReader")
+            .field("version", &self.manifest.version)
+            .field("files_left", &self.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableReader {
+    /// The snapshot's version.
+    pub fn version(&self) -> u64 {
+        self.manifest.version
+    }
+
+    /// The next batch, with colvault's typed error.
+    pub fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some((reader, map)) = &mut self.current {
+                if let Some(b) = reader.next_batch()? {
+                    let columns = map
+                        .iter()
+                        .zip(self.schema.fields())
+                        .map(|(src, field)| match src {
+                            Some(i) => b.column(*i).clone(),
+                            None => new_null_array(field.data_type(), b.num_rows()),
+                        })
+                        .collect();
+                    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+                    return RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts)
+                        .map(Some)
+                        .map_err(|e| Error::Arrow(e.to_string()));
+                }
+                self.current = None;
+            }
+            let Some(f) = self.files.pop_front() else {
+                return Ok(None);
+            };
+            let reader = self.table.open_file(&f, &self.manifest)?;
+            let file_schema = reader.schema();
+            let present: Vec<usize> = self.names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
+            let mut scan = reader.scan().project(present.clone()).batch_size(self.batch_size);
+            for p in &self.predicates {
+                if file_schema.index_of(p.column()).is_ok() {
+                    scan = scan.filter(p.clone());
+                }
+            }
+            let batches = scan.build()?;
+            // Where each output column comes from in this file's (projected, schema-ordered) batches.
+            let mut sorted = present.clone();
+            sorted.sort_unstable();
+            let map = self
+                .names
+                .iter()
+                .map(|n| {
+                    file_schema
+                        .index_of(n)
+                        .ok()
+                        .and_then(|i| sorted.iter().position(|&s| s == i))
+                })
+                .collect();
+            self.current = Some((batches, map));
+        }
+    }
+
+    /// All remaining batches.
+    pub fn read_all(mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(b) = self.next_batch()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+}
+
+impl Iterator for TableReader {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch()
+            .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+            .transpose()
+    }
+}
+
+impl RecordBatchReader for TableReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
