@@ -61,6 +61,10 @@ pub trait Catalog: Send + Sync + fmt::Debug {
     /// (compared by generation and settings digest). `Ok(false)` when another change came first.
     fn update_project(&self, expected: &ProjectRecord, new: &ProjectRecord) -> Result<bool>;
 
+    /// Removes a project's registration and its tables' (its storage is removed by the caller
+    /// afterwards).
+    fn drop_project(&self, project_id: &str) -> Result<()>;
+
     /// Registers a table. Fails with [`Error::AlreadyExists`] if the project holds that name.
     fn create_table(&self, table: &TableRecord) -> Result<()>;
 

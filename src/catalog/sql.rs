@@ -423,6 +423,16 @@ impl Catalog for SqlCatalog {
         Ok(self.with(|c| c.execute(sql, &params))? == 1)
     }
 
+    fn drop_project(&self, project_id: &str) -> Result<()> {
+        self.transaction(|c| {
+            c.execute("DELETE FROM cv_tables WHERE project_id = $1", &[text(project_id)])
+                .map_err(|e| self.err(e))?;
+            c.execute("DELETE FROM cv_projects WHERE project_id = $1", &[text(project_id)])
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
     fn create_table(&self, table: &TableRecord) -> Result<()> {
         let sql = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(6));
         let mut conn = self.conn.lock().map_err(|_| Error::Poisoned)?;

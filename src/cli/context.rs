@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use colvault::catalog::{self, Catalog};
 use colvault::kms::{CacheOptions, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, RootSecret};
 use colvault::project::{Keys, Project};
 
@@ -43,13 +44,24 @@ pub struct KeyOpts {
     #[arg(long, global = true, env = "COLVAULT_KEY_CACHE_SECONDS", value_name = "SECONDS", help_heading = "Keystore options",
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub key_cache_seconds: Option<u64>,
+    /// The catalog, the trust anchor of projects and tables: sqlite:PATH or postgres://USER@HOST/DB
+    /// [default: sqlite:catalog.db beside the keystore, i.e. ~/.colvault/catalog.db]
+    #[arg(
+        long,
+        global = true,
+        env = "COLVAULT_CATALOG",
+        value_name = "URL",
+        help_heading = "Keystore options"
+    )]
+    pub catalog: Option<String>,
 }
 
-/// The open key services.
+/// The open control plane: key services and the catalog.
 pub struct Ctx {
     pub kms: Arc<LocalKms>,
     pub keys: Keys,
     pub keystore: PathBuf,
+    pub catalog: Arc<dyn Catalog>,
 }
 
 fn home() -> CliResult<PathBuf> {
@@ -109,6 +121,23 @@ impl KeyOpts {
         }
     }
 
+    /// The catalog URL: --catalog / COLVAULT_CATALOG, else `catalog.db` beside the keystore.
+    pub fn catalog_url(&self) -> CliResult<String> {
+        match &self.catalog {
+            Some(url) => Ok(url.clone()),
+            None => {
+                let ks = self.keystore_path()?;
+                let dir = ks.parent().map(Path::to_path_buf).unwrap_or_default();
+                Ok(format!("sqlite:{}", dir.join("catalog.db").display()))
+            }
+        }
+    }
+
+    /// Opens the catalog.
+    pub fn open_catalog(&self) -> CliResult<Arc<dyn Catalog>> {
+        Ok(catalog::open(&self.catalog_url()?)?)
+    }
+
     pub fn cache_lifetime(&self) -> Duration {
         self.key_cache_seconds
             .map(Duration::from_secs)
@@ -141,6 +170,8 @@ impl KeyOpts {
             kms.clone(),
             CacheOptions::default().with_lifetime(self.cache_lifetime()),
         )?);
+        let catalog = self.open_catalog()?;
+        catalog::anchor_kms(catalog.as_ref(), kms.as_ref())?;
         Ok(Ctx {
             keys: Keys {
                 kms: kms.clone(),
@@ -148,6 +179,7 @@ impl KeyOpts {
             },
             kms,
             keystore: path,
+            catalog,
         })
     }
 
@@ -187,17 +219,42 @@ impl KeyOpts {
 }
 
 impl Ctx {
-    /// Opens the project in `dir`, with a hint when `dir` is not a project.
-    pub fn project(&self, dir: &Path) -> CliResult<Project> {
-        if !dir.join("project.cv").is_file() {
-            return Err(
-                CliError::other(format!("{} is not a colvault project", dir.display())).hint(
-                    "create one with `colvault project create DIR --name NAME --encrypt`, or give the directory that \
-                 holds project.cv",
-                ),
-            );
+    /// Opens a project given by name or by its directory, through the catalog.
+    pub fn project(&self, name_or_dir: &Path) -> CliResult<Project> {
+        let rec = self.find_project(name_or_dir)?;
+        Ok(Project::open(&self.catalog, &rec.name, self.keys.clone())?)
+    }
+
+    /// The catalog's record of a project given by name or by its directory.
+    pub fn find_project(&self, name_or_dir: &Path) -> CliResult<colvault::catalog::ProjectRecord> {
+        let arg = name_or_dir.to_string_lossy();
+        if let Some(rec) = self.catalog.project(&arg)? {
+            return Ok(rec);
         }
-        Ok(Project::open(dir, self.keys.clone())?)
+        let wanted = [std::path::absolute(name_or_dir).ok(), name_or_dir.canonicalize().ok()];
+        for rec in self.catalog.list_projects()? {
+            let loc = Path::new(&rec.location);
+            if wanted.iter().flatten().any(|w| w == loc || loc.canonicalize().ok().as_deref() == Some(w)) {
+                return Ok(rec);
+            }
+        }
+        let looks_like_project = name_or_dir.join("project.cv").is_file()
+            || std::fs::read_dir(name_or_dir).is_ok_and(|rd| {
+                rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("project-"))
+            });
+        let err = CliError::other(format!(
+            "{arg} is not a project registered in catalog {}",
+            self.catalog.describe()
+        ));
+        Err(if looks_like_project {
+            err.hint(format!(
+                "{arg} holds a colvault project the catalog does not know: adopt it (trust on first use) with                  `colvault project register {arg}`, or point --catalog / COLVAULT_CATALOG at the catalog that holds it"
+            ))
+        } else {
+            err.hint(
+                "`colvault catalog list` shows the projects; create one with `colvault project create DIR --name NAME                  --encrypt`",
+            )
+        })
     }
 
     /// A key id, or an alias resolved to its key id.

@@ -110,7 +110,11 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::UnknownAlgorithmId { .. }
         | Error::SchemaMismatch(_)
         | Error::Parquet(_)
-        | Error::Arrow(_) => Kind::Data,
+        | Error::Arrow(_)
+        | Error::Downgrade { .. }
+        | Error::SettingsRollback { .. }
+        | Error::TableRollback { .. }
+        | Error::KeystoreRollback { .. } => Kind::Data,
         Error::UnknownAlgorithm { .. } | Error::LegacyAlgorithmRefused => Kind::Usage,
         _ => Kind::Other,
     }
@@ -141,6 +145,15 @@ fn hint_of(e: &Error) -> Option<String> {
         Error::SchemaMismatch(_) => "`colvault table schema PROJECT TABLE` shows the table's columns".into(),
         Error::LegacyAlgorithmRefused => "pass --allow-legacy-rc4 to write RC4 anyway, or choose aes256".into(),
         Error::SnapshotExpired { .. } => "another process changed the table meanwhile; run the command again".into(),
+        Error::Downgrade { .. } | Error::SettingsRollback { .. } | Error::TableRollback { .. } => {
+            "storage was altered: the catalog holds what to expect, so restore the project's files from a backup; \
+             nothing was read or written"
+                .into()
+        }
+        Error::KeystoreRollback { .. } => "an older copy of the keystore was restored: put the newest one back \
+             (--keystore / COLVAULT_KEYSTORE)"
+            .into(),
+        Error::NotRegistered { .. } => "`colvault catalog list` shows the projects and tables the catalog knows".into(),
         _ => return None,
     })
 }

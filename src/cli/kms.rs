@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Subcommand, ValueEnum};
-use colvault::codec::Decoder;
 use colvault::crypto::SecretKey;
 use colvault::kms::{
     AuditOutcome, AuditRecord, CreateKeyRequest, KeyMetadata, KeyOrigin, KeyState, KeyVersionState, KmsAdmin,
@@ -11,7 +10,7 @@ use colvault::kms::{
 };
 use serde_json::{json, Value};
 
-use super::context::{prompt_passphrase, KeyOpts, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV};
+use super::context::{prompt_passphrase, Ctx, KeyOpts, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV};
 use super::error::{io_err, CliError, CliResult};
 use super::output::{print_json, time, unix_secs};
 
@@ -27,7 +26,8 @@ pub enum KmsCmd {
         /// Import this key material: a file of exactly 32 bytes, or of 64 hex digits
         #[arg(long, value_name = "FILE")]
         import: Option<PathBuf>,
-        /// Grant a project (its directory or its name) use of the key; may be repeated
+        /// Grant a project (its name, its directory, or the id of a project to be created with --id) use of
+        /// the key; may be repeated
         #[arg(long, value_name = "PROJECT")]
         grant: Vec<String>,
         /// Print the key's metadata as JSON (an object with "key_id")
@@ -190,33 +190,15 @@ pub fn print_key(m: &KeyMetadata) {
     );
 }
 
-/// The principal a project argument names: a project directory's name (read from its settings), or
-/// a project name.
-pub fn project_principal(arg: &str) -> CliResult<Principal> {
-    let dir = Path::new(arg);
-    let settings = dir.join("project.cv");
-    if settings.is_file() {
-        let raw = std::fs::read(&settings).map_err(|e| io_err(format!("reading {}", settings.display()), e))?;
-        let name = (|| -> colvault::Result<String> {
-            let mut d = Decoder::new(&raw, "project settings");
-            let body = d.bytes(4096)?;
-            let mut b = Decoder::new(body, "project settings");
-            if b.array::<4>()? != *b"CVPJ" {
-                return Err(colvault::Error::NotColvault(
-                    "not a colvault project settings file".into(),
-                ));
-            }
-            b.u8()?;
-            Ok(b.str(27)?.to_string())
-        })()?;
-        return Ok(Principal::new(name)?);
+/// The principal a project argument names: a registered project (by name or directory) is its
+/// immutable id; a bare 32-hex-digit id names a project about to be created with `--id`.
+pub fn project_principal(ctx: &Ctx, arg: &str) -> CliResult<Principal> {
+    let is_id = arg.len() == 32 && arg.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if is_id {
+        return Ok(Principal::new(arg)?);
     }
-    if arg.contains('/') || colvault::project::validate_name(arg).is_err() && dir.is_dir() {
-        return Err(CliError::other(format!("{arg} is not a colvault project directory"))
-            .hint("give a project's directory (it holds project.cv) or a project name"));
-    }
-    colvault::project::validate_name(arg)?;
-    Ok(Principal::new(arg)?)
+    let rec = ctx.find_project(Path::new(arg))?;
+    Ok(Principal::new(rec.project_id)?)
 }
 
 fn read_import(path: &Path) -> CliResult<SecretKey> {
@@ -270,7 +252,7 @@ pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
                 req = req.with_import(read_import(&path)?);
             }
             for g in &grant {
-                req = req.with_grant(project_principal(g)?);
+                req = req.with_grant(project_principal(&ctx, g)?);
             }
             let m = kms.create_key(req)?;
             if json {
@@ -369,18 +351,20 @@ pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
             );
         }
         KmsCmd::DestroyVersion { key, version } => {
-            let m = kms.destroy_version(&ctx.resolve_key(&key)?, version)?;
-            println!("version {version} of key {} is destroyed", m.id.as_str());
+            // Every project the catalog knows is checked first: nothing retained may need the version.
+            let id = ctx.resolve_key(&key)?;
+            colvault::table::lifecycle::destroy_key_version(&ctx.catalog, &ctx.keys, &id, version)?;
+            println!("version {version} of key {} is destroyed; no project in the catalog needed it", id.as_str());
         }
         KmsCmd::Grant { key, project } => {
-            let p = project_principal(&project)?;
+            let p = project_principal(&ctx, &project)?;
             let m = kms.grant(&ctx.resolve_key(&key)?, &p)?;
-            println!("project {} may use key {}", p.as_str(), m.id.as_str());
+            println!("project {project} (id {}) may use key {}", p.as_str(), m.id.as_str());
         }
         KmsCmd::Revoke { key, project } => {
-            let p = project_principal(&project)?;
+            let p = project_principal(&ctx, &project)?;
             let m = kms.revoke(&ctx.resolve_key(&key)?, &p)?;
-            println!("project {} may no longer use key {}", p.as_str(), m.id.as_str());
+            println!("project {project} (id {}) may no longer use key {}", p.as_str(), m.id.as_str());
         }
         KmsCmd::Audit { key, last, json } => {
             let filter = key.map(|k| ctx.resolve_key(&k)).transpose()?;
@@ -425,6 +409,9 @@ pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
         }
         KmsCmd::ChangeRootSecret { to, new_key_file } => change_root_secret(&ctx, opts, to, new_key_file)?,
     }
+    // The keystore's new generation becomes the catalog's high-water mark: an older copy of the
+    // keystore is refused from now on.
+    colvault::catalog::anchor_kms(ctx.catalog.as_ref(), ctx.kms.as_ref())?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The `colvault` command line: a thin layer over the library.
 
+mod catalog;
 mod context;
 mod dataio;
 mod error;
@@ -72,7 +73,12 @@ enum Command {
         #[command(subcommand)]
         cmd: kms::KmsCmd,
     },
-    /// Manage projects: create, show, migrate, rewrap, reencrypt, verify, vacuum
+    /// What the catalog (the trust anchor) records: projects, tables and their heads
+    Catalog {
+        #[command(subcommand)]
+        cmd: catalog::CatalogCmd,
+    },
+    /// Manage projects: create, register, show, migrate, rewrap, reencrypt, verify, vacuum
     Project {
         #[command(subcommand)]
         cmd: project::ProjectCmd,
@@ -110,6 +116,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args, &cli.keys),
         Command::Kms { cmd } => kms::run(cmd, &cli.keys),
+        Command::Catalog { cmd } => catalog::run(cmd, &cli.keys),
         Command::Project { cmd } => project::run(cmd, &cli.keys),
         Command::Table { cmd } => table::run(cmd, &cli.keys),
         Command::Inspect(args) => inspect::run(args, &cli.keys),

@@ -87,6 +87,19 @@ pub enum ProjectCmd {
         name: Option<String>,
         #[command(flatten)]
         encryption: EncryptionArgs,
+        /// The project's immutable id (32 hex digits), when a bring-your-own key was granted to it
+        /// before creation [default: a fresh random id]
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// Print the result as JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adopt an existing project directory into the catalog (trust on first use): its settings, every
+    /// table's manifest chain and its files' footers are verified first
+    Register {
+        /// The project's directory
+        path: PathBuf,
         /// Print the result as JSON, for scripts
         #[arg(long)]
         json: bool,
@@ -183,6 +196,7 @@ pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
             path,
             name,
             encryption,
+            id,
             json,
         } => {
             let name = match name {
@@ -196,8 +210,23 @@ pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
                     .ok_or_else(|| CliError::usage("give the project a name with --name NAME"))?,
             };
             let settings = encryption.settings(&ctx)?;
-            // The library writes nothing until the key is usable, so a refusal leaves nothing behind.
-            let p = Project::create(&path, &name, settings, ctx.keys.clone())?;
+            // The library writes nothing until the key is usable and registers the project last, so
+            // a refusal leaves nothing behind.
+            let id = match id {
+                Some(id) => id,
+                None => colvault::project::new_project_id()?,
+            };
+            let p = Project::create_with_id(&ctx.catalog, &path, &name, settings, ctx.keys.clone(), id.clone())
+                .map_err(|e| match e {
+                    colvault::Error::AccessDenied { ref key, .. } => {
+                        let key = key.clone();
+                        CliError::from(e).hint(format!(
+                        "the key's owner grants this project's id first: `colvault kms grant {key} {id}`, then run \
+                         the same command again with --id {id}"
+                        ))
+                    }
+                    e => e.into(),
+                })?;
             if json {
                 print_json(&settings_json(&p))?;
             } else {
@@ -218,6 +247,34 @@ pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
                     ),
                 }
                 eprintln!("next: colvault table import {} TABLE data.csv", path.display());
+            }
+        }
+        ProjectCmd::Register { path, json } => {
+            let (p, report) = Project::register(&ctx.catalog, &path, ctx.keys.clone())?;
+            if json {
+                let mut v = settings_json(&p);
+                v["tables"] = report
+                    .tables
+                    .iter()
+                    .map(|(n, v, f)| json!({"name": n, "version": v, "files": f}))
+                    .collect();
+                v["trust"] = json!("first use");
+                print_json(&v)?;
+            } else {
+                println!(
+                    "registered project {} (id {}) from {} in catalog {}",
+                    report.name,
+                    report.project_id,
+                    p.dir().display(),
+                    ctx.catalog.describe()
+                );
+                for (n, v, f) in &report.tables {
+                    println!("  table {n}: version {v}, {f} file(s) verified");
+                }
+                println!(
+                    "trust on first use: what storage held now is the reference; from now on the catalog refuses \
+                     older, forged or swapped settings and manifests"
+                );
             }
         }
         ProjectCmd::Show { path, json } => {

@@ -41,28 +41,14 @@ fn step(n: u32, title: &str) {
     println!("\n{n}. {title}");
 }
 
-/// Removes the previous run's demo project, scheduling its default key for deletion.
-fn clear_previous(dir: &Path, opts: &super::context::Ctx) -> CliResult<Option<String>> {
-    if !dir.exists() {
-        return Ok(None);
-    }
-    let is_project = dir.join("project.cv").is_file();
-    let empty = std::fs::read_dir(dir)
-        .map_err(|e| io_err(format!("listing {}", dir.display()), e))?
-        .next()
-        .is_none();
-    if !is_project && !empty {
-        return Err(CliError::usage(format!(
-            "{} exists and is not a colvault project; the quickstart will not delete it",
-            dir.display()
-        ))
-        .hint("choose another place with --dir DIR"));
-    }
+/// Removes the previous run's demo project (from the catalog and from `dir`), scheduling its
+/// default key for deletion.
+fn clear_previous(dir: &Path, ctx: &super::context::Ctx) -> CliResult<Option<String>> {
     let mut note = None;
-    if is_project {
-        if let Ok(p) = Project::open(dir, opts.keys.clone()) {
+    if let Some(rec) = ctx.catalog.project(PROJECT)? {
+        if let Ok(p) = Project::open(&ctx.catalog, PROJECT, ctx.keys.clone()) {
             if let (true, Some(k)) = (p.settings().default_key, &p.settings().cmk) {
-                if opts.kms.schedule_deletion(k, 7).is_ok() {
+                if ctx.kms.schedule_deletion(k, 7).is_ok() {
                     note = Some(format!(
                         "the previous demo project was removed and its key {} scheduled for deletion in 7 days",
                         k.as_str()
@@ -70,6 +56,28 @@ fn clear_previous(dir: &Path, opts: &super::context::Ctx) -> CliResult<Option<St
                 }
             }
         }
+        ctx.catalog.drop_project(&rec.project_id)?;
+        let old = Path::new(&rec.location);
+        if old.exists() && std::path::absolute(old).ok() != std::path::absolute(dir).ok() {
+            std::fs::remove_dir_all(old).map_err(|e| io_err(format!("removing the previous demo {}", old.display()), e))?;
+        }
+    }
+    if !dir.exists() {
+        return Ok(note);
+    }
+    let ours = std::fs::read_dir(dir)
+        .map_err(|e| io_err(format!("listing {}", dir.display()), e))?
+        .flatten()
+        .all(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n == "tables" || n == "dropped" || (n.starts_with("project") && n.ends_with(".cv"))
+        });
+    if !ours {
+        return Err(CliError::usage(format!(
+            "{} exists and is not a colvault project; the quickstart will not delete it",
+            dir.display()
+        ))
+        .hint("choose another place with --dir DIR"));
     }
     std::fs::remove_dir_all(dir).map_err(|e| io_err(format!("removing the previous demo {}", dir.display()), e))?;
     Ok(note)
@@ -121,7 +129,7 @@ pub fn run(args: QuickstartArgs, opts: &KeyOpts) -> CliResult {
         println!("   {n}");
     }
     let settings = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault);
-    let project = Project::create(&dir, PROJECT, settings, ctx.keys.clone())?;
+    let project = Project::create(&ctx.catalog, &dir, PROJECT, settings, ctx.keys.clone())?;
     let cmk = project
         .settings()
         .cmk

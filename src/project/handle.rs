@@ -317,6 +317,14 @@ impl Project {
         fsutil::replace_atomic(&self.dir.join(settings::file_name(&self.settings.digest())), &bytes)
     }
 
+    /// Drops the project: its registration (and its tables') is removed from the catalog, the
+    /// commit point, then its directory. Its keys are left to the KMS's administrator (a default
+    /// key may be scheduled for deletion to shred the data).
+    pub fn drop_project(self) -> Result<()> {
+        self.catalog.drop_project(&self.settings.project_id)?;
+        std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(format!("removing {}", self.dir.display()), e))
+    }
+
     /// The CMK version the settings' MAC key is wrapped under.
     pub(crate) fn settings_key_version(&self) -> Result<Option<u32>> {
         let raw = read_settings_file(&self.dir, &self.settings.digest())?;

@@ -120,6 +120,12 @@ pub struct StoredSettings {
 }
 
 
+/// A fresh random project id (32 hex digits), for [`Project::create_with_id`] when a
+/// bring-your-own key must be granted to the project before it is created.
+pub fn new_project_id() -> Result<String> {
+    crate::catalog::new_id()
+}
+
 /// Checks a project name: 3 to 27 characters, a letter first, then letters, digits, underscores.
 pub fn validate_name(name: &str) -> Result<()> {
     check_identifier(name, "project", 3, 27)
