@@ -247,7 +247,7 @@ fn run_op(op: Op, p: &Project, t: &Table, rows_before: usize) -> Result<(), Erro
             if p2.settings().algorithm != Algorithm::Aes256Ctr || p2.settings().migrating_from.is_some() {
                 return Err(Error::InvalidArgument("migration did not finish".into()));
             }
-            let p3 = Project::open(p2.dir(), p2.keys().clone())?;
+            let p3 = Project::open(p2.catalog(), p2.name(), p2.keys().clone())?;
             let n = count(&p3.table(t.name())?)?;
             if n != rows_before {
                 return Err(Error::InvalidArgument(format!("after migrate: {n} rows")));
@@ -367,7 +367,7 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
                     let cache = Arc::new(
                         colvault::kms::KeyCache::new(kms.clone(), colvault::kms::CacheOptions::default()).unwrap(),
                     );
-                    let r = Project::open(p.dir(), Keys { kms, cache })
+                    let r = Project::open(p.catalog(), p.name(), Keys { kms, cache })
                         .and_then(|p2| run_op(op, &p2, &p2.table("t")?, rows));
                     (true, r)
                 }

@@ -42,12 +42,25 @@ fn ids(t: &Table) -> Vec<i64> {
     out
 }
 
+/// The project's (only) settings file.
+fn settings_file(p: &Project) -> std::path::PathBuf {
+    let mut found: Vec<_> = std::fs::read_dir(p.dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cv"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.pop().unwrap()
+}
+
 fn project(fx: &Fixture, alg: Algorithm) -> Project {
     let settings = match alg {
         Algorithm::None => ProjectSettings::plaintext(),
         a => ProjectSettings::encrypted(a, KeyChoice::ProjectDefault).allow_legacy_rc4(),
     };
     Project::create(
+        &fx.catalog,
         fx.dir.path().join(format!("p_{alg}")),
         &format!("proj_{alg}"),
         settings,
@@ -60,35 +73,33 @@ fn project(fx: &Fixture, alg: Algorithm) -> Project {
 fn project_names_and_settings() {
     let fx = Fixture::new();
     for bad in ["ab", "1abc", "has-dash", "a234567890123456789012345678", "spa ce"] {
-        let err = Project::create(fx.dir.path().join(bad), bad, ProjectSettings::plaintext(), keys(&fx)).unwrap_err();
+        let err = Project::create(&fx.catalog, fx.dir.path().join(bad), bad, ProjectSettings::plaintext(), keys(&fx)).unwrap_err();
         assert!(err.to_string().contains("starts with a letter"), "{bad}: {err}");
     }
     let p = project(&fx, Algorithm::Aes256Ctr);
-    let again = Project::open(p.dir(), keys(&fx)).unwrap();
+    let again = Project::open(p.catalog(), p.name(), keys(&fx)).unwrap();
     assert_eq!(again.settings(), p.settings());
     assert_eq!(again.settings().algorithm, Algorithm::Aes256Ctr);
     let cmk = again.settings().cmk.clone().unwrap();
-    assert!(fx
-        .kms
-        .describe(&cmk)
-        .unwrap()
-        .grants
-        .contains(&Principal::new("proj_aesctr").unwrap()));
+    // Grants name the project's immutable id, never its name.
+    let grants = fx.kms.describe(&cmk).unwrap().grants;
+    assert!(grants.contains(&Principal::new(p.project_id()).unwrap()));
+    assert!(!grants.contains(&Principal::new("proj_aesctr").unwrap()));
 
     // Settings cannot be edited: any changed byte is refused.
-    let path = p.dir().join("project.cv");
+    let path = settings_file(&p);
     let good = std::fs::read(&path).unwrap();
     for i in 0..good.len() {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
         std::fs::write(&path, &bad).unwrap();
         assert!(
-            Project::open(p.dir(), keys(&fx)).is_err(),
+            Project::open(p.catalog(), p.name(), keys(&fx)).is_err(),
             "byte {i} of the settings changed unnoticed"
         );
     }
     std::fs::write(&path, &good).unwrap();
-    Project::open(p.dir(), keys(&fx)).unwrap();
+    Project::open(p.catalog(), p.name(), keys(&fx)).unwrap();
 }
 
 #[test]
@@ -96,13 +107,21 @@ fn byok_needs_a_grant() {
     let fx = Fixture::new();
     let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
-    let err = Project::create(fx.dir.path().join("b1"), "byok_proj", s.clone(), keys(&fx)).unwrap_err();
+    let id = colvault::project::new_project_id().unwrap();
+    let err = Project::create_with_id(&fx.catalog, fx.dir.path().join("b1"), "byok_proj", s.clone(), keys(&fx), id.clone())
+        .unwrap_err();
     match &err {
         Error::AccessDenied { principal, .. } => assert!(principal.contains("colvault kms grant"), "{err}"),
         other => panic!("expected AccessDenied, got {other}"),
     }
+    // A grant to the project's name does not count: grants name ids.
     fx.kms.grant(&key, &Principal::new("byok_proj").unwrap()).unwrap();
-    let p = Project::create(fx.dir.path().join("b2"), "byok_proj", s, keys(&fx)).unwrap();
+    assert!(matches!(
+        Project::create_with_id(&fx.catalog, fx.dir.path().join("b1"), "byok_proj", s.clone(), keys(&fx), id.clone()),
+        Err(Error::AccessDenied { .. })
+    ));
+    fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
+    let p = Project::create_with_id(&fx.catalog, fx.dir.path().join("b2"), "byok_proj", s, keys(&fx), id).unwrap();
     let t = p.create_table("t", schema()).unwrap();
     t.append([rows(0, 10)]).unwrap();
     assert_eq!(ids(&t).len(), 10);
@@ -164,16 +183,16 @@ fn compact_expire_vacuum() {
     let after = t.head().unwrap();
     assert_eq!((after.version, after.files.len()), (v, 1));
     assert_eq!(ids(&t), (0..60).collect::<Vec<_>>());
-    assert_eq!(std::fs::read_dir(p.dir().join("tables/t/data")).unwrap().count(), 7);
+    assert_eq!(std::fs::read_dir(t.dir().join("data")).unwrap().count(), 7);
     // Old snapshots still need the old files.
     assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 0);
     t.expire_snapshots(v).unwrap();
     assert!(t.scan().version(2).build().is_err(), "an expired snapshot is gone");
     assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 6);
-    assert_eq!(std::fs::read_dir(p.dir().join("tables/t/data")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(t.dir().join("data")).unwrap().count(), 1);
     assert_eq!(ids(&t), (0..60).collect::<Vec<_>>());
     // A stray uncommitted file is left alone during the grace period, removed after.
-    std::fs::write(p.dir().join("tables/t/data/stray.cvlt"), b"x").unwrap();
+    std::fs::write(t.dir().join("data/stray.cvlt"), b"x").unwrap();
     assert_eq!(t.vacuum(Duration::from_secs(3600)).unwrap(), 0);
     assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 1);
 }
@@ -211,7 +230,7 @@ fn table_level_tampering_is_detected() {
     a.append([rows(10, 10)]).unwrap();
     b.append([rows(100, 10)]).unwrap();
     let data = |t: &str| {
-        let mut v: Vec<_> = std::fs::read_dir(p.dir().join(format!("tables/{t}/data")))
+        let mut v: Vec<_> = std::fs::read_dir(p.table(t).unwrap().dir().join("data"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
@@ -229,7 +248,9 @@ fn table_level_tampering_is_detected() {
     std::fs::write(&a_files[0], &saved).unwrap();
     assert_eq!(ids(&a).len(), 20);
     // 3. A manifest edited.
-    let m = p.dir().join("tables/a/_manifest/v00000000000000000003.cvm");
+    a.head().unwrap();
+    b.head().unwrap();
+    let m = a.manifest_file(3).unwrap();
     let good = std::fs::read(&m).unwrap();
     let mut bad = good.clone();
     let n = bad.len();
@@ -239,13 +260,13 @@ fn table_level_tampering_is_detected() {
     assert!(matches!(fresh.head(), Err(Error::Integrity { .. })));
     std::fs::write(&m, &good).unwrap();
     // 4. A manifest version removed from the chain.
-    let m2 = p.dir().join("tables/a/_manifest/v00000000000000000002.cvm");
+    let m2 = a.manifest_file(2).unwrap();
     let saved2 = std::fs::read(&m2).unwrap();
     std::fs::remove_file(&m2).unwrap();
     assert!(matches!(p.table("a").unwrap().head(), Err(Error::Integrity { .. })));
     std::fs::write(&m2, &saved2).unwrap();
     // 5. A manifest of another table moved in.
-    let mb = p.dir().join("tables/b/_manifest/v00000000000000000002.cvm");
+    let mb = b.manifest_file(2).unwrap();
     std::fs::copy(&mb, &m2).unwrap();
     assert!(p.table("a").unwrap().head().is_err());
     std::fs::write(&m2, &saved2).unwrap();
@@ -260,18 +281,23 @@ fn downgraded_manifest_is_refused() {
     t.append([rows(0, 10)]).unwrap();
     let head = t.head().unwrap();
     // An attacker without keys writes the next version as a checksummed (unencrypted) manifest that
-    // lists the same files: the table refuses it.
+    // lists the same files: readers follow the catalog's head, never a file they list, so it is
+    // ignored, and vacuum removes it as an orphan.
     let mut forged = head.clone();
     forged.version = head.version + 1;
-    let prev = std::fs::read(p.dir().join(format!("tables/t/_manifest/v{:020}.cvm", head.version))).unwrap();
+    let prev = std::fs::read(t.manifest_file(head.version).unwrap()).unwrap();
     forged.prev_digest = *blake3::hash(&prev).as_bytes();
     forged.algorithm = Algorithm::None;
     let bytes = forged.seal(None).unwrap();
-    std::fs::write(
-        p.dir().join(format!("tables/t/_manifest/v{:020}.cvm", forged.version)),
-        bytes,
-    )
-    .unwrap();
+    let forged_path = t.dir().join(format!("_manifest/v{:020}.cvm", forged.version));
+    std::fs::write(&forged_path, &bytes).unwrap();
+    let fresh = p.table("t").unwrap();
+    assert_eq!(fresh.head().unwrap().version, head.version);
+    assert_eq!(ids(&fresh).len(), 10);
+    assert_eq!(fresh.vacuum(Duration::ZERO).unwrap(), 1);
+    assert!(!forged_path.exists());
+    // The same unsealed manifest in place of the head's file is refused.
+    std::fs::write(t.manifest_file(head.version).unwrap(), &bytes).unwrap();
     let err = p.table("t").unwrap().head().unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err}");
 }
@@ -341,6 +367,7 @@ fn rewrites_after_add_column_and_refused_byok_leaves_nothing() {
     let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
     let dir = fx.dir.path().join("refused");
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key));
-    assert!(Project::create(&dir, "refused_proj", s, keys(&fx)).is_err());
+    assert!(Project::create(&fx.catalog, &dir, "refused_proj", s, keys(&fx)).is_err());
+    assert!(fx.catalog.project("refused_proj").unwrap().is_none());
     assert!(!dir.exists());
 }

@@ -85,7 +85,7 @@ fn deletion_and_crypto_shredding() {
         .unwrap(),
     );
     let cache = Arc::new(KeyCache::new(kms.clone(), CacheOptions::default()).unwrap());
-    let err = Project::open(p.dir(), Keys { kms, cache }).unwrap_err();
+    let err = Project::open(p.catalog(), p.name(), Keys { kms, cache }).unwrap_err();
     assert!(matches!(err, Error::KeyDeleted { .. }), "{err}");
 }
 

@@ -115,7 +115,7 @@ fn migrate_on_change_and_off() {
         ["migrate", "expire snapshots"],
         "snapshots that referenced plaintext files are expired"
     );
-    let reopened = Project::open(p.dir(), keys.clone()).unwrap();
+    let reopened = Project::open(p.catalog(), p.name(), keys.clone()).unwrap();
     assert_eq!(reopened.settings(), p.settings());
 
     // Change key (BYOK) and algorithm.
@@ -124,7 +124,7 @@ fn migrate_on_change_and_off() {
     let err = p.migrate(target.clone(), &|_, _, _| {}).unwrap_err();
     assert!(matches!(err, Error::AccessDenied { .. }), "{err}");
     // The refused migration changed nothing.
-    let p = Project::open(p.dir(), keys.clone()).unwrap();
+    let p = Project::open(p.catalog(), p.name(), keys.clone()).unwrap();
     assert_eq!(p.settings().algorithm, Algorithm::Aes256Gcm);
     assert_eq!(rows(&p), vec![150, 150]);
     fx.kms.grant(&byok, &Principal::new("migrating").unwrap()).unwrap();
@@ -139,6 +139,6 @@ fn migrate_on_change_and_off() {
     let p = p.migrate(ProjectSettings::plaintext(), &|_, _, _| {}).unwrap();
     assert_eq!(p.settings().algorithm, Algorithm::None);
     assert_eq!(rows(&p), vec![150, 150]);
-    let p = Project::open(p.dir(), keys).unwrap();
+    let p = Project::open(p.catalog(), p.name(), keys).unwrap();
     assert_eq!(rows(&p), vec![150, 150]);
 }

@@ -44,9 +44,36 @@ fn version_of(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
+/// What storage holds for an expected manifest.
+enum Found {
+    Ok(Box<Manifest>),
+    Missing,
+    /// A file under the content name that does not hash to it.
+    Altered,
+    /// A legacy-named file of that version with other content.
+    Replaced,
+}
+
 impl Table {
     fn manifest_dir(&self) -> PathBuf {
         self.dir.join("_manifest")
+    }
+
+    /// The table's directory on storage.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The file of retained manifest `version` of the chain [`head`](Self::head) verified (for
+    /// inspection; readers never choose files by listing).
+    pub fn manifest_file(&self, version: u64) -> Result<PathBuf> {
+        let digest = self.verified_digest(version)?;
+        let named = self.manifest_dir().join(manifest_name(version, &digest));
+        Ok(if named.exists() {
+            named
+        } else {
+            self.manifest_dir().join(legacy_name(version))
+        })
     }
 
     /// The head the catalog records.
@@ -60,10 +87,11 @@ impl Table {
         Ok(rec.head)
     }
 
-    /// Reads manifest `version` whose file has digest `digest`: `None` if storage holds no such
-    /// file. The sealed-manifest rule and the manifest's own authentication apply.
-    fn read_manifest_expect(&self, version: u64, digest: &[u8; 32]) -> Result<Option<(Manifest, String)>> {
-        for name in [manifest_name(version, digest), legacy_name(version)] {
+    /// Reads manifest `version` whose file has digest `digest`. The sealed-manifest rule and the
+    /// manifest's own authentication apply.
+    fn read_manifest_expect(&self, version: u64, digest: &[u8; 32]) -> Result<Found> {
+        let mut found = Found::Missing;
+        for (name, content_named) in [(manifest_name(version, digest), true), (legacy_name(version), false)] {
             let path = self.manifest_dir().join(&name);
             let bytes = match fs::read(&path) {
                 Ok(b) => b,
@@ -71,6 +99,9 @@ impl Table {
                 Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
             };
             if blake3::hash(&bytes).as_bytes() != digest {
+                // A file under the content name that does not hash to it was altered; one under the
+                // legacy name may be an older or foreign version put in place.
+                found = if content_named { Found::Altered } else { Found::Replaced };
                 continue;
             }
             if self.require_sealed() && Manifest::sealed_key_version(&bytes)?.is_none() {
@@ -80,9 +111,24 @@ impl Table {
                 )));
             }
             let m = Manifest::open(&bytes, version, Some(&self.table_id), self.access().as_ref())?;
-            return Ok(Some((m, name)));
+            return Ok(Found::Ok(Box::new(m)));
         }
-        Ok(None)
+        Ok(found)
+    }
+
+    /// Manifest `version` of the chain, which must be on storage.
+    fn chain_member(&self, version: u64, digest: &[u8; 32], what: &str) -> Result<Manifest> {
+        match self.read_manifest_expect(version, digest)? {
+            Found::Ok(m) => Ok(*m),
+            Found::Missing => Err(Error::integrity(format!(
+                "manifest chain of table {} (version {version}{what} is missing)",
+                self.name
+            ))),
+            Found::Altered | Found::Replaced => Err(Error::integrity(format!(
+                "manifest version {version} of table {} (it was altered or replaced)",
+                self.name
+            ))),
+        }
     }
 
     /// The bytes of retained manifest `version` of the verified chain.
@@ -127,17 +173,22 @@ impl Table {
     /// Manifest `head` from storage, with its chain checked. Storage lacking it is a rollback (or a
     /// replaced or swapped table directory).
     pub(super) fn head_at(&self, head: &TableHead) -> Result<Manifest> {
-        let (m, _) = self
-            .read_manifest_expect(head.version, &head.digest)?
-            .ok_or_else(|| Error::TableRollback {
-                table: self.name.clone(),
-                version: head.version,
-                detail: if self.manifest_dir().join(legacy_name(head.version)).exists() {
-                    "another manifest of that version is in its place".into()
-                } else {
-                    "its manifest is missing".into()
-                },
-            })?;
+        let rollback = |detail: &str| Error::TableRollback {
+            table: self.name.clone(),
+            version: head.version,
+            detail: detail.into(),
+        };
+        let m = match self.read_manifest_expect(head.version, &head.digest)? {
+            Found::Ok(m) => *m,
+            Found::Missing => return Err(rollback("its manifest is missing")),
+            Found::Replaced => return Err(rollback("another manifest of that version is in its place")),
+            Found::Altered => {
+                return Err(Error::integrity(format!(
+                    "manifest version {} of table {} (it was altered)",
+                    head.version, self.name
+                )))
+            }
+        };
         self.verify_chain(&m, head.digest)?;
         Ok(m)
     }
@@ -159,13 +210,7 @@ impl Table {
                 joined_known = true;
                 break;
             }
-            let (prev, _) = self.read_manifest_expect(v - 1, &prev_digest)?.ok_or_else(|| {
-                Error::integrity(format!(
-                    "manifest chain of table {} (version {} that version {v} follows is missing)",
-                    self.name,
-                    v - 1
-                ))
-            })?;
+            let prev = self.chain_member(v - 1, &prev_digest, &format!(", which version {v} follows,"))?;
             chain.push((v - 1, prev_digest));
             v -= 1;
             prev_digest = prev.prev_digest;
@@ -196,10 +241,7 @@ impl Table {
             )));
         }
         let digest = self.verified_digest(version)?;
-        let (m, _) = self.read_manifest_expect(version, &digest)?.ok_or_else(|| {
-            Error::integrity(format!("manifest version {version} of table {} (it is missing)", self.name))
-        })?;
-        Ok(m)
+        self.chain_member(version, &digest, "")
     }
 
     /// Writes `m` as the version after `prev` (its chain fields filled in) under a fresh name; not

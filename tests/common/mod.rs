@@ -12,6 +12,8 @@ use colvault::KeyAccess;
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
+    /// The catalog: SQLite in the fixture's directory.
+    pub catalog: Arc<dyn colvault::catalog::Catalog>,
     pub kms: Arc<LocalKms>,
     pub clock: Arc<ManualClock>,
     pub cache: Arc<KeyCache>,
@@ -42,8 +44,10 @@ impl Fixture {
             .unwrap()
             .id;
         let cache = Arc::new(KeyCache::new(kms.clone(), CacheOptions::default().with_clock(clock.clone())).unwrap());
+        let catalog = catalog_in(dir.path());
         Fixture {
             dir,
+            catalog,
             kms,
             clock,
             cache,
@@ -86,4 +90,9 @@ pub fn keys(fx: &Fixture) -> colvault::project::Keys {
         kms: fx.kms.clone(),
         cache: fx.cache.clone(),
     }
+}
+
+/// The SQLite catalog `catalog.db` in `dir` (each call opens its own handle on the same file).
+pub fn catalog_in(dir: &std::path::Path) -> Arc<dyn colvault::catalog::Catalog> {
+    colvault::catalog::open(&format!("sqlite:{}", dir.join("catalog.db").display())).unwrap()
 }
