@@ -138,6 +138,7 @@ fn count(t: &Table) -> Result<usize, Error> {
 
 fn setup(fx: &Fixture) -> (Project, Table) {
     let p = Project::create(
+        &fx.catalog,
         fx.dir.path().join("proj"),
         "matrix",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
@@ -294,7 +295,7 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
             if op == Read {
                 // A data file of the table, opened directly with another project id in the context.
                 let head = t.head().unwrap();
-                let bytes = std::fs::read(p.dir().join("tables/t/data").join(&head.files[0].name)).unwrap();
+                let bytes = std::fs::read(t.dir().join("data").join(&head.files[0].name)).unwrap();
                 let right = KeyAccess::new(
                     fx.cache.clone(),
                     p.principal().clone(),
@@ -317,17 +318,29 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
                     .map(|_| ());
                 return (true, r);
             }
-            // A second project with the same name (principal) and CMK but its own project id; the
-            // table's directory copied into it.
-            let other = Project::create(
+            // A second project on the same CMK with its own project id; the table's directory
+            // copied into one of its tables, and (as someone who can write the catalog could) that
+            // table's head pointed at the copied manifests: the ids bound into every manifest and
+            // wrap still refuse it.
+            let other_id = colvault::project::new_project_id().unwrap();
+            fx.kms.grant(&cmk, &colvault::kms::Principal::new(&other_id).unwrap()).unwrap();
+            let other = Project::create_with_id(
+                &fx.catalog,
                 fx.dir.path().join("other"),
-                "matrix",
+                "matrix_other",
                 ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(cmk.clone())),
                 keys(&fx),
+                other_id,
             )
             .unwrap();
             assert_ne!(other.settings().project_id, p.settings().project_id);
-            copy_dir(&p.dir().join("tables/t"), &other.dir().join("tables/t"));
+            let t_other = other.create_table("t", batch(0, 1).schema()).unwrap();
+            copy_dir(t.dir(), t_other.dir());
+            let head_of = |id: &str| fx.catalog.table_by_id(id).unwrap().unwrap().head;
+            assert!(fx
+                .catalog
+                .swap_head(t_other.table_id(), &head_of(t_other.table_id()), &head_of(t.table_id()))
+                .unwrap());
             fx.cache.invalidate();
             let t2 = other.table("t").unwrap();
             return (true, run_op(op, &other, &t2, rows));

@@ -22,7 +22,9 @@ const ROWS: i64 = 500;
 
 /// The sorted ids of one scan of the table through a project handle opened now.
 fn scan(dir: &std::path::Path, keys: &Keys) -> Result<Vec<i64>, Error> {
-    let p = Project::open(dir, keys.clone())?;
+    // Its own catalog handle, as another process would have.
+    let catalog = common::catalog_in(dir.parent().expect("the project is inside the fixture's directory"));
+    let p = Project::open(&catalog, "concurrency", keys.clone())?;
     let t = p.table("t")?;
     let mut ids: Vec<i64> = Vec::new();
     for b in t.scan().build()?.read_all()? {
@@ -38,6 +40,7 @@ fn setup() -> (Fixture, Keys, std::path::PathBuf, Project, colvault::table::Tabl
     let keys = common::keys(&fx);
     let dir = fx.dir.path().join("proj");
     let p = Project::create(
+        &fx.catalog,
         &dir,
         "concurrency",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),

@@ -23,6 +23,7 @@ fn setup(fx: &Fixture) -> (Project, Table) {
         cache: fx.cache.clone(),
     };
     let p = Project::create(
+        &fx.catalog,
         fx.dir.path().join("proj"),
         "lifecycle",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),

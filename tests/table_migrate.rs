@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use colvault::kms::{CreateKeyRequest, KmsAdmin, Principal};
+use colvault::kms::{CreateKeyRequest, KmsAdmin};
 use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
 use colvault::{Algorithm, Error};
 use common::Fixture;
@@ -74,6 +74,7 @@ fn migrate_on_change_and_off() {
         cache: fx.cache.clone(),
     };
     let p = Project::create(
+        &fx.catalog,
         fx.dir.path().join("proj"),
         "migrating",
         ProjectSettings::plaintext(),
@@ -127,7 +128,7 @@ fn migrate_on_change_and_off() {
     let p = Project::open(p.catalog(), p.name(), keys.clone()).unwrap();
     assert_eq!(p.settings().algorithm, Algorithm::Aes256Gcm);
     assert_eq!(rows(&p), vec![150, 150]);
-    fx.kms.grant(&byok, &Principal::new("migrating").unwrap()).unwrap();
+    fx.kms.grant(&byok, p.principal()).unwrap();
     let p = p.migrate(target, &|_, _, _| {}).unwrap();
     assert_eq!(p.settings().cmk.as_ref(), Some(&byok));
     for f in p.table("b").unwrap().head().unwrap().files {

@@ -38,6 +38,11 @@ fn keys(dir: &Path) -> Keys {
     Keys { kms, cache }
 }
 
+/// The catalog of the test's directory (SQLite; each call is a new handle, as another process's).
+fn catalog(dir: &Path) -> Arc<dyn colvault::catalog::Catalog> {
+    colvault::catalog::open(&format!("sqlite:{}", dir.join("catalog.db").display())).unwrap()
+}
+
 fn child(test: &str, dir: &Path, mode: &str) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -70,7 +75,7 @@ fn appenders_in_two_processes() {
     if let Ok(mode) = std::env::var("COLVAULT_TEST_CHILD") {
         let dir = PathBuf::from(std::env::var("COLVAULT_TEST_DIR").unwrap());
         let who: i64 = mode.strip_prefix("append:").unwrap().parse().unwrap();
-        let p = Project::open(dir.join("proj"), keys(&dir)).unwrap();
+        let p = Project::open(&catalog(&dir), "two_procs", keys(&dir)).unwrap();
         let t = p.table("t").unwrap();
         for i in 0..50 {
             t.append([batch(who * 100_000 + i * 10, 10)]).unwrap();
@@ -79,6 +84,7 @@ fn appenders_in_two_processes() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let p = Project::create(
+        &catalog(tmp.path()),
         tmp.path().join("proj"),
         "two_procs",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
@@ -108,7 +114,7 @@ fn appenders_in_two_processes() {
 fn crash_child(dir: &Path) {
     let mut out = std::io::stdout();
     for round in 0u64.. {
-        let p = Project::open(dir.join("proj"), keys(dir)).unwrap();
+        let p = Project::open(&catalog(dir), "crashing", keys(dir)).unwrap();
         if p.settings().migrating_from.is_some() {
             // A migration was interrupted: finish it.
             let target = ProjectSettings::encrypted(p.settings().algorithm, KeyChoice::ProjectDefault);
@@ -161,6 +167,7 @@ fn sigkill_at_random_points() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let p = Project::create(
+        &catalog(tmp.path()),
         tmp.path().join("proj"),
         "crashing",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
@@ -195,7 +202,7 @@ fn sigkill_at_random_points() {
 
         // Everything opens; the table holds exactly whole commits, every printed one included.
         let k = keys(tmp.path());
-        let p = Project::open(tmp.path().join("proj"), k).unwrap();
+        let p = Project::open(&catalog(tmp.path()), "crashing", k).unwrap();
         let got = ids(&p, "t");
         assert_eq!(got.len() % 10, 0, "kill {kill}: a commit is whole or absent");
         assert_eq!(
@@ -218,14 +225,14 @@ fn sigkill_at_random_points() {
                 live.insert(f.name);
             }
         }
-        let on_disk = files_in(&tmp.path().join("proj/tables/t/data"));
+        let on_disk = files_in(&t.dir().join("data"));
         assert_eq!(
             on_disk,
             live.into_iter().collect::<Vec<_>>(),
             "kill {kill}: orphan files after vacuum"
         );
         assert!(
-            files_in(&tmp.path().join("proj/tables/t/_manifest"))
+            files_in(&t.dir().join("_manifest"))
                 .iter()
                 .all(|f| f.ends_with(".cvm")),
             "kill {kill}"
@@ -237,7 +244,7 @@ fn sigkill_at_random_points() {
     }
     // Every commit a child reported is there (a commit may land just before a kill without being
     // reported, never the other way round).
-    let p = Project::open(tmp.path().join("proj"), keys(tmp.path())).unwrap();
+    let p = Project::open(&catalog(tmp.path()), "crashing", keys(tmp.path())).unwrap();
     let head = p.table("t").unwrap().head().unwrap();
     eprintln!(
         "30 kills: {printed_total} commits reported, {} rows, table at version {}, settings generation {}",
