@@ -166,7 +166,7 @@ fn a_scan_whose_snapshot_is_vacuumed_underneath_it_gets_a_retriable_error() {
 
     // A file missing from a version that is still retained is damage, not a race.
     let m = t.head().unwrap();
-    std::fs::remove_file(dir.join("tables/t/data").join(&m.files[0].name)).unwrap();
+    std::fs::remove_file(t.dir().join("data").join(&m.files[0].name)).unwrap();
     let err = scan(&dir, &keys).unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err:?}");
 }

@@ -178,7 +178,14 @@ fn sigkill_at_random_points() {
     let cmk = p.settings().cmk.clone().unwrap();
     let mut printed_total = 0usize;
     let mut seed = 0x1234_5678_u64;
-    for kill in 0..30 {
+    // At least 30 kills, and on until the children have reported 30 commits between kills (a
+    // loaded machine starts children slowly), within a bound.
+    let mut kills = 0;
+    for kill in 0..150 {
+        if kill >= 30 && printed_total >= 30 {
+            break;
+        }
+        kills += 1;
         if kill % 10 == 5 {
             // Rotate now and then, so rewraps have something to do.
             let k = keys(tmp.path());
@@ -247,7 +254,7 @@ fn sigkill_at_random_points() {
     let p = Project::open(&catalog(tmp.path()), "crashing", keys(tmp.path())).unwrap();
     let head = p.table("t").unwrap().head().unwrap();
     eprintln!(
-        "30 kills: {printed_total} commits reported, {} rows, table at version {}, settings generation {}",
+        "{kills} kills: {printed_total} commits reported, {} rows, table at version {}, settings generation {}",
         ids(&p, "t").len(),
         head.version,
         p.settings().generation
