@@ -184,7 +184,7 @@ pub enum Error {
         retriable: bool,
     },
     /// A project or table name that the catalog does not know.
-    #[error("{kind} {name} is not registered in the catalog{hint}")]
+    #[error("no {kind} named {name}{hint}")]
     NotRegistered {
         /// `project` or `table`.
         kind: &'static str,

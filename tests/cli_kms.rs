@@ -67,19 +67,23 @@ fn key_lifecycle_commands() {
     env.run(&["kms", "cancel-deletion", &id]);
     assert_eq!(env.json(&["kms", "describe", &id, "--json"])["state"], "enabled");
 
-    // Grants by project name and by project directory.
-    env.run(&["kms", "grant", &id, "sales"]);
+    // Grants by project name and by project directory: both name the project's immutable id.
+    env.run(&["project", "create", "./salesproj", "--name", "sales"]);
     env.run(&["project", "create", "./plainproj", "--name", "plainproj"]);
+    let id_of = |name: &str| env.json(&["catalog", "show", name, "--json"])["project_id"].clone();
+    let (sales, plain) = (id_of("sales"), id_of("plainproj"));
+    assert_eq!(sales.as_str().unwrap().len(), 32);
+    env.run(&["kms", "grant", &id, "sales"]);
     env.run(&["kms", "grant", &id, "./plainproj"]);
     let grants = env.json(&["kms", "describe", &id, "--json"])["grants"].clone();
-    assert_eq!(grants, serde_json::json!(["sales", "plainproj"]));
+    assert_eq!(grants, serde_json::json!([sales, plain]));
     env.run(&["kms", "revoke", &id, "./plainproj"]);
     assert_eq!(
         env.json(&["kms", "describe", &id, "--json"])["grants"],
-        serde_json::json!(["sales"])
+        serde_json::json!([sales])
     );
     let err = env.fails(&["kms", "grant", &id, "./nope/"], 1);
-    assert!(err.contains("not a colvault project directory"), "{err}");
+    assert!(err.contains("not a project registered"), "{err}");
 
     // Imported material: 32 raw bytes, or 64 hex digits; anything else is a usage error.
     std::fs::write(env.path().join("raw.key"), [7u8; 32]).unwrap();
@@ -87,7 +91,7 @@ fn key_lifecycle_commands() {
     std::fs::write(env.path().join("bad.key"), b"short").unwrap();
     let imported = env.json(&["kms", "create-key", "--import", "raw.key", "--grant", "sales", "--json"]);
     assert_eq!(imported["origin"], "byok");
-    assert_eq!(imported["grants"], serde_json::json!(["sales"]));
+    assert_eq!(imported["grants"], serde_json::json!([sales]));
     env.json(&["kms", "create-key", "--import", "hex.key", "--json"]);
     let err = env.fails(&["kms", "create-key", "--import", "bad.key"], 2);
     assert!(err.contains("exactly 32 bytes"), "{err}");

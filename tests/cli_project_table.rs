@@ -23,7 +23,12 @@ impl Env {
         std::fs::read_to_string(self.path().join(name)).unwrap()
     }
     fn data_files(&self, project: &str, table: &str) -> Vec<PathBuf> {
-        let dir = self.path().join(project).join("tables").join(table).join("data");
+        // The table's directory, from the catalog.
+        let show = self.json(&["catalog", "show", project, "--json"]);
+        let t = show["tables"].as_array().unwrap().iter().find(|t| t["name"] == table).unwrap().clone();
+        let dir = PathBuf::from(show["location"].as_str().unwrap())
+            .join(t["location"].as_str().unwrap())
+            .join("data");
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -219,7 +224,7 @@ fn tables_import_export_and_evolve() {
     assert!(err.contains("no table named from_file"), "{err}");
     let err = env.fails(&["table", "list", "./nowhere"], 1);
     assert!(
-        err.contains("not a colvault project") && err.contains("project create"),
+        err.contains("not a project registered") && err.contains("project create"),
         "{err}"
     );
 }
@@ -309,10 +314,12 @@ fn error_paths_and_exit_codes() {
         .unwrap()
         .to_string();
     let err = env.fails(&["project", "create", "./hrdept", "--encrypt", "--key", &key], 3);
-    assert!(err.contains(&format!("colvault kms grant {key} hrdept")), "{err}");
+    // Grants name project ids: the hint gives the id to grant and to create the project with.
+    let id = err.split("--id ").nth(1).unwrap().trim().to_string();
+    assert!(err.contains(&format!("colvault kms grant {key} {id}")), "{err}");
     assert!(!env.path().join("hrdept").exists());
-    env.run(&["kms", "grant", "byok", "hrdept"]);
-    env.run(&["project", "create", "./hrdept", "--encrypt", "--key", "byok"]);
+    env.run(&["kms", "grant", "byok", &id]);
+    env.run(&["project", "create", "./hrdept", "--encrypt", "--key", "byok", "--id", &id]);
     env.write("a.csv", CSV);
     env.run(&["table", "import", "./hrdept", "staff", "a.csv"]);
 

@@ -102,7 +102,7 @@ pub fn run(cmd: CatalogCmd, opts: &KeyOpts) -> CliResult {
                     .ok_or_else(|| colvault::Error::NotRegistered {
                         kind: "project",
                         name: arg.clone(),
-                        hint: format!(" {}", catalog.describe()),
+                        hint: format!(" in catalog {}", catalog.describe()),
                     })?,
             };
             let tables = catalog.list_tables(&rec.project_id)?;

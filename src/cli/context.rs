@@ -252,7 +252,7 @@ impl Ctx {
             ))
         } else {
             err.hint(
-                "`colvault catalog list` shows the projects; create one with `colvault project create DIR --name NAME                  --encrypt`",
+                "`colvault catalog list` shows the projects; create one with `colvault project create DIR --name NAME --encrypt`",
             )
         })
     }

@@ -141,7 +141,7 @@ fn hint_of(e: &Error) -> Option<String> {
         Error::Integrity { .. } => "the data was damaged or tampered with: restore it from a backup; \
              `colvault project verify PROJECT` checks every file of every table"
             .into(),
-        Error::NotColvault(_) => "colvault data files are the *.cvlt files under PROJECT/tables/TABLE/data/".into(),
+        Error::NotColvault(_) => "colvault data files are the *.cvlt files under PROJECT/tables/TABLE_ID/data/ (`colvault catalog show PROJECT` lists the tables' ids)".into(),
         Error::SchemaMismatch(_) => "`colvault table schema PROJECT TABLE` shows the table's columns".into(),
         Error::LegacyAlgorithmRefused => "pass --allow-legacy-rc4 to write RC4 anyway, or choose aes256".into(),
         Error::SnapshotExpired { .. } => "another process changed the table meanwhile; run the command again".into(),

@@ -21,11 +21,11 @@ use super::output::{print_json, size, thousands};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  colvault inspect ./sales/tables/orders/data/<file id>.cvlt\n  \
-                        colvault inspect ./sales/tables/orders/data/<file id>.cvlt --project ./sales"
+    after_help = "Examples:\n  colvault inspect ./sales/tables/<table id>/data/<file id>.cvlt\n  \
+                        colvault inspect ./sales/tables/<table id>/data/<file id>.cvlt --project ./sales"
 )]
 pub struct InspectArgs {
-    /// A colvault data file (PROJECT/tables/TABLE/data/*.cvlt)
+    /// A colvault data file (PROJECT/tables/TABLE_ID/data/*.cvlt)
     pub file: PathBuf,
     /// The project the file belongs to: with its key, also row groups, chunks and statistics
     #[arg(long, value_name = "PROJECT")]
@@ -263,23 +263,21 @@ fn access_for(ctx: &super::context::Ctx, project: &Path, table: Option<&str>, fi
                 .parent()
                 .and_then(|d| d.parent())
                 .map(Path::to_path_buf);
-            let tables = p
-                .tables_dir()
-                .canonicalize()
-                .map_err(|e| io_err("resolving the project's tables directory", e))?;
-            match table_dir {
-                Some(d) if d.parent() == Some(tables.as_path()) => {
-                    d.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string()
-                }
-                _ => {
-                    return Err(CliError::usage(format!(
-                        "{} is not under {}/TABLE/data/",
-                        file.display(),
-                        p.tables_dir().display()
-                    ))
-                    .hint("name its table with --table TABLE"))
+            let mut found = None;
+            for name in p.list_tables()? {
+                if p.table(&name)?.dir().canonicalize().ok() == table_dir {
+                    found = Some(name);
+                    break;
                 }
             }
+            found.ok_or_else(|| {
+                CliError::usage(format!(
+                    "{} is not a data file of a table of project {}",
+                    file.display(),
+                    p.name()
+                ))
+                .hint("name its table with --table TABLE (`colvault catalog show PROJECT` lists the tables and their directories)")
+            })?
         }
     };
     let t = p.table(&name)?;

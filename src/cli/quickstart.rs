@@ -212,7 +212,7 @@ pub fn run(args: QuickstartArgs, opts: &KeyOpts) -> CliResult {
     let file = head
         .files
         .first()
-        .map(|f| project.tables_dir().join(TABLE).join("data").join(&f.name))
+        .map(|f| table.dir().join("data").join(&f.name))
         .ok_or_else(|| CliError::other("the demo table has no file"))?;
     println!("   $ colvault inspect {}", file.display());
     for l in inspect(&file, None)?.lines {

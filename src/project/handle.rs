@@ -110,7 +110,9 @@ impl Project {
         validate_name(name)?;
         crate::catalog::check_id(&project_id, "project")
             .map_err(|_| Error::InvalidArgument("a project id is 32 lowercase hex digits".into()))?;
-        let dir = dir.as_ref().to_path_buf();
+        // The catalog records where the project lives as an absolute path.
+        let dir = std::path::absolute(dir.as_ref())
+            .map_err(|e| Error::io(format!("resolving {}", dir.as_ref().display()), e))?;
         if catalog.project(name)?.is_some() {
             return Err(Error::AlreadyExists {
                 kind: "project",
@@ -241,7 +243,7 @@ impl Project {
             kind: "project",
             name: name.to_string(),
             hint: format!(
-                " {}; create it, or adopt an existing project directory with `colvault project register DIR`",
+                " in catalog {}; create it, or adopt an existing project directory with `colvault project register DIR`",
                 catalog.describe()
             ),
         })?;

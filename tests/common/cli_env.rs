@@ -33,6 +33,7 @@ impl Env {
             "COLVAULT_NEW_PASSPHRASE",
             "COLVAULT_KEY_CACHE_SECONDS",
             "COLVAULT_CIPHER_PROVIDER",
+            "COLVAULT_CATALOG",
         ] {
             c.env_remove(v);
         }
