@@ -46,7 +46,18 @@ pub trait SqlConn: Send {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError>;
     /// Starts a transaction that will write (SQLite takes its write lock at once).
     fn begin_write(&mut self) -> Result<(), SqlError>;
+    /// Inside a transaction from [`SqlConn::begin_write`]: waits until no other connection is
+    /// migrating the schema, until the transaction ends. The default does nothing, which suffices
+    /// where `begin_write` already excludes every other writer (SQLite's `BEGIN IMMEDIATE`);
+    /// PostgreSQL takes a transaction-scoped advisory lock.
+    fn lock_schema(&mut self) -> Result<(), SqlError> {
+        Ok(())
+    }
 }
+
+/// The schema version this colvault writes: the number of [`MIGRATIONS`]. A catalog whose
+/// `cv_schema` records a higher one is refused.
+pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
 /// The schema migrations, applied in order on open; `cv_schema` records how many ran. Never edit a
 /// released step: add one.
@@ -316,10 +327,15 @@ fn sql_err(url: &str, e: SqlError) -> Error {
     }
 }
 
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction that excludes every other migrating
+/// connection (so processes opening a fresh catalog at once neither race `CREATE TABLE` nor both
+/// insert the `cv_schema` row): PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe against a
+/// concurrent creator, and its `READ COMMITTED` would let two openers both see no version row.
 fn migrate(conn: &mut dyn SqlConn) -> Result<(), SqlError> {
-    conn.execute("CREATE TABLE IF NOT EXISTS cv_schema (version BIGINT NOT NULL)", &[])?;
     conn.begin_write()?;
     let run = || -> Result<(), SqlError> {
+        conn.lock_schema()?;
+        conn.execute("CREATE TABLE IF NOT EXISTS cv_schema (version BIGINT NOT NULL)", &[])?;
         let rows = conn.query("SELECT version FROM cv_schema", &[])?;
         let done = match rows.first().and_then(|r| r.first()) {
             Some(Value::Int(v)) => *v as usize,
@@ -370,10 +386,22 @@ impl Catalog for SqlCatalog {
             },
             e => self.err(e),
         };
+        if let Some(t) = tables.iter().find(|t| t.project_id != project.project_id) {
+            return Err(Error::InvalidArgument(format!(
+                "table {:?} belongs to project id {}, not to the project being registered",
+                t.name, t.project_id
+            )));
+        }
         self.transaction(|c| {
             c.execute(&insert_project, &project_values(project)?).map_err(taken)?;
             for t in tables {
-                c.execute(&insert_table, &table_values(t)?).map_err(|e| self.err(e))?;
+                c.execute(&insert_table, &table_values(t)?).map_err(|e| match e {
+                    SqlError::Unique => Error::AlreadyExists {
+                        kind: "table",
+                        name: t.name.clone(),
+                    },
+                    e => self.err(e),
+                })?;
             }
             Ok(())
         })
@@ -473,30 +501,33 @@ impl Catalog for SqlCatalog {
 
     fn observe_kms_generation(&self, kms: &str, generation: u64) -> Result<()> {
         let g = int(generation, "keystore generation")?;
+        // Insert-if-absent, raise-if-lower, then read back, in one transaction: two first observers
+        // racing on PostgreSQL (where `BEGIN` excludes no one) both succeed instead of one failing on
+        // the primary key, and the mark only ever rises.
         self.transaction(|c| {
+            c.execute(
+                "INSERT INTO cv_kms_marks (kms, generation) VALUES ($1, $2) ON CONFLICT (kms) DO NOTHING",
+                &[text(kms), g.clone()],
+            )
+            .map_err(|e| self.err(e))?;
+            c.execute(
+                "UPDATE cv_kms_marks SET generation = $1 WHERE kms = $2 AND generation < $1",
+                &[g.clone(), text(kms)],
+            )
+            .map_err(|e| self.err(e))?;
             let rows = c
                 .query("SELECT generation FROM cv_kms_marks WHERE kms = $1", &[text(kms)])
                 .map_err(|e| self.err(e))?;
-            match rows.first().map(|r| RowReader { row: r, at: 0 }.u64()).transpose()? {
-                None => {
-                    c.execute(
-                        "INSERT INTO cv_kms_marks (kms, generation) VALUES ($1, $2)",
-                        &[text(kms), g.clone()],
-                    )
-                    .map_err(|e| self.err(e))?;
-                }
-                Some(seen) if seen > generation => {
-                    return Err(Error::KeystoreRollback {
-                        kms: kms.to_string(),
-                        expected: seen,
-                        found: generation,
-                    })
-                }
-                Some(seen) if seen < generation => {
-                    c.execute("UPDATE cv_kms_marks SET generation = $1 WHERE kms = $2", &[g.clone(), text(kms)])
-                        .map_err(|e| self.err(e))?;
-                }
-                Some(_) => {}
+            let seen = match rows.first() {
+                Some(r) => RowReader { row: r, at: 0 }.u64()?,
+                None => return Err(Error::integrity(format!("the catalog lost the mark of KMS {kms:?}"))),
+            };
+            if seen > generation {
+                return Err(Error::KeystoreRollback {
+                    kms: kms.to_string(),
+                    expected: seen,
+                    found: generation,
+                });
             }
             Ok(())
         })
