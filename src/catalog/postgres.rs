@@ -32,6 +32,8 @@ pub struct PostgresConn {
     config: Config,
     client: Client,
     in_transaction: bool,
+    /// The last failure said the connection is gone (the client may not know yet).
+    broken: bool,
 }
 
 impl std::fmt::Debug for PostgresConn {
@@ -51,22 +53,16 @@ fn is_loopback(host: &Host) -> bool {
     }
 }
 
-/// Whether a failure may go away when tried again: a lost or refused connection, a server
-/// shutting down, a serialization failure or a deadlock.
-fn retriable(e: &postgres::Error) -> bool {
+/// Whether the connection is gone: closed, an I/O error (reset, refused, timed out), a connection
+/// exception (class 08), or the server ending the session (57P01 admin shutdown, 57P02 crash
+/// shutdown, 57P03 cannot connect now; the server's FATAL message arrives as the answer to the next
+/// statement, before the client sees the connection close).
+fn broken(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     match e.code() {
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") // connection exception
-                || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || c.starts_with("57P") // admin or crash shutdown, cannot connect now
-        }
-        // No SQLSTATE: an I/O error (refused, reset, timed out) is worth another try; a type or
-        // protocol mismatch is not.
+        Some(c) => c.code().starts_with("08") || c.code().starts_with("57P"),
         None => {
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {
@@ -78,6 +74,14 @@ fn retriable(e: &postgres::Error) -> bool {
             false
         }
     }
+}
+
+/// Whether a failure may go away when tried again: a broken connection, a serialization failure
+/// or a deadlock.
+fn retriable(e: &postgres::Error) -> bool {
+    broken(e)
+        || e.code()
+            .is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
 }
 
 fn map_err(e: postgres::Error) -> SqlError {
@@ -157,16 +161,29 @@ impl PostgresConn {
             config,
             client,
             in_transaction: false,
+            broken: false,
         })
     }
 
-    /// Replaces a connection found closed, once, unless a transaction was under way on it (then
+    /// Replaces a connection found broken, once, unless a transaction was under way on it (then
     /// the caller's `ROLLBACK` ends the transaction first and the next call reconnects).
     fn ensure_connected(&mut self) -> Result<(), SqlError> {
-        if self.client.is_closed() && !self.in_transaction {
-            self.client = self.config.connect(NoTls).map_err(map_err)?;
+        if (self.broken || self.client.is_closed()) && !self.in_transaction {
+            self.reconnect()?;
         }
         Ok(())
+    }
+
+    fn reconnect(&mut self) -> Result<(), SqlError> {
+        self.client = self.config.connect(NoTls).map_err(map_err)?;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Maps a failure, remembering a broken connection for the next call.
+    fn fail(&mut self, e: postgres::Error) -> SqlError {
+        self.broken |= broken(&e);
+        map_err(e)
     }
 }
 
@@ -177,7 +194,7 @@ impl SqlConn for PostgresConn {
             .any(|k| sql.trim().eq_ignore_ascii_case(k));
         if ends {
             self.in_transaction = false;
-            if self.client.is_closed() {
+            if self.broken || self.client.is_closed() {
                 // The server ended the transaction with the connection; a COMMIT must not look
                 // like it succeeded.
                 return Err(SqlError::Other {
@@ -185,37 +202,52 @@ impl SqlConn for PostgresConn {
                     retriable: true,
                 });
             }
-            return self.client.batch_execute(sql).map(|()| 0).map_err(map_err);
+            return self.client.batch_execute(sql).map(|()| 0).map_err(|e| self.fail(e));
         }
         self.ensure_connected()?;
-        self.client.execute(sql, &to_pg(params)).map_err(map_err)
+        match self.client.execute(sql, &to_pg(params)) {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
         self.ensure_connected()?;
         let rows = match self.client.query(sql, &to_pg(params)) {
-            Err(e) if e.is_closed() && !self.in_transaction => {
+            Ok(rows) => rows,
+            Err(e) if broken(&e) && !self.in_transaction => {
                 // A read is safe to repeat: once more on a new connection.
-                self.client = self.config.connect(NoTls).map_err(map_err)?;
-                self.client.query(sql, &to_pg(params)).map_err(map_err)?
+                self.reconnect()?;
+                match self.client.query(sql, &to_pg(params)) {
+                    Ok(rows) => rows,
+                    Err(e) => return Err(self.fail(e)),
+                }
             }
-            r => r.map_err(map_err)?,
+            Err(e) => return Err(self.fail(e)),
         };
         rows.iter().map(from_row).collect()
     }
 
     fn begin_write(&mut self) -> Result<(), SqlError> {
         self.ensure_connected()?;
-        self.client.batch_execute("BEGIN").map_err(map_err)?;
-        self.in_transaction = true;
-        Ok(())
+        match self.client.batch_execute("BEGIN") {
+            Ok(()) => {
+                self.in_transaction = true;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     fn lock_schema(&mut self) -> Result<(), SqlError> {
         // Released by the transaction's COMMIT or ROLLBACK.
-        self.client
+        match self
+            .client
             .batch_execute(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
-            .map_err(map_err)
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 }
 

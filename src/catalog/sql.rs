@@ -104,7 +104,9 @@ pub struct SqlCatalog {
 
 impl fmt::Debug for SqlCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqlCatalog").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("SqlCatalog")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -166,7 +168,10 @@ impl RowReader<'_> {
         self.at += 1;
         match v {
             Some(Value::Int(i)) if *i >= 0 => Ok(*i as u64),
-            other => Err(Error::malformed("catalog row", format!("expected a count, got {other:?}"))),
+            other => Err(Error::malformed(
+                "catalog row",
+                format!("expected a count, got {other:?}"),
+            )),
         }
     }
     fn algorithm(&mut self) -> Result<Algorithm> {
@@ -377,7 +382,10 @@ impl Catalog for SqlCatalog {
     }
 
     fn create_project(&self, project: &ProjectRecord, tables: &[TableRecord]) -> Result<()> {
-        let insert_project = format!("INSERT INTO cv_projects ({PROJECT_COLUMNS}) VALUES ({})", placeholders(12));
+        let insert_project = format!(
+            "INSERT INTO cv_projects ({PROJECT_COLUMNS}) VALUES ({})",
+            placeholders(12)
+        );
         let insert_table = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(6));
         let taken = |e: SqlError| match e {
             SqlError::Unique => Error::AlreadyExists {
@@ -419,10 +427,14 @@ impl Catalog for SqlCatalog {
 
     fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
         let sql = format!("SELECT {PROJECT_COLUMNS} FROM cv_projects ORDER BY name");
-        self.with(|c| c.query(&sql, &[]))?
+        let mut all = self
+            .with(|c| c.query(&sql, &[]))?
             .iter()
             .map(|r| project_from(r))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // By bytes, whatever the database's collation (PostgreSQL's follows its locale).
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     fn update_project(&self, expected: &ProjectRecord, new: &ProjectRecord) -> Result<bool> {
@@ -454,13 +466,15 @@ impl Catalog for SqlCatalog {
     fn create_table(&self, table: &TableRecord) -> Result<()> {
         let sql = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(6));
         let mut conn = self.conn.lock().map_err(|_| Error::Poisoned)?;
-        conn.execute(&sql, &table_values(table)?).map(|_| ()).map_err(|e| match e {
-            SqlError::Unique => Error::AlreadyExists {
-                kind: "table",
-                name: table.name.clone(),
-            },
-            e => self.err(e),
-        })
+        conn.execute(&sql, &table_values(table)?)
+            .map(|_| ())
+            .map_err(|e| match e {
+                SqlError::Unique => Error::AlreadyExists {
+                    kind: "table",
+                    name: table.name.clone(),
+                },
+                e => self.err(e),
+            })
     }
 
     fn table(&self, project_id: &str, name: &str) -> Result<Option<TableRecord>> {
@@ -475,10 +489,13 @@ impl Catalog for SqlCatalog {
 
     fn list_tables(&self, project_id: &str) -> Result<Vec<TableRecord>> {
         let sql = format!("SELECT {TABLE_COLUMNS} FROM cv_tables WHERE project_id = $1 ORDER BY name");
-        self.with(|c| c.query(&sql, &[text(project_id)]))?
+        let mut all = self
+            .with(|c| c.query(&sql, &[text(project_id)]))?
             .iter()
             .map(|r| table_from(r))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     fn swap_head(&self, table_id: &str, expected: &TableHead, new: &TableHead) -> Result<bool> {

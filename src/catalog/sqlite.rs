@@ -151,6 +151,9 @@ impl SqlCatalog {
 mod tests {
     #[test]
     fn dollar_placeholders_become_numbered() {
-        assert_eq!(super::dialect("a = $1 AND b = $12 AND c = '$x'"), "a = ?1 AND b = ?12 AND c = '$x'");
+        assert_eq!(
+            super::dialect("a = $1 AND b = $12 AND c = '$x'"),
+            "a = ?1 AND b = ?12 AND c = '$x'"
+        );
     }
 }
