@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 
@@ -352,10 +352,12 @@ fn concurrent_first_opens_migrate_once(b: &Backend) {
     let handles: Vec<_> = (0..n)
         .map(|_| {
             let barrier = barrier.clone();
+            // Connected first, so the migrations, not the connection set-ups, start together.
+            let conn = b.conn();
             let url = b.url.clone();
             std::thread::spawn(move || {
                 barrier.wait();
-                catalog::open(&url).map(|_| ())
+                SqlCatalog::new(conn, &url).map(|_| ())
             })
         })
         .collect();
@@ -501,6 +503,11 @@ fn catalog_child() {
     let c = catalog::open(&var("COLVAULT_CATALOG_URL")).unwrap();
     let table_id = var("COLVAULT_CATALOG_TABLE");
     let each: u64 = var("COLVAULT_CATALOG_EACH").parse().unwrap();
+    // Start together: say ready, wait for the parent's go (a line on stdin).
+    println!("ready");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    assert_eq!(go.trim(), "go");
     for _ in 0..each {
         let v = increment(c.as_ref(), &table_id, writer);
         println!("committed {v}");
@@ -511,7 +518,7 @@ fn catalog_child() {
 fn processes_swap(b: &Backend, processes: u8, each: u64) {
     let c = b.open();
     let table_id = one_table(c.as_ref());
-    let children: Vec<_> = (1..=processes)
+    let mut children: Vec<_> = (1..=processes)
         .map(|w| {
             Command::new(std::env::current_exe().unwrap())
                 .args(["catalog_child", "--exact", "--nocapture", "--test-threads=1", "-q"])
@@ -519,16 +526,32 @@ fn processes_swap(b: &Backend, processes: u8, each: u64) {
                 .env("COLVAULT_CATALOG_URL", &b.url)
                 .env("COLVAULT_CATALOG_TABLE", &table_id)
                 .env("COLVAULT_CATALOG_EACH", each.to_string())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
+    // Every child has opened its catalog before any starts swapping.
+    let mut outputs = Vec::new();
+    for child in &mut children {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(line) if line.as_ref().unwrap() == "ready" => break,
+                Some(_) => {}
+                None => panic!("a child ended before it was ready: {:?}", child.wait()),
+            }
+        }
+        outputs.push(lines);
+    }
+    for child in &mut children {
+        writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    }
     let mut committed = Vec::new();
-    for (w, mut child) in (1..=processes).zip(children) {
-        let stdout = child.stdout.take().unwrap();
-        for line in BufReader::new(stdout).lines() {
+    for ((w, child), lines) in (1..=processes).zip(children).zip(outputs) {
+        for line in lines {
             if let Some(v) = line.unwrap().strip_prefix("committed ") {
                 committed.push((v.trim().parse::<u64>().unwrap(), w));
             }
