@@ -123,6 +123,8 @@ pub fn anchor_kms(catalog: &dyn Catalog, kms: &dyn KmsAdmin) -> Result<()> {
 }
 
 /// A fresh random id: 16 bytes from the OS CSPRNG, as 32 lowercase hex digits.
+// Unused until projects and tables register themselves (issue 14, under way); clippy -D warnings.
+#[allow(dead_code)]
 pub(crate) fn new_id() -> Result<String> {
     Ok(crate::crypto::random_array::<16>()?
         .iter()

@@ -46,7 +46,18 @@ pub trait SqlConn: Send {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError>;
     /// Starts a transaction that will write (SQLite takes its write lock at once).
     fn begin_write(&mut self) -> Result<(), SqlError>;
+    /// Inside a transaction from [`SqlConn::begin_write`]: waits until no other connection is
+    /// migrating the schema, until the transaction ends. The default does nothing, which suffices
+    /// where `begin_write` already excludes every other writer (SQLite's `BEGIN IMMEDIATE`);
+    /// PostgreSQL takes a transaction-scoped advisory lock.
+    fn lock_schema(&mut self) -> Result<(), SqlError> {
+        Ok(())
+    }
 }
+
+/// The schema version this colvault writes: the number of [`MIGRATIONS`]. A catalog whose
+/// `cv_schema` records a higher one is refused.
+pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
 /// The schema migrations, applied in order on open; `cv_schema` records how many ran. Never edit a
 /// released step: add one.
@@ -93,7 +104,9 @@ pub struct SqlCatalog {
 
 impl fmt::Debug for SqlCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqlCatalog").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("SqlCatalog")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,7 +168,10 @@ impl RowReader<'_> {
         self.at += 1;
         match v {
             Some(Value::Int(i)) if *i >= 0 => Ok(*i as u64),
-            other => Err(Error::malformed("catalog row", format!("expected a count, got {other:?}"))),
+            other => Err(Error::malformed(
+                "catalog row",
+                format!("expected a count, got {other:?}"),
+            )),
         }
     }
     fn algorithm(&mut self) -> Result<Algorithm> {
@@ -316,10 +332,15 @@ fn sql_err(url: &str, e: SqlError) -> Error {
     }
 }
 
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction that excludes every other migrating
+/// connection (so processes opening a fresh catalog at once neither race `CREATE TABLE` nor both
+/// insert the `cv_schema` row): PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not safe against a
+/// concurrent creator, and its `READ COMMITTED` would let two openers both see no version row.
 fn migrate(conn: &mut dyn SqlConn) -> Result<(), SqlError> {
-    conn.execute("CREATE TABLE IF NOT EXISTS cv_schema (version BIGINT NOT NULL)", &[])?;
     conn.begin_write()?;
     let run = || -> Result<(), SqlError> {
+        conn.lock_schema()?;
+        conn.execute("CREATE TABLE IF NOT EXISTS cv_schema (version BIGINT NOT NULL)", &[])?;
         let rows = conn.query("SELECT version FROM cv_schema", &[])?;
         let done = match rows.first().and_then(|r| r.first()) {
             Some(Value::Int(v)) => *v as usize,
@@ -361,7 +382,10 @@ impl Catalog for SqlCatalog {
     }
 
     fn create_project(&self, project: &ProjectRecord, tables: &[TableRecord]) -> Result<()> {
-        let insert_project = format!("INSERT INTO cv_projects ({PROJECT_COLUMNS}) VALUES ({})", placeholders(12));
+        let insert_project = format!(
+            "INSERT INTO cv_projects ({PROJECT_COLUMNS}) VALUES ({})",
+            placeholders(12)
+        );
         let insert_table = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(6));
         let taken = |e: SqlError| match e {
             SqlError::Unique => Error::AlreadyExists {
@@ -370,10 +394,22 @@ impl Catalog for SqlCatalog {
             },
             e => self.err(e),
         };
+        if let Some(t) = tables.iter().find(|t| t.project_id != project.project_id) {
+            return Err(Error::InvalidArgument(format!(
+                "table {:?} belongs to project id {}, not to the project being registered",
+                t.name, t.project_id
+            )));
+        }
         self.transaction(|c| {
             c.execute(&insert_project, &project_values(project)?).map_err(taken)?;
             for t in tables {
-                c.execute(&insert_table, &table_values(t)?).map_err(|e| self.err(e))?;
+                c.execute(&insert_table, &table_values(t)?).map_err(|e| match e {
+                    SqlError::Unique => Error::AlreadyExists {
+                        kind: "table",
+                        name: t.name.clone(),
+                    },
+                    e => self.err(e),
+                })?;
             }
             Ok(())
         })
@@ -391,10 +427,14 @@ impl Catalog for SqlCatalog {
 
     fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
         let sql = format!("SELECT {PROJECT_COLUMNS} FROM cv_projects ORDER BY name");
-        self.with(|c| c.query(&sql, &[]))?
+        let mut all = self
+            .with(|c| c.query(&sql, &[]))?
             .iter()
             .map(|r| project_from(r))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // By bytes, whatever the database's collation (PostgreSQL's follows its locale).
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     fn update_project(&self, expected: &ProjectRecord, new: &ProjectRecord) -> Result<bool> {
@@ -436,13 +476,15 @@ impl Catalog for SqlCatalog {
     fn create_table(&self, table: &TableRecord) -> Result<()> {
         let sql = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(6));
         let mut conn = self.conn.lock().map_err(|_| Error::Poisoned)?;
-        conn.execute(&sql, &table_values(table)?).map(|_| ()).map_err(|e| match e {
-            SqlError::Unique => Error::AlreadyExists {
-                kind: "table",
-                name: table.name.clone(),
-            },
-            e => self.err(e),
-        })
+        conn.execute(&sql, &table_values(table)?)
+            .map(|_| ())
+            .map_err(|e| match e {
+                SqlError::Unique => Error::AlreadyExists {
+                    kind: "table",
+                    name: table.name.clone(),
+                },
+                e => self.err(e),
+            })
     }
 
     fn table(&self, project_id: &str, name: &str) -> Result<Option<TableRecord>> {
@@ -457,10 +499,13 @@ impl Catalog for SqlCatalog {
 
     fn list_tables(&self, project_id: &str) -> Result<Vec<TableRecord>> {
         let sql = format!("SELECT {TABLE_COLUMNS} FROM cv_tables WHERE project_id = $1 ORDER BY name");
-        self.with(|c| c.query(&sql, &[text(project_id)]))?
+        let mut all = self
+            .with(|c| c.query(&sql, &[text(project_id)]))?
             .iter()
             .map(|r| table_from(r))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     fn swap_head(&self, table_id: &str, expected: &TableHead, new: &TableHead) -> Result<bool> {
@@ -483,30 +528,33 @@ impl Catalog for SqlCatalog {
 
     fn observe_kms_generation(&self, kms: &str, generation: u64) -> Result<()> {
         let g = int(generation, "keystore generation")?;
+        // Insert-if-absent, raise-if-lower, then read back, in one transaction: two first observers
+        // racing on PostgreSQL (where `BEGIN` excludes no one) both succeed instead of one failing on
+        // the primary key, and the mark only ever rises.
         self.transaction(|c| {
+            c.execute(
+                "INSERT INTO cv_kms_marks (kms, generation) VALUES ($1, $2) ON CONFLICT (kms) DO NOTHING",
+                &[text(kms), g.clone()],
+            )
+            .map_err(|e| self.err(e))?;
+            c.execute(
+                "UPDATE cv_kms_marks SET generation = $1 WHERE kms = $2 AND generation < $1",
+                &[g.clone(), text(kms)],
+            )
+            .map_err(|e| self.err(e))?;
             let rows = c
                 .query("SELECT generation FROM cv_kms_marks WHERE kms = $1", &[text(kms)])
                 .map_err(|e| self.err(e))?;
-            match rows.first().map(|r| RowReader { row: r, at: 0 }.u64()).transpose()? {
-                None => {
-                    c.execute(
-                        "INSERT INTO cv_kms_marks (kms, generation) VALUES ($1, $2)",
-                        &[text(kms), g.clone()],
-                    )
-                    .map_err(|e| self.err(e))?;
-                }
-                Some(seen) if seen > generation => {
-                    return Err(Error::KeystoreRollback {
-                        kms: kms.to_string(),
-                        expected: seen,
-                        found: generation,
-                    })
-                }
-                Some(seen) if seen < generation => {
-                    c.execute("UPDATE cv_kms_marks SET generation = $1 WHERE kms = $2", &[g.clone(), text(kms)])
-                        .map_err(|e| self.err(e))?;
-                }
-                Some(_) => {}
+            let seen = match rows.first() {
+                Some(r) => RowReader { row: r, at: 0 }.u64()?,
+                None => return Err(Error::integrity(format!("the catalog lost the mark of KMS {kms:?}"))),
+            };
+            if seen > generation {
+                return Err(Error::KeystoreRollback {
+                    kms: kms.to_string(),
+                    expected: seen,
+                    found: generation,
+                });
             }
             Ok(())
         })

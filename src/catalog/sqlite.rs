@@ -43,8 +43,17 @@ fn to_sqlite(params: &[Value]) -> Vec<SqliteValue> {
 }
 
 fn map_err(e: rusqlite::Error) -> SqlError {
+    // Only a UNIQUE or PRIMARY KEY violation is a name or id already taken; a foreign-key or NOT
+    // NULL violation is another constraint failure and must not read as "already exists".
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if matches!(
+            f.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        ) {
+            return SqlError::Unique;
+        }
+    }
     match e.sqlite_error_code() {
-        Some(ErrorCode::ConstraintViolation) => SqlError::Unique,
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => SqlError::Other {
             detail: e.to_string(),
             retriable: true,
@@ -142,6 +151,9 @@ impl SqlCatalog {
 mod tests {
     #[test]
     fn dollar_placeholders_become_numbered() {
-        assert_eq!(super::dialect("a = $1 AND b = $12 AND c = '$x'"), "a = ?1 AND b = ?12 AND c = '$x'");
+        assert_eq!(
+            super::dialect("a = $1 AND b = $12 AND c = '$x'"),
+            "a = ?1 AND b = ?12 AND c = '$x'"
+        );
     }
 }

@@ -3,6 +3,10 @@
 
 use std::sync::Arc;
 
+/// A throwaway PostgreSQL server (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 use colvault::clock::ManualClock;
 use colvault::kms::{
     Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
