@@ -46,7 +46,13 @@ fn quickstart_twice_from_a_clean_home() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
     assert!(home.path().join(".colvault/root.key").exists());
-    assert!(home.path().join(".colvault/quickstart/project.cv").exists());
+    assert!(home.path().join(".colvault/catalog.db").exists());
+    let settings_files = std::fs::read_dir(home.path().join(".colvault/quickstart"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("project-"))
+        .count();
+    assert_eq!(settings_files, 1, "the demo project's settings file");
 
     // Again: the demo project is made anew, its old key scheduled for deletion.
     cmd(home.path())
