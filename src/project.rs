@@ -115,6 +115,9 @@ pub struct StoredSettings {
 }
 
 const SETTINGS_FILE: &str = "project.cv";
+/// The shortest deletion window a KMS allows: a default key left by a failed `create` is
+/// scheduled for deletion after it.
+const MIN_DELETION_DAYS: u32 = 7;
 const SETTINGS_MAGIC: [u8; 4] = *b"CVPJ";
 const SETTINGS_VERSION: u8 = 1;
 
@@ -242,65 +245,106 @@ impl Project {
                 dir.display()
             )));
         }
+        let existed = match std::fs::read_dir(&dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} is not empty: a project is created in an empty or missing directory",
+                        dir.display()
+                    )));
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) if dir.exists() => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is not a directory a project can be created in: {e}",
+                    dir.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+        };
         let principal = Principal::new(name)?;
         let project_id: String = random_array::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
-        let (algorithm, cmk, default_key, rc4) = match &settings.encryption {
-            None => (Algorithm::None, None, false, false),
-            Some(enc) => {
-                if enc.algorithm == Algorithm::None {
-                    return Err(Error::InvalidArgument(
-                        "encryption on needs an algorithm other than none".into(),
-                    ));
-                }
-                if enc.algorithm.is_legacy() && !enc.allow_legacy_rc4 {
-                    return Err(Error::LegacyAlgorithmRefused);
-                }
-                match &enc.key {
+        if let Some(enc) = &settings.encryption {
+            if enc.algorithm == Algorithm::None {
+                return Err(Error::InvalidArgument(
+                    "encryption on needs an algorithm other than none".into(),
+                ));
+            }
+            if enc.algorithm.is_legacy() && !enc.allow_legacy_rc4 {
+                return Err(Error::LegacyAlgorithmRefused);
+            }
+        }
+        // All or nothing: the directory first (so a path that cannot be created fails before any
+        // key exists), then the default key, the sealed settings, the settings file. On a failure
+        // the settings file and directories made here are removed and a default key made here is
+        // scheduled for deletion, so neither the disk nor the keystore keeps a trace.
+        let tables = dir.join("tables");
+        std::fs::create_dir_all(&tables).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut created_key = None;
+        let mut wrote_settings = false;
+        let result = (|| {
+            let (algorithm, cmk, default_key, rc4) = match &settings.encryption {
+                None => (Algorithm::None, None, false, false),
+                Some(enc) => match &enc.key {
                     KeyChoice::ProjectDefault => {
                         let meta = keys
                             .kms
                             .create_key(CreateKeyRequest::project_default(principal.clone()))?;
+                        created_key = Some(meta.id.clone());
                         (enc.algorithm, Some(meta.id), true, enc.allow_legacy_rc4)
                     }
                     KeyChoice::Byok(id) => (enc.algorithm, Some(id.clone()), false, enc.allow_legacy_rc4),
-                }
+                },
+            };
+            let stored = StoredSettings {
+                name: name.to_string(),
+                project_id,
+                algorithm,
+                kms: if cmk.is_some() {
+                    keys.kms.name().to_string()
+                } else {
+                    String::new()
+                },
+                cmk,
+                default_key,
+                allow_legacy_rc4: rc4,
+                created_ms: UNIX_EPOCH.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0),
+                generation: 0,
+                migrating_from: None,
+            };
+            let project = Project {
+                dir: dir.clone(),
+                settings: stored,
+                keys: keys.clone(),
+                principal,
+            };
+            // Sealing the settings asks the KMS for a key under the CMK: for a BYOK key without a
+            // grant this is where creation is refused.
+            let bytes = project.seal_settings()?;
+            if !fsutil::write_new_atomic(&dir.join(SETTINGS_FILE), &bytes)? {
+                return Err(Error::InvalidArgument(format!(
+                    "{} already holds a project",
+                    dir.display()
+                )));
             }
-        };
-        let stored = StoredSettings {
-            name: name.to_string(),
-            project_id,
-            algorithm,
-            kms: if cmk.is_some() {
-                keys.kms.name().to_string()
-            } else {
-                String::new()
-            },
-            cmk,
-            default_key,
-            allow_legacy_rc4: rc4,
-            created_ms: UNIX_EPOCH.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0),
-            generation: 0,
-            migrating_from: None,
-        };
-        let project = Project {
-            dir,
-            settings: stored,
-            keys,
-            principal,
-        };
-        // Sealing the settings asks the KMS for a key under the CMK: for a BYOK key without a grant
-        // this is where creation is refused.
-        let bytes = project.seal_settings()?;
-        // Only now, with the key usable, does anything appear on storage.
-        let dir = &project.dir;
-        std::fs::create_dir_all(dir.join("tables")).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        if !fsutil::write_new_atomic(&dir.join(SETTINGS_FILE), &bytes)? {
-            return Err(Error::InvalidArgument(format!(
-                "{} already holds a project",
-                dir.display()
-            )));
+            wrote_settings = true;
+            Ok(project)
+        })();
+        if result.is_err() {
+            if wrote_settings {
+                let _ = std::fs::remove_file(dir.join(SETTINGS_FILE));
+            }
+            let _ = std::fs::remove_dir(&tables);
+            if !existed {
+                let _ = std::fs::remove_dir(&dir);
+            }
+            if let Some(id) = &created_key {
+                let _ = keys.kms.schedule_deletion(id, MIN_DELETION_DAYS);
+            }
         }
-        Ok(project)
+        result
     }
 
     fn seal_settings(&self) -> Result<Vec<u8>> {
@@ -325,11 +369,9 @@ impl Project {
 
     fn byok_hint(&self, e: Error) -> Error {
         match e {
+            // The error's message ends with the grant command for this project: said once.
             Error::AccessDenied { key, .. } => Error::AccessDenied {
-                principal: format!(
-                    "project {} (grant it first: colvault kms grant {key} {})",
-                    self.settings.name, self.settings.name
-                ),
+                principal: format!("project {}", self.settings.name),
                 key,
             },
             other => other,

@@ -77,7 +77,7 @@ enum Command {
         #[command(subcommand)]
         cmd: project::ProjectCmd,
     },
-    /// Manage tables: create, list, drop, import, export, head, count, schema, add-column, compact,
+    /// Manage tables: create, list, drop, import, export, head, count, verify, schema, add-column, compact,
     /// history, expire-snapshots
     Table {
         #[command(subcommand)]

@@ -89,13 +89,17 @@ impl Table {
             progress("reencrypt", i as u64, total);
             let batches = self.read_file(f, &head)?;
             let mut new = self.write_files(&head.schema, batches)?;
-            report.files += 1;
-            report.bytes += f.len;
+            if new.is_empty() {
+                // A file without rows still holds a footer sealed under its old DEK: it gets a
+                // fresh (empty) file too, so every counted file really has a new key.
+                new.push(self.finish_file(self.start_file(&head.schema)?)?);
+            }
             match new.len() {
-                0 => {}
                 1 => replaced.push((f.file_id, new.remove(0))),
                 _ => return Err(Error::InvalidArgument("re-encryption split a file".into())),
             }
+            report.files += 1;
+            report.bytes += f.len;
         }
         progress("reencrypt", total, total);
         report.version = Some(self.replace_files("reencrypt", &head, replaced)?);

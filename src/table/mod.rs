@@ -43,24 +43,75 @@ pub fn validate_table_name(name: &str) -> Result<()> {
 }
 
 impl Project {
-    /// Creates a table with `schema`.
+    /// Creates a table with `schema`: all or nothing (see [`create_table_from`](Self::create_table_from)).
     pub fn create_table(&self, name: &str, schema: SchemaRef) -> Result<Table> {
+        self.create_table_with(name, schema, |_| Ok(())).map(|(t, ())| t)
+    }
+
+    /// Creates a table with `schema` and appends `batches` as its first commit, as one unit: the
+    /// table is built (genesis manifest, data files, first commit) in a hidden staging directory and
+    /// appears under its name only when all of it succeeded, so a failed write leaves no table.
+    pub fn create_table_from(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: impl IntoIterator<Item = RecordBatch>,
+    ) -> Result<(Table, CommitInfo)> {
+        self.create_table_with(name, schema, |t| t.append(batches))
+    }
+
+    fn create_table_with<T>(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        fill: impl FnOnce(&Table) -> Result<T>,
+    ) -> Result<(Table, T)> {
         validate_table_name(name)?;
-        let dir = self.tables_dir().join(name);
-        fs::create_dir_all(self.tables_dir()).map_err(|e| Error::io("creating the tables directory", e))?;
-        fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::InvalidArgument(format!("table {name} already exists")),
-            _ => Error::io(format!("creating table {name}"), e),
-        })?;
-        for sub in ["_manifest", "data"] {
-            fs::create_dir(dir.join(sub)).map_err(|e| Error::io(format!("creating table {name}"), e))?;
+        if schema.fields().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "table {name} would have no columns: a table needs at least one column"
+            )));
         }
-        let table_id: String = random_array::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
-        fsutil::write_new_atomic(&dir.join("table.id"), table_id.as_bytes())?;
-        let table = Table::new(self.clone(), name, dir, table_id.clone());
-        let genesis = Manifest::genesis(table_id, schema, self.settings().algorithm);
-        table.publish(&genesis, None, "create")?;
-        Ok(table)
+        crate::format::schema::check_field_names(&schema)?;
+        let tables = self.tables_dir();
+        fs::create_dir_all(&tables).map_err(|e| Error::io("creating the tables directory", e))?;
+        let dir = tables.join(name);
+        let exists = || Error::InvalidArgument(format!("table {name} already exists"));
+        if dir.join("table.id").exists() {
+            return Err(exists());
+        }
+        // Staged under a hidden name that `list_tables` and `table` never see.
+        let stage = fsutil::temp_path(&dir)?;
+        fs::create_dir(&stage).map_err(|e| Error::io(format!("creating table {name}"), e))?;
+        let staged = (|| {
+            for sub in ["_manifest", "data"] {
+                fs::create_dir(stage.join(sub)).map_err(|e| Error::io(format!("creating table {name}"), e))?;
+            }
+            let table_id: String = random_array::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
+            fsutil::write_new_atomic(&stage.join("table.id"), table_id.as_bytes())?;
+            let table = Table::new(self.clone(), name, stage.clone(), table_id.clone());
+            let genesis = Manifest::genesis(table_id.clone(), schema, self.settings().algorithm);
+            table.publish(&genesis, None, "create")?;
+            let out = fill(&table)?;
+            // The commit point: the complete table appears under its name at once. rename(2)
+            // refuses a non-empty directory, so a table created meanwhile is never replaced.
+            fs::rename(&stage, &dir).map_err(|e| {
+                if dir.join("table.id").exists() {
+                    exists()
+                } else {
+                    Error::io(format!("publishing table {name} as {}", dir.display()), e)
+                }
+            })?;
+            fsutil::sync_dir(&tables)?;
+            Ok((table_id, out))
+        })();
+        match staged {
+            Ok((table_id, out)) => Ok((Table::new(self.clone(), name, dir, table_id), out)),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&stage);
+                Err(e)
+            }
+        }
     }
 
     /// Opens the table `name`.
@@ -252,12 +303,12 @@ impl Table {
     fn read_manifest(&self, version: u64) -> Result<(Manifest, [u8; 32])> {
         let path = self.manifest_path(version);
         let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::integrity(format!("manifest version {version} is missing")),
+            std::io::ErrorKind::NotFound => Error::integrity(format!("manifest version {version} (missing)")),
             _ => Error::io(format!("reading {}", path.display()), e),
         })?;
         if self.require_sealed() && Manifest::sealed_key_version(&bytes)?.is_none() {
             return Err(Error::integrity(format!(
-                "manifest version {version} of table {} is not sealed, but the project is encrypted",
+                "manifest version {version} of table {} (not sealed, but the project is encrypted)",
                 self.name
             )));
         }
@@ -285,7 +336,7 @@ impl Table {
 
     /// Version `head` (the newest listed), with its chain checked.
     fn head_at(&self, head: Option<u64>) -> Result<Manifest> {
-        let head = head.ok_or_else(|| Error::integrity(format!("table {} has no manifest", self.name)))?;
+        let head = head.ok_or_else(|| Error::integrity(format!("table {} (it has no manifest)", self.name)))?;
         let (m, digest) = self.read_manifest(head)?;
         self.verify_chain(&m, digest)?;
         Ok(m)
@@ -615,7 +666,15 @@ impl Table {
     /// deleted, and [`vacuum`](Self::vacuum) may then delete the files only they referenced.
     pub fn expire_snapshots(&self, keep_from: u64) -> Result<usize> {
         let head = self.head()?;
-        let keep_from = keep_from.min(head.version).max(1);
+        if keep_from > head.version {
+            return Err(Error::InvalidArgument(format!(
+                "table {} has no version {keep_from} to keep from (retained: {} to {}); nothing was expired",
+                self.name,
+                head.oldest_retained.max(1),
+                head.version
+            )));
+        }
+        let keep_from = keep_from.max(1);
         if keep_from <= head.oldest_retained {
             return Ok(0);
         }
@@ -705,7 +764,7 @@ impl Table {
                         table: self.name.clone(),
                         version: m.version,
                     },
-                    _ => Error::integrity(format!("data file {} is missing", f.file_id)),
+                    _ => Error::integrity(format!("data file {} (missing)", f.file_id)),
                 });
             }
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
@@ -771,7 +830,7 @@ impl TableScan {
         if let Some(min) = self.min_version {
             if m.version < min {
                 return Err(Error::integrity(format!(
-                    "table {} is at version {}, older than the minimum {min} (a rollback?)",
+                    "table {} (at version {}, older than the minimum {min}: a rollback?)",
                     self.table.name, m.version
                 )));
             }
