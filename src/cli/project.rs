@@ -417,10 +417,10 @@ pub fn verify_table(p: &Project, name: &str, all_versions: bool, json: bool) -> 
         let bytes: u64 = m.files.iter().map(|f| f.len).sum();
         if !json {
             println!(
-                "table {name} version {v}: ok, {} file(s), {} column(s), {} rows, {} read and {checked}",
+                "table {name} version {v}: ok, {} file(s), {} rows, {} column(s), {} read and {checked}",
                 m.files.len(),
-                m.schema.fields().len(),
                 thousands(rows),
+                m.schema.fields().len(),
                 size(bytes)
             );
         }

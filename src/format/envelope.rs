@@ -161,13 +161,31 @@ fn looks_newer(buf: &[u8], major: u8, minor: u8) -> bool {
     if Envelope::decode(&v1).is_ok() {
         return false;
     }
-    // A trailer length off by a little: a version-1 header (major, small minor, known algorithm)
-    // lies further in.
-    let header_at = |i: usize| {
-        buf.get(i..i + 3)
-            .is_some_and(|h| h[0] == VERSION_MAJOR && h[1] <= MAX_PLAUSIBLE_VERSION && Algorithm::from_id(h[2]).is_ok())
+    // A trailer length off by a little: a version-1 envelope header lies further in.
+    !(1..buf.len()).any(|i| v1_header_at(&buf[i..]))
+}
+
+/// Whether `buf` starts like a version-1 envelope: major 1, a small minor, a known algorithm, a
+/// file id, zero flags and a KMS name (empty exactly for `none`). Random or newer-format bytes
+/// match all of this by chance with negligible probability.
+fn v1_header_at(buf: &[u8]) -> bool {
+    let mut d = Decoder::new(buf, "file envelope");
+    let mut header = || -> Result<bool> {
+        if d.u8()? != VERSION_MAJOR || d.u8()? > MAX_PLAUSIBLE_VERSION {
+            return Ok(false);
+        }
+        let algorithm = Algorithm::from_id(d.u8()?)?;
+        d.array::<16>()?;
+        if d.u8()? != 0 {
+            return Ok(false);
+        }
+        let kms = d.str(MAX_KMS_NAME)?;
+        Ok(kms.is_empty() != algorithm.is_encrypted()
+            && kms
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
     };
-    !(1..buf.len()).any(header_at)
+    header().unwrap_or(false)
 }
 
 #[cfg(test)]
