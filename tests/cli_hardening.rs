@@ -59,8 +59,10 @@ fn project_create_refuses_a_non_empty_directory() {
     let env = Env::new();
     std::fs::create_dir(env.path().join("busy")).unwrap();
     env.write("busy/notes.txt", "mine");
-    let err = env.fails(&["project", "create", "./busy", "--name", "busy"], 1);
+    let err = env.fails(&["project", "create", "./busy", "--name", "busy", "--encrypt"], 2);
     assert!(err.contains("not empty"), "{err}");
+    // Refused before anything was made: no keystore, no root key, no key.
+    assert!(!env.home().join(".colvault").exists());
     assert!(!env.path().join("busy/project.cv").exists());
     assert!(!env.path().join("busy/tables").exists());
     // An empty directory is fine.

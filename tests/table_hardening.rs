@@ -166,3 +166,21 @@ fn project_create_is_all_or_nothing() {
         "{keys_now:?}"
     );
 }
+
+#[test]
+fn vacuum_removes_a_killed_table_creation() {
+    let fx = Fixture::new();
+    let p = encrypted(&fx, "proj");
+    p.create_table("t", batch(0, 1).schema()).unwrap();
+    // What a create killed between staging and publishing leaves: a hidden staging directory.
+    let staged = p.tables_dir().join(".u.0123456789abcdef.tmp");
+    std::fs::create_dir_all(staged.join("data")).unwrap();
+    std::fs::write(staged.join("data").join("x.cvlt"), b"partial").unwrap();
+    assert_eq!(p.list_tables().unwrap(), ["t"]);
+    // Younger than the grace period: kept (it may be a creation under way).
+    p.vacuum(std::time::Duration::from_secs(3600)).unwrap();
+    assert!(staged.exists());
+    p.vacuum(std::time::Duration::ZERO).unwrap();
+    assert!(!staged.exists());
+    assert_eq!(p.list_tables().unwrap(), ["t"]);
+}

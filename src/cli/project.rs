@@ -179,7 +179,17 @@ pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
     // Only creating a project (or migrating one to encryption) may create the keystore and its root
     // key; every other project command opens an existing keystore or none.
     let ctx = match &cmd {
-        ProjectCmd::Create { .. } => opts.open()?,
+        ProjectCmd::Create { path, .. } => {
+            // Refused before the keystore is opened (or created), so a refusal creates nothing.
+            if std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(CliError::usage(format!(
+                    "{} is not empty: a project is created in an empty or missing directory",
+                    path.display()
+                ))
+                .hint("choose a new directory, e.g. `colvault project create ./NAME --name NAME`"));
+            }
+            opts.open()?
+        }
         ProjectCmd::Migrate { encryption, .. } if encryption.encrypt => opts.open()?,
         _ => opts.open_existing()?,
     };

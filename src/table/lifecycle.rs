@@ -176,8 +176,40 @@ impl Project {
     /// project's own. Returns how many files were removed.
     pub fn vacuum(&self, grace: std::time::Duration) -> Result<usize> {
         let mut removed = fsutil::remove_stale_temps(self.dir(), grace)?;
+        removed += self.remove_stale_staged_tables(grace)?;
         for name in self.list_tables()? {
             removed += self.table(&name)?.vacuum(grace)?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the staging directories (`tables/.NAME.TAG.tmp`) of table creations that were killed
+    /// before they completed and are older than `grace`: no reader ever sees them.
+    fn remove_stale_staged_tables(&self, grace: std::time::Duration) -> Result<usize> {
+        let dir = self.tables_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        let mut removed = 0;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= grace);
+            if old && entry.path().is_dir() {
+                fs::remove_dir_all(entry.path())
+                    .map_err(|e| Error::io(format!("removing {}", entry.path().display()), e))?;
+                removed += 1;
+            }
         }
         Ok(removed)
     }
