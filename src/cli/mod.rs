@@ -33,7 +33,8 @@ Bring your own key:
 
 Keys and secrets:
   The keystore (--keystore, COLVAULT_KEYSTORE, default ~/.colvault/keystore) is created when missing
-  by `kms` commands, `project create` and `quickstart` only; other commands never create it.
+  by `kms` commands, `project create`, `project migrate --encrypt` and `quickstart` only; other
+  commands never create it.
   It is sealed under COLVAULT_PASSPHRASE if set, else under the root key file (--root-key-file,
   COLVAULT_ROOT_KEY_FILE, default ~/.colvault/root.key, created with mode 0600 with a new keystore);
   for an existing passphrase keystore colvault asks for the passphrase when run on a terminal.
