@@ -261,7 +261,7 @@ fn damaged_trailer_is_damage_not_a_newer_version() {
 }
 
 #[test]
-fn messages_read_as_sentences_and_hint_once() {
+fn integrity_messages_are_noun_phrases() {
     let env = Env::new();
     env.project_with_table("msg", false);
     // A table without its manifest: a noun phrase, not "failed for table x has no manifest".
@@ -277,14 +277,24 @@ fn messages_read_as_sentences_and_hint_once() {
     );
     std::fs::remove_dir(&manifests).unwrap();
     std::fs::rename(&saved, &manifests).unwrap();
+    env.run(&["table", "count", "./msg", "t"]);
+}
 
-    // verify says checksummed for a project without encryption.
+#[test]
+fn verify_says_checksummed_without_encryption() {
+    let env = Env::new();
+    env.project_with_table("msg", false);
     let out = env.run(&["project", "verify", "./msg"]);
     assert!(out.contains("checksummed") && !out.contains("authenticated"), "{out}");
     env.project_with_table("enc", true);
     let out = env.run(&["project", "verify", "./enc"]);
     assert!(out.contains("authenticated"), "{out}");
+}
 
+#[test]
+fn keystore_damage_does_not_suggest_project_verify() {
+    let env = Env::new();
+    env.run(&["kms", "list"]);
     // A damaged keystore: the hint does not send the user to `project verify`.
     let ks = env.home().join(".colvault/keystore");
     let orig = std::fs::read(&ks).unwrap();
@@ -295,7 +305,12 @@ fn messages_read_as_sentences_and_hint_once() {
     assert_ne!(code, 0, "{err}");
     assert!(!err.contains("project verify"), "{err}");
     std::fs::write(&ks, &orig).unwrap();
+    env.run(&["kms", "list"]);
+}
 
+#[test]
+fn byok_denial_gives_its_hint_once() {
+    let env = Env::new();
     // The BYOK denial names the grant command once.
     let key = env.json(&["kms", "create-key", "--alias", "hrkey", "--json"])["key_id"]
         .as_str()
@@ -304,19 +319,29 @@ fn messages_read_as_sentences_and_hint_once() {
     let err = env.fails(&["project", "create", "./hrdept", "--encrypt", "--key", &key], 3);
     assert_eq!(err.matches("kms grant").count(), 1, "{err}");
     assert!(err.contains(&format!("colvault kms grant {key} hrdept")), "{err}");
+}
 
+#[test]
+fn json_option_is_described_once() {
+    let env = Env::new();
     // --json is described once.
     for args in [["kms", "create-key", "--help"], ["table", "head", "--help"]] {
         let help = env.run(&args);
         assert_eq!(help.matches("JSON").count(), 1, "{args:?}: {help}");
     }
+}
 
+#[test]
+fn downgraded_project_hint_names_no_missing_flag() {
+    let env = Env::new();
+    env.project_with_table("enc", true);
     // A downgraded project (its settings replaced by a plaintext copy): no `--project` flag hint.
     env.run(&["project", "create", "./decoy", "--name", "enc"]);
     std::fs::copy(env.path().join("decoy/project.cv"), env.path().join("enc/project.cv")).unwrap();
     let (code, err) = stderr_of(&env, &["table", "count", "./enc", "t"]);
     assert_ne!(code, 0, "{err}");
     assert!(!err.contains("--project"), "{err}");
+    assert!(err.contains("project.cv") && err.contains("downgraded"), "{err}");
 }
 
 #[cfg(unix)]
