@@ -66,7 +66,7 @@ pub enum Error {
         key: String,
     },
     /// The principal may not use the key.
-    #[error("access denied: principal {principal} may not use key {key}; the key's owner can grant it (colvault kms grant {key} <project>)")]
+    #[error("access denied: principal {principal} may not use key {key}; the key's owner can grant it: colvault kms grant {key} {}", grantee(principal))]
     AccessDenied {
         /// Who asked (a project id, or a column name for a column key).
         principal: String,
@@ -244,6 +244,16 @@ pub enum Error {
         found: u64,
     },
     // -- KMS section: variants added by the key management service go above this line --
+}
+
+/// The project name to put in a `colvault kms grant` hint: the principal's first word (a project
+/// name), or a placeholder.
+fn grantee(principal: &str) -> &str {
+    let p = principal.strip_prefix("project ").unwrap_or(principal);
+    match p.split(' ').next() {
+        Some(name) if !name.is_empty() => name,
+        _ => "<project>",
+    }
 }
 
 /// The result type of colvault.

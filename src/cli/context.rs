@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::Args;
 use colvault::catalog::{self, Catalog};
-use colvault::kms::{CacheOptions, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, RootSecret};
+use colvault::kms::{
+    CacheOptions, CreateKeyRequest, EncryptionContext, KeyCache, KeyId, KeyMetadata, Kms, KmsAdmin, LocalKms,
+    LocalKmsOptions, Principal, RootSecret, WrappedKey,
+};
 use colvault::project::{Keys, Project};
 
 use super::error::{io_err, CliError, CliResult};
@@ -56,12 +59,116 @@ pub struct KeyOpts {
     pub catalog: Option<String>,
 }
 
-/// The open control plane: key services and the catalog.
+/// The open key services.
 pub struct Ctx {
-    pub kms: Arc<LocalKms>,
+    /// The KMS: the local keystore, or (for a command that only reads, when there is no keystore)
+    /// a stand-in that refuses every key operation, so plaintext projects stay readable.
+    pub kms: Arc<dyn KmsAdmin>,
+    /// The local keystore, when one was opened.
+    local: Option<Arc<LocalKms>>,
     pub keys: Keys,
     pub keystore: PathBuf,
     pub catalog: Arc<dyn Catalog>,
+    /// Set when no keystore exists and none was created: where colvault looked.
+    missing: Option<Missing>,
+}
+
+/// Where a command that only reads looked for a keystore and found none.
+struct Missing {
+    keystore: PathBuf,
+    root_key_file: Option<PathBuf>,
+}
+
+impl Missing {
+    fn error(&self, what: &str) -> CliError {
+        let root = match &self.root_key_file {
+            Some(f) => format!(" (root key file {})", f.display()),
+            None => String::new(),
+        };
+        CliError::key(format!(
+            "{what} needs keys, but there is no keystore at {}{root}: colvault looked at --keystore, else \
+             COLVAULT_KEYSTORE, else ~/.colvault/keystore, and created nothing",
+            self.keystore.display()
+        ))
+        .hint(
+            "point --keystore / COLVAULT_KEYSTORE at the keystore the data was written with, and give its root \
+             secret (COLVAULT_PASSPHRASE, or --root-key-file / COLVAULT_ROOT_KEY_FILE)",
+        )
+    }
+}
+
+/// The KMS of a command that only reads when no keystore exists: every key operation is refused
+/// (as an unknown key), and nothing is created.
+struct NoKeystore;
+
+impl NoKeystore {
+    fn refuse<T>(key: &str) -> colvault::Result<T> {
+        Err(colvault::Error::UnknownKey { key: key.to_string() })
+    }
+}
+
+impl Kms for NoKeystore {
+    fn name(&self) -> &str {
+        "local"
+    }
+    fn generate_data_key(
+        &self,
+        _: &Principal,
+        key: &KeyId,
+        _: &EncryptionContext,
+    ) -> colvault::Result<(colvault::crypto::SecretKey, WrappedKey)> {
+        Self::refuse(key.as_str())
+    }
+    fn decrypt_data_key(
+        &self,
+        _: &Principal,
+        wrapped: &WrappedKey,
+        _: &EncryptionContext,
+    ) -> colvault::Result<colvault::crypto::SecretKey> {
+        Self::refuse(wrapped.key_id().as_str())
+    }
+    fn rewrap(&self, _: &Principal, wrapped: &WrappedKey, _: &EncryptionContext) -> colvault::Result<WrappedKey> {
+        Self::refuse(wrapped.key_id().as_str())
+    }
+}
+
+impl KmsAdmin for NoKeystore {
+    fn create_key(&self, _: CreateKeyRequest) -> colvault::Result<KeyMetadata> {
+        Self::refuse("(new key)")
+    }
+    fn describe(&self, key: &KeyId) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn list(&self) -> colvault::Result<Vec<KeyMetadata>> {
+        Ok(Vec::new())
+    }
+    fn enable(&self, key: &KeyId) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn disable(&self, key: &KeyId) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn schedule_deletion(&self, key: &KeyId, _: u32) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn cancel_deletion(&self, key: &KeyId) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn delete_key(&self, key: &KeyId) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn rotate(&self, key: &KeyId) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn destroy_version(&self, key: &KeyId, _: u32) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn grant(&self, key: &KeyId, _: &Principal) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
+    fn revoke(&self, key: &KeyId, _: &Principal) -> colvault::Result<KeyMetadata> {
+        Self::refuse(key.as_str())
+    }
 }
 
 fn home() -> CliResult<PathBuf> {
@@ -93,8 +200,19 @@ pub fn create_private_dir(dir: &Path) -> CliResult<()> {
         .map_err(|e| io_err(format!("creating {}", dir.display()), e))
 }
 
-fn env_passphrase(var: &str) -> Option<String> {
-    std::env::var(var).ok().filter(|p| !p.is_empty())
+/// A passphrase from the environment: `None` when the variable is unset or empty, an error when it
+/// is set but not UTF-8 (so it is never mistaken for unset).
+pub fn env_passphrase(var: &str) -> CliResult<Option<String>> {
+    match std::env::var(var) {
+        Ok(p) => Ok(Some(p).filter(|p| !p.is_empty())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(CliError::usage(format!(
+            "{var} is set but is not valid UTF-8: a passphrase must be UTF-8 text"
+        ))
+        .hint(format!(
+            "set {var} to the passphrase as UTF-8 text (or unset it to use the root key file)"
+        ))),
+    }
 }
 
 /// Reads a passphrase from the terminal without echo; `None` when stdin is not a terminal.
@@ -145,9 +263,40 @@ impl KeyOpts {
     }
 
     /// Opens the keystore, creating it (and, without a passphrase, its root key file) on first use.
-    /// Notes about what was created go to stderr.
+    /// Notes about what was created go to stderr. Only key administration and project creation
+    /// use this; every other command uses [`open_existing`](Self::open_existing).
     pub fn open(&self) -> CliResult<Ctx> {
         self.open_with_notes(&mut |n| eprintln!("note: {n}"))
+    }
+
+    /// Opens the keystore if it exists, and creates nothing. Without one, plaintext projects still
+    /// open; anything that needs a key fails saying where colvault looked.
+    pub fn open_existing(&self) -> CliResult<Ctx> {
+        let path = self.keystore_path()?;
+        if path.exists() {
+            return self.open();
+        }
+        // A non-UTF-8 passphrase is reported even here, rather than silently ignored.
+        let passphrase = env_passphrase(PASSPHRASE_ENV)?.is_some();
+        let kms: Arc<dyn KmsAdmin> = Arc::new(NoKeystore);
+        let cache = Arc::new(KeyCache::new(
+            kms.clone(),
+            CacheOptions::default().with_lifetime(self.cache_lifetime()),
+        )?);
+        Ok(Ctx {
+            keys: Keys {
+                kms: kms.clone(),
+                cache,
+            },
+            kms,
+            local: None,
+            keystore: path.clone(),
+            catalog: self.open_catalog()?,
+            missing: Some(Missing {
+                keystore: path,
+                root_key_file: if passphrase { None } else { Some(self.root_key_path()?) },
+            }),
+        })
     }
 
     /// [`open`](Self::open), giving the notes to `note`.
@@ -165,12 +314,14 @@ impl KeyOpts {
             note(format!("created keystore {}", path.display()));
             kms
         };
-        let kms = Arc::new(kms);
+        let local = Arc::new(kms);
+        let kms: Arc<dyn KmsAdmin> = local.clone();
         let cache = Arc::new(KeyCache::new(
             kms.clone(),
             CacheOptions::default().with_lifetime(self.cache_lifetime()),
         )?);
         let catalog = self.open_catalog()?;
+        // The keystore must not be older than one the catalog has seen.
         catalog::anchor_kms(catalog.as_ref(), kms.as_ref())?;
         Ok(Ctx {
             keys: Keys {
@@ -178,13 +329,15 @@ impl KeyOpts {
                 cache,
             },
             kms,
+            local: Some(local),
             keystore: path,
             catalog,
+            missing: None,
         })
     }
 
     fn root_secret(&self, keystore: &Path, exists: bool, note: &mut dyn FnMut(String)) -> CliResult<RootSecret> {
-        if let Some(p) = env_passphrase(PASSPHRASE_ENV) {
+        if let Some(p) = env_passphrase(PASSPHRASE_ENV)? {
             return Ok(RootSecret::passphrase(p));
         }
         let key_file = self.root_key_path()?;
@@ -222,7 +375,8 @@ impl Ctx {
     /// Opens a project given by name or by its directory, through the catalog.
     pub fn project(&self, name_or_dir: &Path) -> CliResult<Project> {
         let rec = self.find_project(name_or_dir)?;
-        Ok(Project::open(&self.catalog, &rec.name, self.keys.clone())?)
+        Project::open(&self.catalog, &rec.name, self.keys.clone())
+            .map_err(|e| self.keys_error(e, &format!("project {}", rec.name)))
     }
 
     /// The catalog's record of a project given by name or by its directory.
@@ -248,7 +402,8 @@ impl Ctx {
         ));
         Err(if looks_like_project {
             err.hint(format!(
-                "{arg} holds a colvault project the catalog does not know: adopt it (trust on first use) with                  `colvault project register {arg}`, or point --catalog / COLVAULT_CATALOG at the catalog that holds it"
+                "{arg} holds a colvault project the catalog does not know: adopt it (trust on first use) with \
+                 `colvault project register {arg}`, or point --catalog / COLVAULT_CATALOG at the catalog that holds it"
             ))
         } else {
             err.hint(
@@ -257,8 +412,29 @@ impl Ctx {
         })
     }
 
+    /// A library error, or, when no keystore exists and the error is a key the stand-in refused,
+    /// the error that says where colvault looked for the keystore.
+    pub fn keys_error(&self, e: colvault::Error, what: &str) -> CliError {
+        match (&self.missing, &e) {
+            (Some(m), colvault::Error::UnknownKey { .. }) => m.error(what),
+            _ => e.into(),
+        }
+    }
+
+    /// The local keystore (key administration opens it, creating it if needed).
+    pub fn local(&self) -> CliResult<&Arc<LocalKms>> {
+        match (&self.local, &self.missing) {
+            (Some(l), _) => Ok(l),
+            (None, Some(m)) => Err(m.error("this command")),
+            (None, None) => Err(CliError::other("no keystore is open")),
+        }
+    }
+
     /// A key id, or an alias resolved to its key id.
     pub fn resolve_key(&self, id_or_alias: &str) -> CliResult<KeyId> {
+        if let Some(m) = &self.missing {
+            return Err(m.error(&format!("key {id_or_alias}")));
+        }
         let keys = self.kms.list()?;
         if let Some(k) = keys.iter().find(|k| k.id.as_str() == id_or_alias) {
             return Ok(k.id.clone());

@@ -464,7 +464,19 @@ impl Sink {
         };
         let open = || -> CliResult<File> {
             let p = tmp.as_ref().expect("a file sink has a temporary path");
-            File::create(p).map_err(|e| io_err(format!("creating {}", p.display()), e))
+            // Exported rows are plaintext: the file is its owner's only, whatever the umask.
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let f = o.open(p).map_err(|e| io_err(format!("creating {}", p.display()), e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| io_err(format!("restricting {} to its owner", p.display()), e))?;
+            }
+            Ok(f)
         };
         let boxed = |f: File| -> Box<dyn Write> { Box::new(std::io::BufWriter::with_capacity(1 << 20, f)) };
         let out = |stdout: bool| -> CliResult<Box<dyn Write>> {

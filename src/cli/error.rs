@@ -120,6 +120,12 @@ pub fn kind_of(e: &Error) -> Kind {
     }
 }
 
+/// Whether an integrity failure is the keystore's (or its audit log's), not a project's data:
+/// `project verify` cannot help there.
+fn is_keystore(what: &str) -> bool {
+    ["keystore", "audit log"].iter().any(|p| what.starts_with(p))
+}
+
 fn hint_of(e: &Error) -> Option<String> {
     Some(match e {
         Error::WrongRootSecret { .. } => {
@@ -133,11 +139,17 @@ fn hint_of(e: &Error) -> Option<String> {
             .into(),
         Error::KeyPendingDeletion { key, .. } => format!("colvault kms cancel-deletion {key}"),
         Error::InvalidKeyState(_) => "`colvault kms describe KEY_ID` shows the key's state and versions".into(),
-        Error::KeysRequired { .. } => "pass --project PROJECT_DIR so colvault can reach the keys".into(),
+        Error::KeysRequired { .. } => "the data is encrypted but the project's settings say it is not: its \
+             project.cv may have been replaced by a downgraded copy; restore project.cv from a backup (the data \
+             itself is untouched)"
+            .into(),
         Error::KeyNotAllowed { .. } | Error::AlgorithmMismatch { .. } => {
             "the file does not belong to this table (or was swapped for a downgraded one); restore it from a backup"
                 .into()
         }
+        Error::Integrity { what } if is_keystore(what) => "the keystore or its audit log was damaged or tampered \
+             with: restore it from a backup, and check that --keystore / COLVAULT_KEYSTORE names the right file"
+            .into(),
         Error::Integrity { .. } => "the data was damaged or tampered with: restore it from a backup; \
              `colvault project verify PROJECT` checks every file of every table"
             .into(),

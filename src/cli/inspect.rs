@@ -287,7 +287,7 @@ fn access_for(ctx: &super::context::Ctx, project: &Path, table: Option<&str>, fi
 pub fn run(args: InspectArgs, opts: &KeyOpts) -> CliResult {
     let access = match &args.project {
         Some(project) => {
-            let ctx = opts.open()?;
+            let ctx = opts.open_existing()?;
             Some(access_for(&ctx, project, args.table.as_deref(), &args.file)?)
         }
         None => None,

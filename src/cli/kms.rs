@@ -10,7 +10,7 @@ use colvault::kms::{
 };
 use serde_json::{json, Value};
 
-use super::context::{prompt_passphrase, Ctx, KeyOpts, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV};
+use super::context::{env_passphrase, prompt_passphrase, Ctx, KeyOpts, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV};
 use super::error::{io_err, CliError, CliResult};
 use super::output::{print_json, time, unix_secs};
 
@@ -31,7 +31,6 @@ pub enum KmsCmd {
         #[arg(long, value_name = "PROJECT")]
         grant: Vec<String>,
         /// Print the key's metadata as JSON (an object with "key_id")
-        /// Print the result as JSON, for scripts
         #[arg(long)]
         json: bool,
     },
@@ -236,7 +235,7 @@ fn audit_json(r: &AuditRecord) -> Value {
 
 pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
     let ctx = opts.open()?;
-    let kms = &ctx.kms;
+    let kms = ctx.local()?.clone();
     match cmd {
         KmsCmd::CreateKey {
             alias,
@@ -423,7 +422,7 @@ fn change_root_secret(
 ) -> CliResult {
     match to {
         RootKind::Passphrase => {
-            let p = match std::env::var(NEW_PASSPHRASE_ENV).ok().filter(|p| !p.is_empty()) {
+            let p = match env_passphrase(NEW_PASSPHRASE_ENV)? {
                 Some(p) => p,
                 None => {
                     let Some(a) = prompt_passphrase("New passphrase: ")? else {
@@ -443,7 +442,7 @@ fn change_root_secret(
                     "a passphrase has at least 8 characters; nothing was changed",
                 ));
             }
-            ctx.kms.change_root_secret(RootSecret::passphrase(p))?;
+            ctx.local()?.change_root_secret(RootSecret::passphrase(p))?;
             println!(
                 "keystore {} is sealed under the new passphrase: set {PASSPHRASE_ENV} to it from now on",
                 ctx.keystore.display()
@@ -478,7 +477,7 @@ fn change_root_secret(
                 super::context::create_private_dir(parent)?;
             }
             let root = RootSecret::create_key_file(&staged)?;
-            if let Err(e) = ctx.kms.change_root_secret(root) {
+            if let Err(e) = ctx.local()?.change_root_secret(root) {
                 let _ = std::fs::remove_file(&staged);
                 return Err(e.into());
             }

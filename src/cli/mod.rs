@@ -33,7 +33,9 @@ Bring your own key:
   colvault project create ./payroll --name payroll --encrypt --key hr-key
 
 Keys and secrets:
-  The keystore (--keystore, COLVAULT_KEYSTORE, default ~/.colvault/keystore) is created on first use.
+  The keystore (--keystore, COLVAULT_KEYSTORE, default ~/.colvault/keystore) is created when missing
+  by `kms` commands, `project create`, `project migrate --encrypt` and `quickstart` only; other
+  commands never create it.
   It is sealed under COLVAULT_PASSPHRASE if set, else under the root key file (--root-key-file,
   COLVAULT_ROOT_KEY_FILE, default ~/.colvault/root.key, created with mode 0600 with a new keystore);
   for an existing passphrase keystore colvault asks for the passphrase when run on a terminal.
@@ -83,7 +85,7 @@ enum Command {
         #[command(subcommand)]
         cmd: project::ProjectCmd,
     },
-    /// Manage tables: create, list, drop, import, export, head, count, schema, add-column, compact,
+    /// Manage tables: create, list, drop, import, export, head, count, verify, schema, add-column, compact,
     /// history, expire-snapshots
     Table {
         #[command(subcommand)]

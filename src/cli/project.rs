@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use colvault::kms::KmsAdmin;
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::table::lifecycle::LifecycleReport;
 use colvault::Algorithm;
@@ -127,7 +126,7 @@ pub enum ProjectCmd {
     Rewrap { path: PathBuf },
     /// Give every file a fresh data key (for a data key that may have leaked): data re-encrypted
     Reencrypt { path: PathBuf },
-    /// Read every chunk of every file of every table and check it
+    /// Read every column of every file of every table and check it (`table verify` checks one table)
     Verify {
         path: PathBuf,
         /// Also read every retained older snapshot, not only the current one
@@ -190,7 +189,23 @@ fn report_lifecycle(what: &str, reports: &[(String, LifecycleReport)]) {
 }
 
 pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
-    let ctx = opts.open()?;
+    // Only creating a project (or migrating one to encryption) may create the keystore and its root
+    // key; every other project command opens an existing keystore or none.
+    let ctx = match &cmd {
+        ProjectCmd::Create { path, .. } => {
+            // Refused before the keystore is opened (or created), so a refusal creates nothing.
+            if std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some()) {
+                return Err(CliError::usage(format!(
+                    "{} is not empty: a project is created in an empty or missing directory",
+                    path.display()
+                ))
+                .hint("choose a new directory, e.g. `colvault project create ./NAME --name NAME`"));
+            }
+            opts.open()?
+        }
+        ProjectCmd::Migrate { encryption, .. } if encryption.encrypt => opts.open()?,
+        _ => opts.open_existing()?,
+    };
     match cmd {
         ProjectCmd::Create {
             path,
@@ -221,8 +236,8 @@ pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
                     colvault::Error::AccessDenied { ref key, .. } => {
                         let key = key.clone();
                         CliError::from(e).hint(format!(
-                        "the key's owner grants this project's id first: `colvault kms grant {key} {id}`, then run \
-                         the same command again with --id {id}"
+                        "grants name the project's id: once the key's owner has granted {key} to it, run the same \
+                         command again with --id {id}"
                         ))
                     }
                     e => e.into(),
@@ -403,58 +418,83 @@ pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
 /// Reads every column of every file of every table (each retained version with `all_versions`).
 fn verify(ctx: &Ctx, path: &Path, all_versions: bool, json: bool) -> CliResult {
     let p = ctx.project(path)?;
+    let checked = checked_word(&p);
     let mut results = Vec::new();
     for name in p.list_tables()? {
-        let t = p.table(&name)?;
-        let head = t.head()?;
-        let versions: Vec<u64> = if all_versions {
-            (head.oldest_retained.max(1)..=head.version).collect()
-        } else {
-            vec![head.version]
-        };
-        for v in versions {
-            let m = t.snapshot(v)?;
-            let expected = m.rows();
-            let pb = bar(expected, &format!("verify {name}"), false);
-            let mut reader = t.scan().version(v).batch_size(65_536).build()?;
-            let mut rows = 0u64;
-            let read = (|| -> CliResult {
-                while let Some(b) = reader.next_batch()? {
-                    rows += b.num_rows() as u64;
-                    pb.set_position(rows);
-                }
-                Ok(())
-            })();
-            pb.finish_and_clear();
-            read.map_err(|e| {
-                let msg = format!("table {name} version {v}: {}", e.message);
-                CliError { message: msg, ..e }
-            })?;
-            if rows != expected {
-                return Err(CliError::data(format!(
-                    "table {name} version {v}: read {rows} rows, the manifest lists {expected}"
-                )));
-            }
-            let bytes: u64 = m.files.iter().map(|f| f.len).sum();
-            if !json {
-                println!(
-                    "table {name} version {v}: ok, {} file(s), {} rows, {} read and authenticated",
-                    m.files.len(),
-                    thousands(rows),
-                    size(bytes)
-                );
-            }
-            results.push(json!({"table": name, "version": v, "files": m.files.len(), "rows": rows, "bytes": bytes}));
-        }
+        results.extend(verify_table(&p, &name, all_versions, json)?);
     }
     if json {
         print_json(&json!({"ok": true, "tables": results}))?;
     } else {
         println!(
-            "project {} verified: {} table snapshot(s), every chunk read and authenticated",
+            "project {} verified: {} table snapshot(s), every chunk read and {checked}",
             p.settings().name,
             results.len()
         );
     }
     Ok(())
+}
+
+/// What a full read proves of a project's data: authenticated when encrypted, only checksummed
+/// (accidental damage caught, not tampering) for `none`.
+pub fn checked_word(p: &Project) -> &'static str {
+    if p.settings().cmk.is_some() {
+        "authenticated"
+    } else {
+        "checksummed"
+    }
+}
+
+/// Reads every column of every file of table `name` (each retained version with `all_versions`),
+/// printing a line per snapshot unless `json`; gives the JSON of each snapshot checked.
+pub fn verify_table(p: &Project, name: &str, all_versions: bool, json: bool) -> CliResult<Vec<Value>> {
+    let checked = checked_word(p);
+    let mut results = Vec::new();
+    let t = p.table(name)?;
+    let head = t.head()?;
+    let versions: Vec<u64> = if all_versions {
+        (head.oldest_retained.max(1)..=head.version).collect()
+    } else {
+        vec![head.version]
+    };
+    for v in versions {
+        let m = t.snapshot(v)?;
+        let expected = m.rows();
+        let pb = bar(expected, &format!("verify {name}"), false);
+        let mut rows = 0u64;
+        let read = (|| -> CliResult {
+            // No column list: every column of every file is read and checked.
+            let mut reader = t.scan().version(v).batch_size(65_536).build()?;
+            while let Some(b) = reader.next_batch()? {
+                rows += b.num_rows() as u64;
+                pb.set_position(rows);
+            }
+            Ok(())
+        })();
+        pb.finish_and_clear();
+        read.map_err(|e| {
+            let msg = format!("table {name} version {v}: {}", e.message);
+            CliError { message: msg, ..e }
+        })?;
+        if rows != expected {
+            return Err(CliError::data(format!(
+                "table {name} version {v}: read {rows} rows, the manifest lists {expected}"
+            )));
+        }
+        let bytes: u64 = m.files.iter().map(|f| f.len).sum();
+        if !json {
+            println!(
+                "table {name} version {v}: ok, {} file(s), {} rows, {} column(s), {} read and {checked}",
+                m.files.len(),
+                thousands(rows),
+                m.schema.fields().len(),
+                size(bytes)
+            );
+        }
+        results.push(
+            json!({"table": name, "version": v, "files": m.files.len(), "columns": m.schema.fields().len(),
+                            "rows": rows, "bytes": bytes, "checked": checked}),
+        );
+    }
+    Ok(results)
 }

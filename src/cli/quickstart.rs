@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use colvault::kms::KmsAdmin;
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::sample::SampleTable;
 use colvault::table::{Table, TableWriteOptions};

@@ -39,7 +39,7 @@ pub fn speed(mib: u32, runs: u32) -> colvault::Result<()> {
             best_open = best_open.min(t.elapsed().as_secs_f64());
             if buf != plain {
                 return Err(colvault::Error::Integrity {
-                    what: "speed self-check: opened data differs".into(),
+                    what: "the speed self-check (opened data differs from what was sealed)".into(),
                 });
             }
         }

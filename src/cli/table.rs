@@ -121,17 +121,29 @@ pub enum TableCmd {
         #[arg(long, value_delimiter = ',')]
         columns: Option<Vec<String>>,
         /// Print the rows as a JSON array of objects
-        /// Print the result as JSON, for scripts
         #[arg(long)]
         json: bool,
     },
-    /// Count the rows: opens and authenticates every file and reads one column of it
+    /// Count the rows: authenticates every file's footer but reads only one column, so damage in
+    /// other columns goes unseen; `table verify` reads every column
     Count {
         project: PathBuf,
         table: String,
         /// Trust the (authenticated) manifest's count instead of reading the files
         #[arg(long)]
         manifest: bool,
+        /// Print the result as JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every column of every file of the table and check it (authenticated, or checksummed for a
+    /// project without encryption); `project verify` does every table
+    Verify {
+        project: PathBuf,
+        table: String,
+        /// Also read every retained older snapshot, not only the current one
+        #[arg(long)]
+        all_versions: bool,
         /// Print the result as JSON, for scripts
         #[arg(long)]
         json: bool,
@@ -258,29 +270,48 @@ fn import(
         None
     };
     let src = open_source(file, fmt, csv, target.as_ref())?;
-    let t = if exists {
-        p.table(table)?
-    } else {
-        p.create_table(table, table_schema_of(&src.schema))?
-    };
-    let schema = match target {
-        Some(s) => s,
-        None => t.head()?.schema,
-    };
+    if src.schema.fields().is_empty() {
+        return Err(CliError::data(format!(
+            "{} has no columns (an empty file, or no header line): nothing to create table {table} from",
+            file.display()
+        ))
+        .hint("a CSV file needs a header line naming its columns"));
+    }
     let pb = bar(
         src.total,
         &format!("import {table}"),
         matches!(src.position, Position::Bytes(_)),
     );
     let mut failed = None;
-    let feed = Feed {
-        src,
-        schema,
-        failed: &mut failed,
-        pb: &pb,
-        done: false,
+    let result = match target {
+        Some(schema) => {
+            let t = p.table(table)?;
+            let feed = Feed {
+                src,
+                schema,
+                failed: &mut failed,
+                pb: &pb,
+                done: false,
+            };
+            if overwrite {
+                t.overwrite(feed)
+            } else {
+                t.append(feed)
+            }
+        }
+        None => {
+            // A new table and its first rows are one unit: on any failure no table is left.
+            let schema = table_schema_of(&src.schema);
+            let feed = Feed {
+                src,
+                schema: schema.clone(),
+                failed: &mut failed,
+                pb: &pb,
+                done: false,
+            };
+            p.create_table_from(table, schema, feed).map(|(_, info)| info)
+        }
     };
-    let result = if overwrite { t.overwrite(feed) } else { t.append(feed) };
     pb.finish_and_clear();
     let outcome = match (failed, result) {
         (Some(e), _) => Err(e),
@@ -303,25 +334,22 @@ fn import(
             );
             Ok(())
         }
-        Err(e) => {
-            if !exists {
-                let _ = p.drop_table(table);
-            }
-            let e = CliError {
-                message: format!(
-                    "import of {} failed, nothing was committed: {}",
-                    file.display(),
-                    e.message
-                ),
-                ..e
-            };
-            Err(e)
-        }
+        Err(e) => Err(CliError {
+            message: format!(
+                "import of {} failed, nothing was committed{}: {}",
+                file.display(),
+                if exists { "" } else { " and no table was created" },
+                e.message
+            ),
+            ..e
+        }),
     }
 }
 
 pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
-    let ctx = opts.open()?;
+    // No table command creates a keystore or a root key: without one, plaintext projects work and
+    // encrypted ones fail saying where colvault looked.
+    let ctx = opts.open_existing()?;
     match cmd {
         TableCmd::Create {
             project,
@@ -512,32 +540,60 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             let p = ctx.project(&project)?;
             let t = p.table(&table)?;
             let head = t.head()?;
-            let rows = if manifest || head.schema.fields().is_empty() {
-                head.rows()
-            } else {
-                let first = head.schema.field(0).name().clone();
-                let mut reader = t
-                    .scan()
-                    .version(head.version)
-                    .columns([first])
-                    .batch_size(65_536)
-                    .build()?;
-                let mut n = 0u64;
-                while let Some(b) = reader.next_batch()? {
-                    n += b.num_rows() as u64;
+            let first = head.schema.fields().first().map(|f| f.name().clone());
+            let read = if manifest { None } else { first };
+            let rows = match &read {
+                None => head.rows(),
+                Some(first) => {
+                    let mut reader = t
+                        .scan()
+                        .version(head.version)
+                        .columns([first.clone()])
+                        .batch_size(65_536)
+                        .build()?;
+                    let mut n = 0u64;
+                    while let Some(b) = reader.next_batch()? {
+                        n += b.num_rows() as u64;
+                    }
+                    if n != head.rows() {
+                        return Err(CliError::data(format!(
+                            "table {table}: read {n} rows, the manifest lists {}",
+                            head.rows()
+                        )));
+                    }
+                    n
                 }
-                if n != head.rows() {
-                    return Err(CliError::data(format!(
-                        "table {table}: read {n} rows, the manifest lists {}",
-                        head.rows()
-                    )));
-                }
-                n
+            };
+            let checked = match &read {
+                None => "the manifest's count; no data file was read".to_string(),
+                Some(c) => format!(
+                    "every file's footer and column {c:?} only; other columns were not read (`colvault table \
+                     verify` reads every column)"
+                ),
             };
             if json {
-                print_json(&json!({"table": table, "version": head.version, "rows": rows}))?;
+                print_json(&json!({"table": table, "version": head.version, "rows": rows, "checked": checked}))?;
             } else {
                 println!("{rows}");
+                eprintln!("note: checked {checked}");
+            }
+        }
+        TableCmd::Verify {
+            project,
+            table,
+            all_versions,
+            json,
+        } => {
+            let p = ctx.project(&project)?;
+            let results = super::project::verify_table(&p, &table, all_versions, json)?;
+            if json {
+                print_json(&json!({"ok": true, "tables": results}))?;
+            } else {
+                println!(
+                    "table {table} verified: {} snapshot(s), every column of every file read and {}",
+                    results.len(),
+                    super::project::checked_word(&p)
+                );
             }
         }
         TableCmd::Schema { project, table, json } => {

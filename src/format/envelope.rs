@@ -72,15 +72,28 @@ impl Envelope {
     }
 
     /// Parses an envelope, refusing a newer major version before anything else.
+    ///
+    /// The version bytes are not authenticated until the footer body opens (they are part of its
+    /// AAD), and the envelope is found through the trailer's unauthenticated lengths. So a version
+    /// other than this build's is reported as a newer format only when the bytes look like one:
+    /// a major version above ours but small, a small minor, and no sign of a version-1 envelope
+    /// (the same bytes with only the version changed, or a version-1 header shifted by a damaged
+    /// trailer length). Anything else is damage ([`Error::Integrity`]), not a reason to upgrade.
     pub fn decode(buf: &[u8]) -> Result<Self> {
         let mut d = Decoder::new(buf, "file envelope");
         let major = d.u8()?;
         let minor = d.u8()?;
         if major != VERSION_MAJOR {
-            return Err(Error::UnsupportedVersion {
-                found: format!("{major}.{minor}"),
-                supported: VERSION_MAJOR,
-            });
+            if looks_newer(buf, major, minor) {
+                return Err(Error::UnsupportedVersion {
+                    found: format!("{major}.{minor}"),
+                    supported: VERSION_MAJOR,
+                });
+            }
+            return Err(Error::integrity(format!(
+                "file envelope (it reads as format version {major}.{minor}, which is not a colvault version: the \
+                 trailer or the envelope is damaged)"
+            )));
         }
         let algorithm = Algorithm::from_id(d.u8()?)?;
         let file_id = FileId(d.array()?);
@@ -132,6 +145,49 @@ impl Envelope {
     }
 }
 
+/// The largest major (and minor) version a newer colvault is taken to write; a version byte
+/// beyond it is damage.
+const MAX_PLAUSIBLE_VERSION: u8 = 15;
+
+/// Whether an envelope that starts with `major.minor` (not ours) plausibly comes from a newer
+/// colvault rather than from damage (see [`Envelope::decode`]).
+fn looks_newer(buf: &[u8], major: u8, minor: u8) -> bool {
+    if major <= VERSION_MAJOR || major > MAX_PLAUSIBLE_VERSION || minor > MAX_PLAUSIBLE_VERSION {
+        return false;
+    }
+    // Only the version byte changed: the rest is a valid version-1 envelope.
+    let mut v1 = buf.to_vec();
+    v1[0] = VERSION_MAJOR;
+    if Envelope::decode(&v1).is_ok() {
+        return false;
+    }
+    // A trailer length off by a little: a version-1 envelope header lies further in.
+    !(1..buf.len()).any(|i| v1_header_at(&buf[i..]))
+}
+
+/// Whether `buf` starts like a version-1 envelope: major 1, a small minor, a known algorithm, a
+/// file id, zero flags and a KMS name (empty exactly for `none`). Random or newer-format bytes
+/// match all of this by chance with negligible probability.
+fn v1_header_at(buf: &[u8]) -> bool {
+    let mut d = Decoder::new(buf, "file envelope");
+    let mut header = || -> Result<bool> {
+        if d.u8()? != VERSION_MAJOR || d.u8()? > MAX_PLAUSIBLE_VERSION {
+            return Ok(false);
+        }
+        let algorithm = Algorithm::from_id(d.u8()?)?;
+        d.array::<16>()?;
+        if d.u8()? != 0 {
+            return Ok(false);
+        }
+        let kms = d.str(MAX_KMS_NAME)?;
+        Ok(kms.is_empty() != algorithm.is_encrypted()
+            && kms
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+    };
+    header().unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,12 +215,25 @@ mod tests {
         };
         let bytes = env.encode();
         assert_eq!(Envelope::decode(&bytes).unwrap(), env);
-        let mut newer = bytes.clone();
-        newer[0] = 2;
+        // A newer version: its own (here unknown) layout after the version bytes.
+        let newer = [2u8, 0, 0xff, 0xff, 0xff];
         assert!(matches!(
             Envelope::decode(&newer),
             Err(Error::UnsupportedVersion { .. })
         ));
+        // Damage, not a newer version: only the version byte changed, a version that never
+        // existed, or a version-1 envelope shifted by a damaged trailer length.
+        let mut flipped = bytes.clone();
+        flipped[0] = 2;
+        let mut shifted = vec![9u8];
+        shifted.extend_from_slice(&bytes);
+        for bad in [flipped, vec![0, 1, 1, 0], shifted, bytes[1..].to_vec()] {
+            assert!(
+                matches!(Envelope::decode(&bad), Err(Error::Integrity { .. })),
+                "{:?}",
+                Envelope::decode(&bad)
+            );
+        }
         for cut in 0..bytes.len() {
             assert!(Envelope::decode(&bytes[..cut]).is_err());
         }

@@ -87,15 +87,39 @@ mod tag {
 }
 
 /// Encodes `schema`. Fails with [`Error::InvalidArgument`] for a type colvault does not store
-/// (unions) or a schema deeper than [`MAX_DEPTH`] or with
-/// more than [`MAX_FIELDS`] fields, so that nothing is written that a reader would refuse.
+/// (unions), a schema deeper than [`MAX_DEPTH`] or with more than [`MAX_FIELDS`] fields, or top-level
+/// fields whose names are empty or repeated (see [`check_field_names`]), so that nothing is
+/// written that a reader would refuse or could not address by name.
 pub fn encode(schema: &Schema) -> Result<Vec<u8>> {
+    check_field_names(schema)?;
     let mut e = Encoder::new();
     let mut budget = MAX_FIELDS;
     e.u8(SCHEMA_VERSION);
     encode_fields(&mut e, schema.fields(), 1, &mut budget)?;
     encode_metadata(&mut e, schema.metadata())?;
     Ok(e.finish())
+}
+
+/// Refuses a schema whose top-level fields have an empty name or share a name: columns are
+/// projected, keyed and imported by name. Every writer (data files and table manifests) encodes its
+/// schema through [`encode`], so this is the one place the rule is checked.
+pub fn check_field_names(schema: &Schema) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        if f.name().trim().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "column {} has an empty name: every column needs a name",
+                i + 1
+            )));
+        }
+        if !seen.insert(f.name().as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "column name {:?} appears more than once: column names must be unique",
+                f.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a schema written by [`encode`], with every bound checked before any allocation.

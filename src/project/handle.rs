@@ -222,11 +222,9 @@ impl Project {
 
     fn byok_hint(&self, e: Error) -> Error {
         match e {
+            // The error's message ends with the grant command for this project's id: said once.
             Error::AccessDenied { key, .. } => Error::AccessDenied {
-                principal: format!(
-                    "project {} (id {}; grant it first: colvault kms grant {key} {})",
-                    self.settings.name, self.settings.project_id, self.settings.name
-                ),
+                principal: format!("project {} ({})", self.settings.project_id, self.settings.name),
                 key,
             },
             other => other,
@@ -404,12 +402,6 @@ fn read_settings_file(dir: &Path, digest: &[u8; 32]) -> Result<Vec<u8>> {
 
 /// Compares settings read from storage with the catalog's record, before any key is used.
 fn check_against_record(s: &StoredSettings, r: &ProjectRecord) -> Result<()> {
-    if s.project_id != r.project_id || s.name != r.name {
-        return Err(Error::integrity(format!(
-            "project settings in {} (they belong to another project)",
-            r.location
-        )));
-    }
     let found = EncryptionPolicy {
         algorithm: s.algorithm,
         cmk: s.cmk.clone(),
@@ -424,6 +416,12 @@ fn check_against_record(s: &StoredSettings, r: &ProjectRecord) -> Result<()> {
             expected: r.policy.describe(),
             found: found.describe(),
         });
+    }
+    if s.project_id != r.project_id || s.name != r.name {
+        return Err(Error::integrity(format!(
+            "project settings in {} (they belong to another project)",
+            r.location
+        )));
     }
     let digest = s.digest();
     if s.generation < r.generation || (s.generation == r.generation && digest != r.settings_digest) {

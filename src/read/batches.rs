@@ -317,9 +317,11 @@ impl BatchReader {
             let mut columns = Vec::with_capacity(self.schema.fields().len());
             let mut rows = None;
             for part in parts {
-                let b = part.ok_or_else(|| Error::integrity("column readers ended at different rows"))?;
+                let b = part.ok_or_else(|| Error::integrity("column readers (they ended at different rows)"))?;
                 if *rows.get_or_insert(b.num_rows()) != b.num_rows() {
-                    return Err(Error::integrity("column readers returned batches of different lengths"));
+                    return Err(Error::integrity(
+                        "column readers (they returned batches of different lengths)",
+                    ));
                 }
                 columns.extend(b.columns().iter().cloned());
             }

@@ -213,7 +213,9 @@ impl VirtualInner {
     fn locate(&self, at: u64) -> Result<(u64, Arc<OpenChunk>)> {
         match self.layout.by_start.range(..=at).next_back() {
             Some((&start, &(rg, leaf, len))) if at < start + len => Ok((start, self.chunk(rg, leaf)?)),
-            _ => Err(Error::integrity(format!("no column chunk at virtual offset {at}"))),
+            _ => Err(Error::integrity(format!(
+                "virtual offset {at} (no column chunk lies there)"
+            ))),
         }
     }
 

@@ -351,7 +351,7 @@ impl Table {
         let head = self.head()?;
         if keep_from > head.version {
             return Err(Error::InvalidArgument(format!(
-                "table {} has versions {} to {}: cannot keep from version {keep_from}",
+                "table {} has no version {keep_from} to keep from (retained: {} to {}); nothing was expired",
                 self.name,
                 head.oldest_retained.max(1),
                 head.version

@@ -93,13 +93,17 @@ impl Table {
             progress("reencrypt", i as u64, total);
             let batches = self.read_file(f, &head)?;
             let mut new = self.write_files(&head.schema, batches)?;
-            report.files += 1;
-            report.bytes += f.len;
+            if new.is_empty() {
+                // A file without rows still holds a footer sealed under its old DEK: it gets a
+                // fresh (empty) file too, so every counted file really has a new key.
+                new.push(self.finish_file(self.start_file(&head.schema)?)?);
+            }
             match new.len() {
-                0 => {}
                 1 => replaced.push((f.file_id, new.remove(0))),
                 _ => return Err(Error::InvalidArgument("re-encryption split a file".into())),
             }
+            report.files += 1;
+            report.bytes += f.len;
         }
         progress("reencrypt", total, total);
         report.version = Some(self.replace_files("reencrypt", &head, replaced)?);
@@ -180,8 +184,54 @@ impl Project {
     /// project's own. Returns how many files were removed.
     pub fn vacuum(&self, grace: std::time::Duration) -> Result<usize> {
         let mut removed = fsutil::remove_stale_temps(self.dir(), grace)?;
+        removed += self.remove_stale_staged_tables(grace)?;
         for name in self.list_tables()? {
             removed += self.table(&name)?.vacuum(grace)?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the directories under `tables/` that the catalog does not register (a table
+    /// creation killed before its registration, a dropped table whose removal was interrupted) and
+    /// that nothing changed for `grace`: no reader ever sees them.
+    fn remove_stale_staged_tables(&self, grace: std::time::Duration) -> Result<usize> {
+        let dir = self.tables_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        let registered: HashSet<std::path::PathBuf> = self
+            .catalog()
+            .list_tables(self.project_id())?
+            .into_iter()
+            .map(|t| self.dir().join(t.location))
+            .collect();
+        let age = |p: &std::path::Path| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default()
+        };
+        let mut removed = 0;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let path = entry.path();
+            if registered.contains(&path) || !path.is_dir() {
+                continue;
+            }
+            // The youngest of the directory and its subdirectories: a creation under way writes
+            // into data/ and _manifest/.
+            let youngest = ["", "data", "_manifest"]
+                .iter()
+                .map(|sub| age(&path.join(sub)))
+                .min()
+                .unwrap_or_default();
+            if youngest >= grace {
+                fs::remove_dir_all(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+                removed += 1;
+            }
         }
         Ok(removed)
     }

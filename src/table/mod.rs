@@ -46,11 +46,30 @@ pub fn validate_table_name(name: &str) -> Result<()> {
 }
 
 impl Project {
-    /// Creates a table with `schema`: its directory and first (empty) version on storage, then its
-    /// registration in the catalog, the commit point. If registration fails (the name was taken
-    /// meanwhile), what was written is removed.
+    /// Creates a table with `schema`: all or nothing (see [`create_table_from`](Self::create_table_from)).
     pub fn create_table(&self, name: &str, schema: SchemaRef) -> Result<Table> {
+        self.create_table_from(name, schema, []).map(|(t, _)| t)
+    }
+
+    /// Creates a table with `schema` holding `batches`, as one unit: the data files and the first
+    /// manifest (listing them) are written under the table's new directory, then the table is
+    /// registered in the catalog, the commit point. If anything fails (the name was taken meanwhile,
+    /// a batch does not fit the schema), what was written is removed and no table exists.
+    pub fn create_table_from(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: impl IntoIterator<Item = RecordBatch>,
+    ) -> Result<(Table, CommitInfo)> {
         validate_table_name(name)?;
+        if schema.fields().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "table {name} would have no columns: a table needs at least one column"
+            )));
+        }
+        crate::format::schema::check_field_names(&schema)?;
+        // The schema's own bounds (field count, depth) are checked before anything is written.
+        crate::format::schema::encode(&schema)?;
         if self.catalog().table(self.project_id(), name)?.is_some() {
             return Err(Error::AlreadyExists {
                 kind: "table",
@@ -68,8 +87,10 @@ impl Project {
             }
             fsutil::write_new_atomic(&dir.join("table.id"), table_id.as_bytes())?;
             let table = Table::new(self.clone(), name, dir.clone(), table_id.clone());
-            let genesis = Manifest::genesis(table_id.clone(), schema, self.settings().algorithm);
-            let (m, digest) = table.publish(&genesis, None, "create")?;
+            let files = table.write_files(&schema, batches)?;
+            let mut first = Manifest::genesis(table_id.clone(), schema, self.settings().algorithm);
+            first.files = files.clone();
+            let (m, digest) = table.publish(&first, None, "create")?;
             self.catalog().create_table(&TableRecord {
                 table_id: table_id.clone(),
                 project_id: self.project_id().to_string(),
@@ -80,7 +101,12 @@ impl Project {
                     digest,
                 },
             })?;
-            Ok(table)
+            let info = CommitInfo {
+                version: m.version,
+                files_added: files.len(),
+                rows_added: files.iter().map(|f| f.rows).sum(),
+            };
+            Ok((table, info))
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);

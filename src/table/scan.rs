@@ -62,7 +62,7 @@ impl Table {
                         table: self.name.clone(),
                         version: m.version,
                     },
-                    _ => Error::integrity(format!("data file {} is missing", f.file_id)),
+                    _ => Error::integrity(format!("data file {} (missing)", f.file_id)),
                 });
             }
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
@@ -128,7 +128,7 @@ impl TableScan {
         if let Some(min) = self.min_version {
             if m.version < min {
                 return Err(Error::integrity(format!(
-                    "table {} is at version {}, older than the minimum {min} (a rollback?)",
+                    "table {} (at version {}, older than the minimum {min}: a rollback?)",
                     self.table.name(), m.version
                 )));
             }
