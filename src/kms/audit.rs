@@ -275,7 +275,8 @@ fn decode_record(bytes: &[u8]) -> Result<AuditRecord> {
 }
 
 fn chain_mac(mac_key: &SecretKey, prev: &[u8; MAC_LEN], record: &[u8]) -> [u8; MAC_LEN] {
-    let mut h = blake3::Hasher::new_keyed(mac_key.expose());
+    // Wiped on drop: the keyed hasher holds the chain key (blake3's `zeroize` feature).
+    let mut h = zeroize::Zeroizing::new(blake3::Hasher::new_keyed(mac_key.expose()));
     h.update(prev);
     h.update(record);
     *h.finalize().as_bytes()
