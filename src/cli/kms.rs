@@ -248,7 +248,7 @@ fn audit_json(r: &AuditRecord) -> Value {
         "version": r.version,
         "principal": r.principal.as_ref().map(|p| p.as_str()),
         "detail": r.detail,
-        "outcome": match &r.outcome { AuditOutcome::Success => "success".to_string(), AuditOutcome::Failure(m) => format!("failure: {m}") },
+        "outcome": match &r.outcome { AuditOutcome::Success => "success".to_string(), AuditOutcome::Failure(m) => format!("failure: {m}"), AuditOutcome::Intent { generation } => format!("intent: generation {generation}") },
     })
 }
 
@@ -401,6 +401,7 @@ pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
                     let outcome = match &r.outcome {
                         AuditOutcome::Success => "ok".to_string(),
                         AuditOutcome::Failure(m) => format!("FAILED: {m}"),
+                        AuditOutcome::Intent { generation } => format!("intent (generation {generation})"),
                     };
                     let mut line = format!("{:>6} {} {:<17}", r.seq, time(r.time), format!("{:?}", r.action));
                     if let Some(k) = &r.key {

@@ -50,12 +50,14 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::{Zeroize, Zeroizing};
 
+use super::cache::MAX_KEK_LIFETIME;
 use super::audit::{self, AuditAction, AuditEntry, AuditHead, AuditOutcome, AuditRecord};
 use super::types::{
     decode_time, encode_time, unix_secs, validate_kms_name, CreateKeyRequest, EncryptionContext, KeyId, KeyMetadata,
@@ -100,7 +102,13 @@ const NO_ARGON2: Argon2Params = Argon2Params {
     m_cost_kib: 0,
     t_cost: 0,
     p_cost: 0,
+    insecure: false,
 };
+/// The fewest characters (Unicode code points) a passphrase that creates or changes a root secret
+/// has. NIST SP 800-63B-4 (2025), section 3.1.1.2, requires at least 15 characters for a password
+/// used as a single authentication factor, which a keystore passphrase is; it also says to count
+/// each Unicode code point as one character and to impose no composition rules, so none are.
+pub const MIN_PASSPHRASE_CHARS: usize = 15;
 
 /// The secret a keystore is sealed under.
 pub enum RootSecret {
@@ -168,6 +176,13 @@ impl fmt::Debug for RootSecret {
 }
 
 /// Argon2id cost parameters (RFC 9106).
+///
+/// New root secrets use at least [`Argon2Params::FLOOR`] (RFC 9106 section 4, the second recommended
+/// option); the only way below it is [`Argon2Params::insecure_for_tests`]. Opening a keystore uses the
+/// parameters its header records, which are not authenticated before they are used (they derive the
+/// key that authenticates the header), so an opener refuses any above its configured maximum
+/// ([`LocalKmsOptions::with_max_argon2`], default [`Argon2Params::DEFAULT_MAX`]) before allocating
+/// anything for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Argon2Params {
     /// Memory in KiB.
@@ -176,41 +191,86 @@ pub struct Argon2Params {
     pub t_cost: u32,
     /// Lanes.
     pub p_cost: u32,
+    /// Set only by [`Argon2Params::insecure_for_tests`]: lets parameters below the floor create a
+    /// keystore (tests). Never recorded in a keystore.
+    insecure: bool,
 }
 
 impl Argon2Params {
-    /// The OWASP-recommended minimum, also the `argon2` crate's default: 19 MiB, 2 passes, 1 lane.
-    pub const DEFAULT: Argon2Params = Argon2Params {
-        m_cost_kib: 19 * 1024,
-        t_cost: 2,
-        p_cost: 1,
-    };
+    /// RFC 9106 section 4, the second recommended option ("if much less memory is available"):
+    /// 64 MiB, 3 passes, 4 lanes.
+    pub const RFC9106_SECOND: Argon2Params = Argon2Params::new(64 * 1024, 3, 4);
 
-    /// The cheapest parameters Argon2id accepts (8 KiB, 1 pass): for tests only, never for real
-    /// passphrases.
+    /// The parameters of new root secrets by default: [`Argon2Params::RFC9106_SECOND`].
+    pub const DEFAULT: Argon2Params = Self::RFC9106_SECOND;
+
+    /// The floor for new root secrets: at least this much memory and this many passes
+    /// ([`Argon2Params::RFC9106_SECOND`]); the lanes may be 1 to the opener's maximum (fewer lanes do
+    /// not make an attacker's guess cheaper).
+    pub const FLOOR: Argon2Params = Self::RFC9106_SECOND;
+
+    /// The default maximum an opener accepts from a keystore header: 256 MiB, 8 passes, 8 lanes.
+    pub const DEFAULT_MAX: Argon2Params = Argon2Params::new(256 * 1024, 8, 8);
+
+    /// Parameters of your choice (for a new root secret they must be at least [`Argon2Params::FLOOR`]).
+    pub const fn new(m_cost_kib: u32, t_cost: u32, p_cost: u32) -> Self {
+        Argon2Params {
+            m_cost_kib,
+            t_cost,
+            p_cost,
+            insecure: false,
+        }
+    }
+
+    /// The cheapest parameters Argon2id accepts (8 KiB, 1 pass, 1 lane), allowed below the floor: for
+    /// tests only, never for real passphrases.
     pub const fn insecure_for_tests() -> Self {
         Argon2Params {
             m_cost_kib: 8,
             t_cost: 1,
             p_cost: 1,
+            insecure: true,
         }
     }
 
-    /// The most memory a keystore header may ask for (so a forged header cannot exhaust memory).
-    pub const MAX_M_COST_KIB: u32 = 4 << 20;
-    /// The most passes a keystore header may ask for.
-    pub const MAX_T_COST: u32 = 64;
-    /// The most lanes a keystore header may ask for.
-    pub const MAX_P_COST: u32 = 64;
+    /// Whether every parameter is at most `max`'s.
+    pub fn within(self, max: Argon2Params) -> bool {
+        self.m_cost_kib <= max.m_cost_kib && self.t_cost <= max.t_cost && self.p_cost <= max.p_cost
+    }
 
-    fn check(self) -> Result<argon2::Params> {
-        if self.m_cost_kib > Self::MAX_M_COST_KIB || self.t_cost > Self::MAX_T_COST || self.p_cost > Self::MAX_P_COST {
-            return Err(Error::InvalidArgument(format!(
-                "Argon2id parameters out of range: {self:?}"
+    /// The same parameters as they are recorded in a keystore header (without the test marker).
+    fn recorded(self) -> Self {
+        Argon2Params::new(self.m_cost_kib, self.t_cost, self.p_cost)
+    }
+
+    /// Checks parameters for a new root secret: at least the floor (unless made by
+    /// [`Argon2Params::insecure_for_tests`]) and at most the opener's maximum `max` (else the keystore
+    /// could not be opened again).
+    fn check_new(self, max: Argon2Params) -> Result<()> {
+        if !self.insecure && (self.m_cost_kib < Self::FLOOR.m_cost_kib || self.t_cost < Self::FLOOR.t_cost) {
+            return Err(Error::WeakRootSecret(format!(
+                "Argon2id parameters {self} are below the floor {} (RFC 9106 section 4)",
+                Self::FLOOR
             )));
         }
+        if !self.within(max) {
+            return Err(Error::InvalidArgument(format!(
+                "Argon2id parameters {self} are above this KMS's maximum {max}, so the keystore could not be \
+                 opened again"
+            )));
+        }
+        self.params().map(drop)
+    }
+
+    fn params(self) -> Result<argon2::Params> {
         argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(KEY_LEN))
-            .map_err(|e| Error::InvalidArgument(format!("Argon2id parameters {self:?}: {e}")))
+            .map_err(|e| Error::InvalidArgument(format!("Argon2id parameters {self}: {e}")))
+    }
+}
+
+impl fmt::Display for Argon2Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m={} KiB, t={}, p={}", self.m_cost_kib, self.t_cost, self.p_cost)
     }
 }
 
@@ -226,6 +286,8 @@ pub struct LocalKmsOptions {
     name: String,
     clock: Arc<dyn Clock>,
     argon2: Argon2Params,
+    max_argon2: Argon2Params,
+    version_destroy_delay: Duration,
 }
 
 impl Default for LocalKmsOptions {
@@ -234,12 +296,16 @@ impl Default for LocalKmsOptions {
             name: "local".into(),
             clock: Arc::new(SystemClock),
             argon2: Argon2Params::DEFAULT,
+            max_argon2: Argon2Params::DEFAULT_MAX,
+            version_destroy_delay: MAX_KEK_LIFETIME,
         }
     }
 }
 
 impl LocalKmsOptions {
-    /// The defaults: name `local`, the system clock, [`Argon2Params::DEFAULT`].
+    /// The defaults: name `local`, the system clock, [`Argon2Params::DEFAULT`] for new root secrets,
+    /// [`Argon2Params::DEFAULT_MAX`] as the most an opened keystore may ask for, and a version destroy
+    /// delay of [`MAX_KEK_LIFETIME`] (24 hours).
     pub fn new() -> Self {
         Self::default()
     }
@@ -261,6 +327,33 @@ impl LocalKmsOptions {
     pub fn with_argon2(mut self, params: Argon2Params) -> Self {
         self.argon2 = params;
         self
+    }
+
+    /// The most Argon2id cost a keystore header may ask for; above it, opening fails with
+    /// [`Error::KdfCostTooHigh`] before anything is allocated.
+    pub fn with_max_argon2(mut self, max: Argon2Params) -> Self {
+        self.max_argon2 = max;
+        self
+    }
+
+    /// How long after a rotation the superseded version stays undestroyable
+    /// ([`Error::VersionDestroyTooEarly`]). It must be at least the longest KEK cache lifetime of
+    /// every process that writes with this keystore's keys (a cached KEK keeps wrapping new data keys
+    /// under the old version until it expires); the default is the longest lifetime allowed,
+    /// [`MAX_KEK_LIFETIME`].
+    pub fn with_version_destroy_delay(mut self, delay: Duration) -> Self {
+        self.version_destroy_delay = delay;
+        self
+    }
+
+    /// The version destroy delay.
+    pub fn version_destroy_delay(&self) -> Duration {
+        self.version_destroy_delay
+    }
+
+    /// The most Argon2id cost an opened keystore may ask for.
+    pub fn max_argon2(&self) -> Argon2Params {
+        self.max_argon2
     }
 
     /// The KMS name.
@@ -305,7 +398,7 @@ impl SealKey {
                 if p.is_empty() {
                     return Err(Error::InvalidArgument("an empty passphrase".into()));
                 }
-                let params = kdf.argon2.check()?;
+                let params = kdf.argon2.params()?;
                 argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
                     .hash_password_into(p.as_bytes(), &kdf.salt, ikm.as_mut())
                     .map_err(|_| Error::Crypto("Argon2id failed"))?;
@@ -328,9 +421,21 @@ impl SealKey {
         })
     }
 
-    fn fresh(root: &RootSecret, argon2: Argon2Params) -> Result<SealKey> {
+    /// A seal key for a new root secret: a passphrase must have [`MIN_PASSPHRASE_CHARS`] characters
+    /// and `argon2` must pass [`Argon2Params::check_new`] against `max`.
+    fn fresh(root: &RootSecret, argon2: Argon2Params, max: Argon2Params) -> Result<SealKey> {
         let argon2 = match root {
-            RootSecret::Passphrase(_) => argon2,
+            RootSecret::Passphrase(p) => {
+                let n = p.chars().count();
+                if n < MIN_PASSPHRASE_CHARS {
+                    return Err(Error::WeakRootSecret(format!(
+                        "a passphrase has at least {MIN_PASSPHRASE_CHARS} characters (NIST SP 800-63B-4), this one \
+                         has {n}"
+                    )));
+                }
+                argon2.check_new(max)?;
+                argon2.recorded()
+            }
             RootSecret::KeyFile(_) => NO_ARGON2,
         };
         Self::derive(
@@ -381,7 +486,9 @@ struct RawKeystore<'a> {
     sealed: &'a [u8],
 }
 
-fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<RawKeystore<'a>> {
+/// Parses a keystore file; Argon2id parameters above `max` are [`Error::KdfCostTooHigh`], found
+/// before anything is derived or allocated for them.
+fn parse_file<'a>(bytes: &'a [u8], path: &Path, max: Argon2Params) -> Result<RawKeystore<'a>> {
     let bad = |detail: String| Error::integrity(format!("keystore {}: {detail}", path.display()));
     let mut d = Decoder::new(bytes, "keystore");
     let magic = d.array::<4>().map_err(|e| bad(e.to_string()))?;
@@ -401,11 +508,7 @@ fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<RawKeystore<'a>> {
         Ok((
             version,
             kind,
-            Argon2Params {
-                m_cost_kib: m,
-                t_cost: t,
-                p_cost: p,
-            },
+            Argon2Params::new(m, t, p),
             salt,
             check,
             nonce,
@@ -420,12 +523,19 @@ fn parse_file<'a>(bytes: &'a [u8], path: &Path) -> Result<RawKeystore<'a>> {
     if kind != ROOT_PASSPHRASE && kind != ROOT_KEY_FILE {
         return Err(bad(format!("unknown root secret kind {kind}")));
     }
+    if kind == ROOT_PASSPHRASE && !argon2.within(max) {
+        return Err(Error::KdfCostTooHigh {
+            path: path.to_path_buf(),
+            found: argon2.to_string(),
+            max: max.to_string(),
+        });
+    }
     let params_ok = match kind {
-        ROOT_PASSPHRASE => argon2.check().is_ok(),
+        ROOT_PASSPHRASE => argon2.params().is_ok(),
         _ => argon2 == NO_ARGON2,
     };
     if !params_ok {
-        return Err(bad(format!("Argon2id parameters out of range: {argon2:?}")));
+        return Err(bad(format!("Argon2id parameters out of range: {argon2}")));
     }
     if sealed.len() < GCM_TAG_LEN {
         return Err(bad("sealed body shorter than its tag".into()));
@@ -808,6 +918,10 @@ pub struct LocalKms {
     name: String,
     clock: Arc<dyn Clock>,
     argon2: Argon2Params,
+    max_argon2: Argon2Params,
+    version_destroy_delay: Duration,
+    /// Rotations made through this value ([`Kms::rotation_epoch`]).
+    rotations: AtomicU64,
     seal: RwLock<Arc<SealKey>>,
 }
 
@@ -822,12 +936,29 @@ impl fmt::Debug for LocalKms {
 }
 
 impl LocalKms {
+    fn with_seal(path: PathBuf, canonical: PathBuf, options: LocalKmsOptions, seal: SealKey) -> LocalKms {
+        LocalKms {
+            lock_path: sibling(&path, ".lock"),
+            audit_path: sibling(&path, ".audit"),
+            path,
+            canonical,
+            name: options.name,
+            clock: options.clock,
+            argon2: options.argon2,
+            max_argon2: options.max_argon2,
+            version_destroy_delay: options.version_destroy_delay,
+            rotations: AtomicU64::new(0),
+            seal: RwLock::new(Arc::new(seal)),
+        }
+    }
+
     /// Creates a new, empty keystore at `path` (and its audit log `<path>.audit`); fails if either
-    /// exists.
+    /// exists. A passphrase needs [`MIN_PASSPHRASE_CHARS`] characters and Argon2id parameters of at
+    /// least [`Argon2Params::FLOOR`] ([`Error::WeakRootSecret`]).
     pub fn create(path: impl AsRef<Path>, root: RootSecret, options: LocalKmsOptions) -> Result<LocalKms> {
         let path = path.as_ref().to_path_buf();
         validate_kms_name(&options.name)?;
-        let seal = SealKey::fresh(&root, options.argon2)?;
+        let seal = SealKey::fresh(&root, options.argon2, options.max_argon2)?;
         drop(root);
         let lock_path = sibling(&path, ".lock");
         let audit_path = sibling(&path, ".audit");
@@ -838,6 +969,7 @@ impl LocalKms {
                 std::io::Error::from(std::io::ErrorKind::AlreadyExists),
             ));
         }
+        remove_leftover_temps(&path)?;
         audit::create(&audit_path)?;
         let mut ks = Keystore {
             generation: 1,
@@ -848,6 +980,7 @@ impl LocalKms {
         };
         let mut entry = AuditEntry::new(AuditAction::CreateKeystore, None, None);
         entry.detail = format!("kms {}", options.name);
+        // Until the keystore exists nothing else can read this log: its key is in the keystore.
         ks.audit_head = audit::append(
             &audit_path,
             &ks.audit_key,
@@ -862,30 +995,25 @@ impl LocalKms {
             .unwrap_or_else(|e| e.into_inner())
             .insert(canonical.clone(), ks.generation);
         drop(lock);
-        Ok(LocalKms {
-            path,
-            canonical,
-            lock_path,
-            audit_path,
-            name: options.name,
-            clock: options.clock,
-            argon2: options.argon2,
-            seal: RwLock::new(Arc::new(seal)),
-        })
+        Ok(Self::with_seal(path, canonical, options, seal))
     }
 
     /// Opens an existing keystore. A root secret that does not open it gives
-    /// [`Error::WrongRootSecret`]; a tampered or rolled-back file gives [`Error::Integrity`].
+    /// [`Error::WrongRootSecret`]; a tampered or rolled-back file gives [`Error::Integrity`]; Argon2id
+    /// parameters above the options' maximum give [`Error::KdfCostTooHigh`] before any work.
+    ///
+    /// Under the exclusive lock it then removes leftover temporary keystores (older sealed copies
+    /// left by a write that was killed) and reconciles the audit log with the keystore: an intent
+    /// record that no outcome resolves gets the outcome that actually happened.
     pub fn open(path: impl AsRef<Path>, root: RootSecret, options: LocalKmsOptions) -> Result<LocalKms> {
         let path = path.as_ref().to_path_buf();
         validate_kms_name(&options.name)?;
         let lock_path = sibling(&path, ".lock");
-        let audit_path = sibling(&path, ".audit");
         let bytes = {
             let _lock = Self::take_lock(&lock_path, Lock::Shared)?;
             read_file(&path)?
         };
-        let raw = parse_file(&bytes, &path)?;
+        let raw = parse_file(&bytes, &path, options.max_argon2)?;
         if raw.kdf.kind != root.kind() {
             return Err(Error::WrongRootSecret { path });
         }
@@ -895,18 +1023,12 @@ impl LocalKms {
             return Err(Error::WrongRootSecret { path });
         }
         let canonical = fs::canonicalize(&path).map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
-        let kms = LocalKms {
-            path,
-            canonical,
-            lock_path,
-            audit_path,
-            name: options.name,
-            clock: options.clock,
-            argon2: options.argon2,
-            seal: RwLock::new(Arc::new(seal)),
-        };
-        // Open it for real (under the lock, with the rollback check).
-        kms.read(Lock::Shared)?;
+        let kms = Self::with_seal(path, canonical, options, seal);
+        // Open it for real, under the exclusive lock: the rollback check, leftovers, reconciliation.
+        let _lock = Self::take_lock(&kms.lock_path, Lock::Exclusive)?;
+        remove_leftover_temps(&kms.path)?;
+        let ks = kms.load()?;
+        kms.reconcile(&ks)?;
         Ok(kms)
     }
 
@@ -921,32 +1043,26 @@ impl LocalKms {
     }
 
     /// Re-seals the keystore under a new root secret (a new salt; for a passphrase, the Argon2id
-    /// parameters of the options). Other `LocalKms` values opened with the old root secret then fail
-    /// with [`Error::WrongRootSecret`].
+    /// parameters of the options, at least [`Argon2Params::FLOOR`], and at least
+    /// [`MIN_PASSPHRASE_CHARS`] characters). Other `LocalKms` values opened with the old root secret
+    /// then fail with [`Error::WrongRootSecret`].
     pub fn change_root_secret(&self, new: RootSecret) -> Result<()> {
-        let new_seal = SealKey::fresh(&new, self.argon2)?;
+        let new_seal = SealKey::fresh(&new, self.argon2, self.max_argon2)?;
         let kind = match new {
             RootSecret::Passphrase(_) => "passphrase",
             RootSecret::KeyFile(_) => "key file",
         };
         drop(new);
-        let _lock = Self::take_lock(&self.lock_path, Lock::Exclusive)?;
-        let mut ks = self.load()?;
         let mut entry = AuditEntry::new(AuditAction::ChangeRootSecret, None, None);
         entry.detail = format!("new root secret: {kind}");
-        ks.audit_head = audit::append(
-            &self.audit_path,
-            &ks.audit_key,
-            self.clock.now(),
-            &entry,
-            &AuditOutcome::Success,
-        )?;
-        ks.generation += 1;
-        ks.seals = 1;
-        write_keystore(&self.path, &ks, &new_seal)?;
-        self.saw(ks.generation);
-        *self.seal.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new_seal);
-        Ok(())
+        self.commit(
+            entry,
+            |ks, _, _| {
+                ks.seals = 0; // the commit counts this write: the first seal under the new secret
+                Ok(())
+            },
+            Some(new_seal),
+        )
     }
 
     /// The audit log, verified: every record's MAC chains to the previous one, and the record of the
@@ -981,9 +1097,13 @@ impl LocalKms {
 
     /// Reads, opens and checks the current keystore; the caller holds the lock.
     fn load(&self) -> Result<Keystore> {
-        let bytes = read_file(&self.path)?;
-        let raw = parse_file(&bytes, &self.path)?;
         let seal = self.seal.read().unwrap_or_else(|e| e.into_inner()).clone();
+        self.load_with(&seal)
+    }
+
+    fn load_with(&self, seal: &SealKey) -> Result<Keystore> {
+        let bytes = read_file(&self.path)?;
+        let raw = parse_file(&bytes, &self.path, self.max_argon2)?;
         if raw.kdf != seal.kdf || !ct_eq(&raw.check, &seal.check) {
             return Err(Error::WrongRootSecret {
                 path: self.path.clone(),
@@ -1019,15 +1139,74 @@ impl LocalKms {
         self.load()
     }
 
+    /// Gives every intent record that no outcome resolves the outcome that actually happened: the
+    /// keystore anchors the intent of its last committed change (its generation is the intent's), so
+    /// that intent succeeded; any other unresolved intent is a change whose keystore write never took
+    /// effect. The caller holds the exclusive lock and has just loaded `ks`.
+    fn reconcile(&self, ks: &Keystore) -> Result<()> {
+        let now = self.clock.now();
+        for intent in audit::unresolved_intents(&self.audit_path, &ks.audit_key, ks.audit_head, now)? {
+            let AuditOutcome::Intent { generation } = intent.outcome else {
+                continue;
+            };
+            let took = intent.seq == ks.audit_head.seq && generation == ks.generation;
+            let outcome = if took {
+                AuditOutcome::Success
+            } else {
+                AuditOutcome::Failure(format!(
+                    "not committed: the keystore is at generation {}, the change would have written generation \
+                     {generation} (found at the next open; the writer stopped before it could record this)",
+                    ks.generation
+                ))
+            };
+            let mut entry = AuditEntry::new(intent.action, intent.key.as_ref(), intent.principal.as_ref());
+            entry.version = intent.version;
+            entry.detail = if took {
+                format!(
+                    "{} (committed as generation {generation}; recorded at the next open, the writer stopped \
+                     before it could)",
+                    intent.detail
+                )
+            } else {
+                intent.detail.clone()
+            };
+            audit::append_resolving(&self.audit_path, &ks.audit_key, now, &entry, &outcome, Some(intent.seq))?;
+        }
+        Ok(())
+    }
+
     /// An administrative change: under the exclusive lock, load, apply `f`, audit, and write the next
-    /// generation. A refused change is audited and changes nothing.
+    /// generation. See [`LocalKms::commit`].
     fn update(
         &self,
-        mut entry: AuditEntry,
+        entry: AuditEntry,
         f: impl FnOnce(&mut Keystore, SystemTime, &mut AuditEntry) -> Result<KeyMetadata>,
     ) -> Result<KeyMetadata> {
+        self.commit(entry, f, None)
+    }
+
+    /// An administrative change, in this order under the exclusive lock on the keystore:
+    ///
+    /// 1. load the keystore and [reconcile](Self::reconcile) the log with it;
+    /// 2. apply `f`; a refusal is recorded as a failure and nothing else happens;
+    /// 3. append an *intent* record naming the generation about to be written;
+    /// 4. write the next generation, which anchors that intent (a crash here leaves either the old
+    ///    keystore or the new one, never a mix);
+    /// 5. append the *outcome*: success if the new generation is on disk (checked again after a
+    ///    failed write, since a rename can succeed before its error), else failure.
+    ///
+    /// So the log never states an outcome that did not take effect, and a change that took effect
+    /// without its outcome record (a crash between 4 and 5) gets it at the next open or change.
+    /// `new_seal` re-seals the keystore under a new root secret.
+    fn commit<T>(
+        &self,
+        mut entry: AuditEntry,
+        f: impl FnOnce(&mut Keystore, SystemTime, &mut AuditEntry) -> Result<T>,
+        new_seal: Option<SealKey>,
+    ) -> Result<T> {
         let _lock = Self::take_lock(&self.lock_path, Lock::Exclusive)?;
         let mut ks = self.load()?;
+        self.reconcile(&ks)?;
         let now = self.clock.now();
         let result = f(&mut ks, now, &mut entry).and_then(|meta| {
             if ks.seals >= MAX_SEALS_PER_ROOT {
@@ -1037,27 +1216,11 @@ impl LocalKms {
             }
             Ok(meta)
         });
-        match result {
-            Ok(meta) => {
-                ks.audit_head = audit::append(&self.audit_path, &ks.audit_key, now, &entry, &AuditOutcome::Success)?;
-                ks.generation += 1;
-                ks.seals += 1;
-                let seal = self.seal.read().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Err(e) = write_keystore(&self.path, &ks, &seal) {
-                    // Best effort: the log says the change did not take.
-                    let _ = audit::append(
-                        &self.audit_path,
-                        &ks.audit_key,
-                        now,
-                        &entry,
-                        &AuditOutcome::Failure(format!("not committed: {e}")),
-                    );
-                    return Err(e);
-                }
-                self.saw(ks.generation);
-                Ok(meta)
-            }
+        let meta = match result {
+            Ok(meta) => meta,
             Err(e) => {
+                // A refused attempt changes nothing; its record is chained but not anchored in the
+                // keystore until the next change (SECURITY.md: it can be cut until then).
                 audit::append(
                     &self.audit_path,
                     &ks.audit_key,
@@ -1065,9 +1228,48 @@ impl LocalKms {
                     &entry,
                     &AuditOutcome::Failure(e.to_string()),
                 )?;
-                Err(e)
+                return Err(e);
             }
+        };
+        let target = ks.generation + 1;
+        let intent = audit::append(
+            &self.audit_path,
+            &ks.audit_key,
+            now,
+            &entry,
+            &AuditOutcome::Intent { generation: target },
+        )?;
+        ks.audit_head = intent;
+        ks.generation = target;
+        ks.seals += 1;
+        let current = self.seal.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let seal: &SealKey = new_seal.as_ref().unwrap_or(&current);
+        let written = write_keystore(&self.path, &ks, seal);
+        let took = written.is_ok()
+            || self
+                .load_with(seal)
+                .is_ok_and(|on_disk| on_disk.generation == target && on_disk.audit_head == intent);
+        let outcome = match &written {
+            Err(e) if !took => AuditOutcome::Failure(format!("not committed: {e}")),
+            _ => AuditOutcome::Success,
+        };
+        // If this record cannot be written, the next open or change writes it (reconciliation).
+        let _ = audit::append_resolving(
+            &self.audit_path,
+            &ks.audit_key,
+            now,
+            &entry,
+            &outcome,
+            Some(intent.seq),
+        );
+        if !took {
+            return Err(written.err().unwrap_or(Error::Crypto("keystore write")));
         }
+        self.saw(target);
+        if let Some(new) = new_seal {
+            *self.seal.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        }
+        Ok(meta)
     }
 
     /// A key use: load the current keystore under the shared lock, apply `f`, audit the outcome (a use
@@ -1111,8 +1313,77 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The directory of a keystore and the prefix of its temporary files (`.<name>.tmp-`).
+fn temp_prefix(path: &Path) -> (PathBuf, String) {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (dir, format!(".{file_name}.tmp-"))
+}
+
+/// Removes the temporary keystores a killed write left beside `path`: older sealed copies that may
+/// still hold keys deleted since, which would defeat crypto-shredding. The caller holds the exclusive
+/// lock, so no write is in progress and every such file is a leftover.
+fn remove_leftover_temps(path: &Path) -> Result<()> {
+    let (dir, prefix) = temp_prefix(path);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let p = entry.path();
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing leftover temporary keystore {}", p.display()), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file that is removed when dropped unless it was renamed into place, so no error path
+/// (or panic) leaves an older sealed copy of the keystore behind.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Test-only fault injection: a keystore write whose path is registered fails after the temporary
+/// file was written, before the rename.
+#[cfg(test)]
+pub(super) fn fail_writes_to(path: &Path) {
+    FAILING_WRITES.lock().unwrap().push(path.to_path_buf());
+}
+#[cfg(test)]
+static FAILING_WRITES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+#[cfg(test)]
+fn injected_failure(path: &Path) -> bool {
+    FAILING_WRITES.lock().unwrap().iter().any(|p| p == path)
+}
+#[cfg(not(test))]
+fn injected_failure(_: &Path) -> bool {
+    false
+}
+
 /// Seals `ks` and replaces the file atomically: temp file in the same directory, fsync, rename, fsync
-/// of the directory.
+/// of the directory. The temporary file is removed on every error path.
 fn write_keystore(path: &Path, ks: &Keystore, seal: &SealKey) -> Result<()> {
     let mut body = ks.encode_body()?;
     if body.len() > MAX_KEYSTORE_BODY_LEN {
@@ -1129,34 +1400,33 @@ fn write_keystore(path: &Path, ks: &Keystore, seal: &SealKey) -> Result<()> {
     file.extend_from_slice(&(body.len() as u32).to_be_bytes());
     file.extend_from_slice(&body);
 
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    let (dir, prefix) = temp_prefix(path);
+    let mut tmp = TempFile {
+        path: dir.join(format!("{prefix}{}", hex(&random_array::<8>()?))),
+        armed: false,
     };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", hex(&random_array::<8>()?)));
     let ctx = || format!("writing keystore {}", path.display());
     let result = (|| {
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
+        let mut f = opts.open(&tmp.path)?;
+        tmp.armed = true;
         f.write_all(&file)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
+        if injected_failure(path) {
+            return Err(std::io::Error::other("injected failure before the rename"));
+        }
+        fs::rename(&tmp.path, path)?;
+        tmp.armed = false;
         #[cfg(unix)]
         File::open(&dir)?.sync_all()?;
         Ok(())
     })();
-    result.map_err(|e: std::io::Error| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(ctx(), e)
-    })
+    drop(tmp);
+    result.map_err(|e: std::io::Error| Error::io(ctx(), e))
 }
 
 fn validate_alias(alias: &str) -> Result<()> {
@@ -1171,6 +1441,10 @@ fn validate_alias(alias: &str) -> Result<()> {
 impl Kms for LocalKms {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn rotation_epoch(&self) -> u64 {
+        self.rotations.load(Ordering::SeqCst)
     }
 
     fn generate_data_key(
@@ -1404,7 +1678,7 @@ impl KmsAdmin for LocalKms {
     }
 
     fn rotate(&self, key: &KeyId) -> Result<KeyMetadata> {
-        self.update(
+        let meta = self.update(
             AuditEntry::new(AuditAction::Rotate, Some(key), None),
             |ks, now, entry| {
                 let rec = ks.find_mut(key)?;
@@ -1428,13 +1702,17 @@ impl KmsAdmin for LocalKms {
                 entry.version = Some(rec.primary);
                 Ok(rec.metadata())
             },
-        )
+        )?;
+        // Caches in front of this value drop their writer KEKs (see `Kms::rotation_epoch`).
+        self.rotations.fetch_add(1, Ordering::SeqCst);
+        Ok(meta)
     }
 
     fn destroy_version(&self, key: &KeyId, version: u32) -> Result<KeyMetadata> {
         let mut entry = AuditEntry::new(AuditAction::DestroyVersion, Some(key), None);
         entry.version = Some(version).filter(|v| *v != 0);
-        self.update(entry, |ks, _, _| {
+        let delay = self.version_destroy_delay;
+        self.update(entry, |ks, now, _| {
             let rec = ks.find_mut(key)?;
             rec.check_administrable("destroy a version of")?;
             if version == 0 || version as usize > rec.versions.len() {
@@ -1448,6 +1726,23 @@ impl KmsAdmin for LocalKms {
                     "cannot destroy version {version} of key {}: it is the primary version (rotate first)",
                     rec.id
                 )));
+            }
+            // Version v was superseded when version v + 1 was created (a rotation makes its new version
+            // primary). Until the delay has passed since then, a writer anywhere may still hold a KEK
+            // generated under v in its cache and wrap new data keys with it.
+            let superseded = rec
+                .versions
+                .get(version as usize)
+                .map(|v| v.created)
+                .ok_or_else(|| Error::InvalidKeyState(format!("version {version} of key {} is the newest", rec.id)))?;
+            let not_before = superseded.checked_add(delay).unwrap_or(superseded);
+            if now < not_before {
+                return Err(Error::VersionDestroyTooEarly {
+                    key: rec.id.to_string(),
+                    version,
+                    superseded_unix_secs: unix_secs(superseded),
+                    not_before_unix_secs: unix_secs(not_before).max(unix_secs(superseded) + 1),
+                });
             }
             rec.versions[version as usize - 1].material = None;
             Ok(rec.metadata())
@@ -1509,7 +1804,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
-        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("pw"), opts(clock.clone())).unwrap();
+        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock.clone())).unwrap();
         let v1 = [0x5a; 32];
         let meta = kms
             .create_key(CreateKeyRequest::byok().with_import(SecretKey::from_slice(&v1).unwrap()))
@@ -1537,7 +1832,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
-        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("pw"), opts(clock)).unwrap();
+        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock)).unwrap();
         let p = Principal::new("p").unwrap();
         let id = kms.create_key(CreateKeyRequest::project_default(p.clone())).unwrap().id;
         let ctx = EncryptionContext::new().with("project", "p");
@@ -1562,7 +1857,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
-        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("pw"), opts(clock)).unwrap();
+        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock)).unwrap();
         let m = SecretKey::from_slice(&[0x11; 32]).unwrap();
         let meta = kms.create_key(CreateKeyRequest::byok().with_import(m.clone())).unwrap();
         let ks = kms.read(Lock::Shared).unwrap();
@@ -1575,11 +1870,39 @@ mod tests {
         ));
     }
 
+    /// A keystore write that fails after its temporary file was written (injected before the
+    /// rename) leaves no temporary file, and the log records the intent and a failure, never a
+    /// success; the keystore is unchanged.
+    #[test]
+    fn a_failed_keystore_write_leaves_no_temporary_file_and_claims_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock)).unwrap();
+        fail_writes_to(kms.path());
+        let e = kms.create_key(CreateKeyRequest::byok().with_alias("never")).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e:?}");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+        assert!(kms.list().unwrap().is_empty());
+        let log = kms.audit_log().unwrap();
+        let (intent, outcome) = (&log[log.len() - 2], &log[log.len() - 1]);
+        assert!(matches!(intent.outcome, AuditOutcome::Intent { generation: 2 }));
+        assert_eq!(outcome.resolves, Some(intent.seq));
+        assert!(matches!(&outcome.outcome, AuditOutcome::Failure(m) if m.contains("not committed")));
+        assert!(log.iter().all(|r| r.action != AuditAction::CreateKey || r.outcome != AuditOutcome::Success));
+    }
+
     #[test]
     fn body_round_trips_and_header_is_fixed_size() {
         let seal = SealKey::fresh(
             &RootSecret::KeyFile(SecretKey::generate().unwrap()),
             Argon2Params::DEFAULT,
+            Argon2Params::DEFAULT_MAX,
         )
         .unwrap();
         assert_eq!(encode_header(&seal.kdf, &seal.check, &[0; 12]).len(), HEADER_LEN);
