@@ -51,7 +51,14 @@ fn key_lifecycle_commands() {
     assert_eq!(env.json(&["kms", "describe", &id, "--json"])["primary_version"], 2);
     // A superseded version is destroyable only once the longest KEK lifetime (24 h) has passed since
     // the rotation: a writer elsewhere may still wrap new data keys under it (issue 15, item 1).
-    let out = env.cmd().args(["kms", "destroy-version", &id, "1"]).assert().failure().get_output().stderr.clone();
+    let out = env
+        .cmd()
+        .args(["kms", "destroy-version", &id, "1"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
     let err = String::from_utf8(out).unwrap();
     assert!(err.contains("cannot destroy version 1"), "{err}");
     let d = env.json(&["kms", "describe", &id, "--json"]);

@@ -202,7 +202,10 @@ fn wycheproof_aes_siv_cmac_512() {
             let mut bad = v.ct.to_vec();
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                matches!(siv_unwrap(&v.key, &[v.aad], &bad, "kat"), Err(colvault::Error::Integrity { .. })),
+                matches!(
+                    siv_unwrap(&v.key, &[v.aad], &bad, "kat"),
+                    Err(colvault::Error::Integrity { .. })
+                ),
                 "tcId {} bit {bit}",
                 v.tc
             );

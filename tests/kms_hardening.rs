@@ -69,14 +69,19 @@ fn a_superseded_version_cannot_be_destroyed_while_a_cached_kek_may_still_wrap_un
     let t0 = c.now();
     let (path, key_file, admin) = keystore(dir.path(), &c);
     let prj = Principal::new("prj-1").unwrap();
-    let cmk = admin.create_key(CreateKeyRequest::project_default(prj.clone())).unwrap().id;
+    let cmk = admin
+        .create_key(CreateKeyRequest::project_default(prj.clone()))
+        .unwrap()
+        .id;
     let kek_ctx = EncryptionContext::new().with("project", "prj-1");
 
     // Process A: its own handle and a KEK cache with the longest lifetime allowed.
     let a_kms = Arc::new(LocalKms::open(&path, RootSecret::load_key_file(&key_file).unwrap(), opts(&c)).unwrap());
     let a = KeyCache::new(
         a_kms,
-        CacheOptions::default().with_lifetime(MAX_KEK_LIFETIME).with_clock(c.clone()),
+        CacheOptions::default()
+            .with_lifetime(MAX_KEK_LIFETIME)
+            .with_clock(c.clone()),
     )
     .unwrap();
     let (dek1, env1) = a.new_data_key(&prj, &cmk, &kek_ctx, &file_ctx(1)).unwrap();
@@ -118,7 +123,11 @@ fn a_superseded_version_cannot_be_destroyed_while_a_cached_kek_may_still_wrap_un
     // At the delay, A's KEK (obtained at t0, before the rotation) has expired: its new wraps use 2.
     c.set(t0 + Duration::from_secs(24 * HOUR));
     let (dek3, env3) = a.new_data_key(&prj, &cmk, &kek_ctx, &file_ctx(3)).unwrap();
-    assert_eq!(env3.key_version(), 2, "after the delay no cached KEK of version 1 is left");
+    assert_eq!(
+        env3.key_version(),
+        2,
+        "after the delay no cached KEK of version 1 is left"
+    );
 
     // Rewrap what version 1 protects, then destroy it: nothing is lost.
     let admin = Arc::new(admin);
@@ -169,16 +178,37 @@ fn a_cache_stops_wrapping_under_an_old_version_as_soon_as_it_learns_of_a_rotatio
     let c = clock();
     let (path, key_file, admin) = keystore(dir.path(), &c);
     let prj = Principal::new("prj-1").unwrap();
-    let cmk = admin.create_key(CreateKeyRequest::project_default(prj.clone())).unwrap().id;
+    let cmk = admin
+        .create_key(CreateKeyRequest::project_default(prj.clone()))
+        .unwrap()
+        .id;
     let kc = EncryptionContext::new().with("project", "prj-1");
-    let long = || CacheOptions::default().with_lifetime(MAX_KEK_LIFETIME).with_clock(c.clone());
+    let long = || {
+        CacheOptions::default()
+            .with_lifetime(MAX_KEK_LIFETIME)
+            .with_clock(c.clone())
+    };
 
     // Rotation through this process's own handle.
     let mine = Arc::new(LocalKms::open(&path, RootSecret::load_key_file(&key_file).unwrap(), opts(&c)).unwrap());
     let cache = KeyCache::new(mine.clone(), long()).unwrap();
-    assert_eq!(cache.new_data_key(&prj, &cmk, &kc, &file_ctx(1)).unwrap().1.key_version(), 1);
+    assert_eq!(
+        cache
+            .new_data_key(&prj, &cmk, &kc, &file_ctx(1))
+            .unwrap()
+            .1
+            .key_version(),
+        1
+    );
     mine.rotate(&cmk).unwrap();
-    assert_eq!(cache.new_data_key(&prj, &cmk, &kc, &file_ctx(2)).unwrap().1.key_version(), 2);
+    assert_eq!(
+        cache
+            .new_data_key(&prj, &cmk, &kc, &file_ctx(2))
+            .unwrap()
+            .1
+            .key_version(),
+        2
+    );
 
     // Another process rotates (version 3) and writes; this one reads that file and moves on.
     let other = Arc::new(admin);
@@ -187,13 +217,21 @@ fn a_cache_stops_wrapping_under_an_old_version_as_soon_as_it_learns_of_a_rotatio
     let (dek, env) = other_cache.new_data_key(&prj, &cmk, &kc, &file_ctx(3)).unwrap();
     assert_eq!(env.key_version(), 3);
     assert_eq!(
-        cache.new_data_key(&prj, &cmk, &kc, &file_ctx(4)).unwrap().1.key_version(),
+        cache
+            .new_data_key(&prj, &cmk, &kc, &file_ctx(4))
+            .unwrap()
+            .1
+            .key_version(),
         2,
         "not learned yet: still its cached KEK"
     );
     assert_eq!(cache.open_data_key(&prj, &env, &kc, &file_ctx(3)).unwrap(), dek);
     assert_eq!(
-        cache.new_data_key(&prj, &cmk, &kc, &file_ctx(5)).unwrap().1.key_version(),
+        cache
+            .new_data_key(&prj, &cmk, &kc, &file_ctx(5))
+            .unwrap()
+            .1
+            .key_version(),
         3,
         "a file of version 3 was read: version 2 no longer wraps"
     );
@@ -279,7 +317,10 @@ fn check_agreement(kms: &LocalKms, log: &[AuditRecord]) -> usize {
         if let Some(i) = r.resolves {
             *outcomes.entry(i).or_default() += 1;
             let intent = by_seq[&i];
-            assert!(matches!(intent.outcome, AuditOutcome::Intent { .. }), "{r:?} resolves {intent:?}");
+            assert!(
+                matches!(intent.outcome, AuditOutcome::Intent { .. }),
+                "{r:?} resolves {intent:?}"
+            );
             assert_eq!((intent.action, &intent.key), (r.action, &r.key));
             if r.detail.contains("at the next open")
                 || matches!(&r.outcome, AuditOutcome::Failure(m) if m.contains("at the next open"))
@@ -309,12 +350,20 @@ fn check_agreement(kms: &LocalKms, log: &[AuditRecord]) -> usize {
         assert_eq!(outcomes.get(&r.seq), Some(&1), "intent {r:?} has one outcome");
     }
     let keys = kms.list().unwrap();
-    assert_eq!(keys.len(), replay.len(), "every created key has its outcome, and no more");
+    assert_eq!(
+        keys.len(),
+        replay.len(),
+        "every created key has its outcome, and no more"
+    );
     for k in &keys {
         let (detail, enabled) = &replay[&k.id];
         let alias = k.alias.as_ref().expect("the child names every key");
         assert!(detail.contains(&format!("alias {alias:?}")), "{detail} vs {alias}");
-        let expected = if *enabled { KeyState::Enabled } else { KeyState::Disabled };
+        let expected = if *enabled {
+            KeyState::Enabled
+        } else {
+            KeyState::Disabled
+        };
         assert_eq!(k.state, expected, "key {}", k.id);
     }
     reconciled
@@ -335,7 +384,11 @@ fn sigkilled_administrative_commands_leave_the_log_and_the_keystore_in_agreement
     let path = dir.join("keystore");
     let root = RootSecret::create_key_file(dir.join("root.key")).unwrap();
     drop(LocalKms::create(&path, root, LocalKmsOptions::new()).unwrap());
-    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     let mut rand = move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -448,7 +501,8 @@ fn passphrases_have_one_minimum_length() {
     // Nothing changed: the old passphrase still opens it.
     LocalKms::open(&path, RootSecret::passphrase("fifteen chars!!"), opts(&c)).unwrap();
     // 15 code points of 2 bytes each are 15 characters.
-    kms.change_root_secret(RootSecret::passphrase("ééééééééééééééé")).unwrap();
+    kms.change_root_secret(RootSecret::passphrase("ééééééééééééééé"))
+        .unwrap();
     LocalKms::open(&path, RootSecret::passphrase("ééééééééééééééé"), opts(&c)).unwrap();
 }
 
@@ -481,7 +535,14 @@ fn new_passphrase_keystores_use_at_least_rfc9106_second_setting() {
     .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
     // The default options write 64 MiB, t=3, p=4 into the header.
-    drop(LocalKms::create(&path, RootSecret::passphrase(PASSPHRASE), LocalKmsOptions::new().with_clock(c.clone())).unwrap());
+    drop(
+        LocalKms::create(
+            &path,
+            RootSecret::passphrase(PASSPHRASE),
+            LocalKmsOptions::new().with_clock(c.clone()),
+        )
+        .unwrap(),
+    );
     let b = std::fs::read(&path).unwrap();
     let field = |at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
     assert_eq!((field(6), field(10), field(14)), (64 * 1024, 3, 4));

@@ -348,7 +348,10 @@ fn rotation_rewrap_and_destroyed_versions() {
     assert_eq!(kind(&e), "InvalidKeyState", "the primary cannot be destroyed: {e}");
     assert_eq!(kind(&kms.destroy_version(&key.id, 3).unwrap_err()), "InvalidArgument");
     // A superseded version is destroyable once the longest KEK lifetime has passed since the rotation.
-    assert_eq!(kind(&kms.destroy_version(&key.id, 1).unwrap_err()), "VersionDestroyTooEarly");
+    assert_eq!(
+        kind(&kms.destroy_version(&key.id, 1).unwrap_err()),
+        "VersionDestroyTooEarly"
+    );
     c.advance(Duration::from_secs(DAY));
     let meta = kms.destroy_version(&key.id, 1).unwrap();
     assert_eq!(meta.versions[0].state, KeyVersionState::Destroyed);
@@ -459,7 +462,11 @@ fn the_audit_log_records_everything_without_key_material_and_detects_tampering()
     assert!(log.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1));
     // Each administrative change is an intent (before the keystore write) and its outcome (after).
     for (intent, outcome) in [(1, 2), (5, 6), (8, 9)] {
-        assert!(matches!(log[intent].outcome, AuditOutcome::Intent { .. }), "{:?}", log[intent]);
+        assert!(
+            matches!(log[intent].outcome, AuditOutcome::Intent { .. }),
+            "{:?}",
+            log[intent]
+        );
         assert_eq!(log[outcome].outcome, AuditOutcome::Success);
         assert_eq!(log[outcome].resolves, Some(log[intent].seq));
     }
@@ -606,7 +613,9 @@ fn concurrent_creates_through_two_instances_lose_nothing() {
     let log = a.audit_log().unwrap();
     assert_eq!(
         log.iter()
-            .filter(|r| r.action == AuditAction::CreateKey && r.resolves.is_some() && r.outcome == AuditOutcome::Success)
+            .filter(|r| r.action == AuditAction::CreateKey
+                && r.resolves.is_some()
+                && r.outcome == AuditOutcome::Success)
             .count(),
         4 * per_thread
     );

@@ -11,10 +11,17 @@
 //!
 //! where the audit key is 32 random bytes kept inside the sealed keystore, so only holders of the root
 //! secret can extend or verify the chain. The sealed keystore also records the sequence number and
-//! MAC of the record of its last administrative action (the head); verification checks the chain and
+//! MAC of the record of its last administrative change (the head); verification checks the chain and
 //! that the head is in it, so editing, reordering, or truncating the log before the last administrative
-//! action is detected. Key-use records after the head can be cut off unnoticed (a limitation stated in
-//! the spec: anchoring them would need a keystore write per key use).
+//! change is detected. Records after the head can be cut off unnoticed (a limitation stated in
+//! SECURITY.md: anchoring them would need a keystore write per key use or refusal).
+//!
+//! An administrative change is an [`AuditOutcome::Intent`] record (appended before the keystore
+//! write; the head the new keystore records) and an outcome record that resolves it (appended after
+//! the write), so no record ever claims a change that did not take effect. `LocalKms` resolves an
+//! intent left without an outcome by a crash at the next open, from the keystore's generation
+//! ([`unresolved_intents`]). Appenders check the last frame against the one before it (sequence and
+//! MAC) before chaining to it.
 //!
 //! Key uses fail closed: a use whose record cannot be appended is refused. A call refused because the
 //! keystore itself cannot be opened (wrong root secret, a tampered or rolled-back file) leaves no
@@ -27,8 +34,10 @@
 //! frame  = u32 n || record (n bytes, n <= 8192) || mac (32 bytes) || u32 n
 //! record = u64 seq || u64 secs || u32 nanos || u8 action
 //!          || u8 has_key [|| str key id] || u32 version (0 = none)
-//!          || u8 has_principal [|| str principal] || u8 outcome (0 success, 1 failure)
-//!          || str detail || str error message (empty on success)
+//!          || u8 has_principal [|| str principal] || u8 outcome || str detail
+//!          || str error message (empty unless a failure) [|| u64 x]
+//! outcome = 0 success, 1 failure, 2 intent (x = keystore generation about to be written),
+//!           3 success of intent x, 4 failure of intent x (x = the intent's seq)
 //! ```
 //!
 //! (`str` = `u32` length then UTF-8; all integers big-endian.) The trailing length lets an appender find
@@ -247,11 +256,7 @@ fn encode_record(
         (AuditOutcome::Failure(m), None) => e.u8(1).str(detail).str(truncate_utf8(m, MAX_DETAIL_LEN)),
         (AuditOutcome::Intent { generation }, _) => e.u8(2).str(detail).str("").u64(*generation),
         (AuditOutcome::Success, Some(i)) => e.u8(3).str(detail).str("").u64(i),
-        (AuditOutcome::Failure(m), Some(i)) => e
-            .u8(4)
-            .str(detail)
-            .str(truncate_utf8(m, MAX_DETAIL_LEN))
-            .u64(i),
+        (AuditOutcome::Failure(m), Some(i)) => e.u8(4).str(detail).str(truncate_utf8(m, MAX_DETAIL_LEN)).u64(i),
     };
     Ok(e.finish())
 }
@@ -361,14 +366,20 @@ fn frame_ending_at(path: &Path, f: &mut File, end: u64) -> Result<(u64, Vec<u8>,
     let n = u32::from_be_bytes(n) as usize;
     let whole = (n + MAC_LEN + 8) as u64;
     if !(8..=MAX_AUDIT_RECORD_LEN).contains(&n) || whole > end - FILE_HEADER_LEN {
-        return Err(bad(path, format!("the frame ending at byte {end} has a length out of range")));
+        return Err(bad(
+            path,
+            format!("the frame ending at byte {end} has a length out of range"),
+        ));
     }
     let start = end - whole;
     let mut frame = vec![0u8; n + MAC_LEN + 4];
     f.seek(SeekFrom::Start(start)).map_err(|e| io(path, "reading", e))?;
     f.read_exact(&mut frame).map_err(|e| io(path, "reading", e))?;
     if frame[..4] != (n as u32).to_be_bytes() {
-        return Err(bad(path, format!("the frame ending at byte {end} has lengths that disagree")));
+        return Err(bad(
+            path,
+            format!("the frame ending at byte {end} has lengths that disagree"),
+        ));
     }
     let mac: [u8; MAC_LEN] = frame[4 + n..4 + n + MAC_LEN].try_into().expect("MAC_LEN bytes");
     frame.truncate(4 + n);
@@ -515,7 +526,16 @@ fn open_for_append(path: &Path, chain: &SecretKey, time: SystemTime) -> Result<(
                     "cut {} bytes of an incomplete final record (an append cut short, e.g. by a crash)",
                     found.len - found.whole_end
                 );
-                write_frame(path, &mut f, chain, found.head, time, &entry, &AuditOutcome::Success, None)?
+                write_frame(
+                    path,
+                    &mut f,
+                    chain,
+                    found.head,
+                    time,
+                    &entry,
+                    &AuditOutcome::Success,
+                    None,
+                )?
             }
         }
     };
@@ -600,7 +620,10 @@ pub(crate) fn unresolved_intents(
             }
             return Err(bad(
                 path,
-                format!("record {} (the keystore's last administrative change) is missing", anchor.seq),
+                format!(
+                    "record {} (the keystore's last administrative change) is missing",
+                    anchor.seq
+                ),
             ));
         }
         let (start, record, _) = frame_ending_at(path, &mut f, pos)?;
@@ -608,7 +631,10 @@ pub(crate) fn unresolved_intents(
         if seq < anchor.seq {
             return Err(bad(
                 path,
-                format!("record {} (the keystore's last administrative change) is missing", anchor.seq),
+                format!(
+                    "record {} (the keystore's last administrative change) is missing",
+                    anchor.seq
+                ),
             ));
         }
         frames.push(start);
@@ -939,12 +965,41 @@ mod tests {
         create(&path).unwrap();
         let key = SecretKey::generate().unwrap();
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let i1 = append(&path, &key, t, &entry(AuditAction::Disable), &AuditOutcome::Intent { generation: 2 }).unwrap();
+        let i1 = append(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::Disable),
+            &AuditOutcome::Intent { generation: 2 },
+        )
+        .unwrap();
         assert_eq!(unresolved_intents(&path, &key, i1, t).unwrap().len(), 1);
-        append_resolving(&path, &key, t, &entry(AuditAction::Disable), &AuditOutcome::Success, Some(i1.seq)).unwrap();
-        append(&path, &key, t, &entry(AuditAction::DecryptDataKey), &AuditOutcome::Success).unwrap();
+        append_resolving(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::Disable),
+            &AuditOutcome::Success,
+            Some(i1.seq),
+        )
+        .unwrap();
+        append(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::DecryptDataKey),
+            &AuditOutcome::Success,
+        )
+        .unwrap();
         assert!(unresolved_intents(&path, &key, i1, t).unwrap().is_empty());
-        let i2 = append(&path, &key, t, &entry(AuditAction::Enable), &AuditOutcome::Intent { generation: 3 }).unwrap();
+        let i2 = append(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::Enable),
+            &AuditOutcome::Intent { generation: 3 },
+        )
+        .unwrap();
         let open = unresolved_intents(&path, &key, i1, t).unwrap();
         assert_eq!(open.iter().map(|r| r.seq).collect::<Vec<_>>(), [i2.seq]);
         assert_eq!(open[0].outcome, AuditOutcome::Intent { generation: 3 });
@@ -952,9 +1007,15 @@ mod tests {
         assert_eq!(recs[1].resolves, Some(i1.seq));
         let mut forged = i1;
         forged.mac[0] ^= 1;
-        assert!(matches!(unresolved_intents(&path, &key, forged, t), Err(Error::Integrity { .. })));
+        assert!(matches!(
+            unresolved_intents(&path, &key, forged, t),
+            Err(Error::Integrity { .. })
+        ));
         let missing = AuditHead { seq: 9, mac: i1.mac };
-        assert!(matches!(unresolved_intents(&path, &key, missing, t), Err(Error::Integrity { .. })));
+        assert!(matches!(
+            unresolved_intents(&path, &key, missing, t),
+            Err(Error::Integrity { .. })
+        ));
     }
 
     fn h3_len(file: &[u8]) -> usize {

@@ -569,7 +569,9 @@ mod tests {
         let (kms, clock, writer) = setup(600);
         let reader = KeyCache::new(
             kms.clone(),
-            CacheOptions::default().with_lifetime(Duration::from_secs(600)).with_clock(clock),
+            CacheOptions::default()
+                .with_lifetime(Duration::from_secs(600))
+                .with_clock(clock),
         )
         .unwrap();
         let p = Principal::new("p").unwrap();

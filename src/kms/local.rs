@@ -37,8 +37,12 @@
 //! # Concurrency and atomicity
 //!
 //! Updates take an exclusive lock on `<keystore>.lock` (`File::lock`, i.e. `flock`), re-read and open
-//! the current keystore, apply the change, increment the generation, write a temporary file in the same
-//! directory, fsync it, rename it over the keystore and fsync the directory. Data-plane calls re-read
+//! the current keystore, apply the change, append an intent record to the audit log, increment the
+//! generation, write a temporary file in the same directory, fsync it, rename it over the keystore,
+//! fsync the directory, and append the outcome record (see [`LocalKms::commit`]). A write that fails
+//! removes its temporary file; opening removes any left by a killed write (older sealed copies that
+//! could still hold deleted keys) and gives intents left without an outcome the outcome that took
+//! effect, both under the exclusive lock. Data-plane calls re-read
 //! the keystore under a shared lock, so a disable made by another process is seen by the next call. A
 //! keystore whose generation is lower than one this process already saw at the same path is refused as
 //! a rollback ([`Error::Integrity`]). A copy of an older keystore presented to a fresh process cannot
@@ -57,8 +61,8 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::cache::MAX_KEK_LIFETIME;
 use super::audit::{self, AuditAction, AuditEntry, AuditHead, AuditOutcome, AuditRecord};
+use super::cache::MAX_KEK_LIFETIME;
 use super::types::{
     decode_time, encode_time, unix_secs, validate_kms_name, CreateKeyRequest, EncryptionContext, KeyId, KeyMetadata,
     KeyOrigin, KeyState, KeyVersionInfo, KeyVersionState, Principal, WrappedKey,
@@ -505,15 +509,7 @@ fn parse_file<'a>(bytes: &'a [u8], path: &Path, max: Argon2Params) -> Result<Raw
         let check = d.array::<CHECK_LEN>()?;
         let nonce = d.array::<GCM_NONCE_LEN>()?;
         let sealed = d.bytes(MAX_KEYSTORE_BODY_LEN + GCM_TAG_LEN)?;
-        Ok((
-            version,
-            kind,
-            Argon2Params::new(m, t, p),
-            salt,
-            check,
-            nonce,
-            sealed,
-        ))
+        Ok((version, kind, Argon2Params::new(m, t, p), salt, check, nonce, sealed))
     };
     let (version, kind, argon2, salt, check, nonce, sealed) = fields().map_err(|e| bad(e.to_string()))?;
     d.finish().map_err(|e| bad(e.to_string()))?;
@@ -1254,14 +1250,7 @@ impl LocalKms {
             _ => AuditOutcome::Success,
         };
         // If this record cannot be written, the next open or change writes it (reconciliation).
-        let _ = audit::append_resolving(
-            &self.audit_path,
-            &ks.audit_key,
-            now,
-            &entry,
-            &outcome,
-            Some(intent.seq),
-        );
+        let _ = audit::append_resolving(&self.audit_path, &ks.audit_key, now, &entry, &outcome, Some(intent.seq));
         if !took {
             return Err(written.err().unwrap_or(Error::Crypto("keystore write")));
         }
@@ -1343,7 +1332,12 @@ fn remove_leftover_temps(path: &Path) -> Result<()> {
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(format!("removing leftover temporary keystore {}", p.display()), e)),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("removing leftover temporary keystore {}", p.display()),
+                        e,
+                    ))
+                }
             }
         }
     }
@@ -1730,11 +1724,10 @@ impl KmsAdmin for LocalKms {
             // Version v was superseded when version v + 1 was created (a rotation makes its new version
             // primary). Until the delay has passed since then, a writer anywhere may still hold a KEK
             // generated under v in its cache and wrap new data keys with it.
-            let superseded = rec
-                .versions
-                .get(version as usize)
-                .map(|v| v.created)
-                .ok_or_else(|| Error::InvalidKeyState(format!("version {version} of key {} is the newest", rec.id)))?;
+            let superseded =
+                rec.versions.get(version as usize).map(|v| v.created).ok_or_else(|| {
+                    Error::InvalidKeyState(format!("version {version} of key {} is the newest", rec.id))
+                })?;
             let not_before = superseded.checked_add(delay).unwrap_or(superseded);
             if now < not_before {
                 return Err(Error::VersionDestroyTooEarly {
@@ -1804,7 +1797,12 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
-        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock.clone())).unwrap();
+        let kms = LocalKms::create(
+            dir.path().join("ks"),
+            RootSecret::passphrase("a test passphrase"),
+            opts(clock.clone()),
+        )
+        .unwrap();
         let v1 = [0x5a; 32];
         let meta = kms
             .create_key(CreateKeyRequest::byok().with_import(SecretKey::from_slice(&v1).unwrap()))
@@ -1832,7 +1830,12 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
-        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock)).unwrap();
+        let kms = LocalKms::create(
+            dir.path().join("ks"),
+            RootSecret::passphrase("a test passphrase"),
+            opts(clock),
+        )
+        .unwrap();
         let p = Principal::new("p").unwrap();
         let id = kms.create_key(CreateKeyRequest::project_default(p.clone())).unwrap().id;
         let ctx = EncryptionContext::new().with("project", "p");
@@ -1857,7 +1860,12 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
-        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock)).unwrap();
+        let kms = LocalKms::create(
+            dir.path().join("ks"),
+            RootSecret::passphrase("a test passphrase"),
+            opts(clock),
+        )
+        .unwrap();
         let m = SecretKey::from_slice(&[0x11; 32]).unwrap();
         let meta = kms.create_key(CreateKeyRequest::byok().with_import(m.clone())).unwrap();
         let ks = kms.read(Lock::Shared).unwrap();
@@ -1879,9 +1887,16 @@ mod tests {
         let clock = Arc::new(ManualClock::new(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         ));
-        let kms = LocalKms::create(dir.path().join("ks"), RootSecret::passphrase("a test passphrase"), opts(clock)).unwrap();
+        let kms = LocalKms::create(
+            dir.path().join("ks"),
+            RootSecret::passphrase("a test passphrase"),
+            opts(clock),
+        )
+        .unwrap();
         fail_writes_to(kms.path());
-        let e = kms.create_key(CreateKeyRequest::byok().with_alias("never")).unwrap_err();
+        let e = kms
+            .create_key(CreateKeyRequest::byok().with_alias("never"))
+            .unwrap_err();
         assert!(matches!(e, Error::Io { .. }), "{e:?}");
         let names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
@@ -1894,7 +1909,9 @@ mod tests {
         assert!(matches!(intent.outcome, AuditOutcome::Intent { generation: 2 }));
         assert_eq!(outcome.resolves, Some(intent.seq));
         assert!(matches!(&outcome.outcome, AuditOutcome::Failure(m) if m.contains("not committed")));
-        assert!(log.iter().all(|r| r.action != AuditAction::CreateKey || r.outcome != AuditOutcome::Success));
+        assert!(log
+            .iter()
+            .all(|r| r.action != AuditAction::CreateKey || r.outcome != AuditOutcome::Success));
     }
 
     #[test]
