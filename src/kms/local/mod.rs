@@ -32,7 +32,7 @@
 //! u32 length of the sealed body (<= 64 MiB) | sealed body = AES-256-GCM ciphertext || 16-byte tag
 //! ```
 //!
-//! The body is specified in `format-spec/` (and beside `Keystore::encode_body` in this file).
+//! The body is specified in `format-spec/keys.md` (and beside `Keystore::encode_body` in `store.rs`).
 //!
 //! # Concurrency and atomicity
 //!
