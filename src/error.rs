@@ -243,6 +243,42 @@ pub enum Error {
         /// The keystore's generation.
         found: u64,
     },
+    /// Argon2id parameters read from a keystore header (not yet authenticated when they are used) ask
+    /// for more than this opener allows: refused before any memory is allocated for them.
+    #[error(
+        "keystore {path} asks for Argon2id cost {found}, above this opener's maximum {max}: refused before \
+         allocating it; if the keystore is genuine, raise the maximum (LocalKmsOptions::with_max_argon2)"
+    )]
+    KdfCostTooHigh {
+        /// The keystore file.
+        path: PathBuf,
+        /// The parameters the header asks for.
+        found: String,
+        /// The opener's maximum.
+        max: String,
+    },
+    /// A root secret weaker than colvault accepts: a passphrase shorter than the minimum, or Argon2id
+    /// parameters below the floor for new root secrets.
+    #[error("root secret refused: {0}")]
+    WeakRootSecret(String),
+    /// A key version cannot be destroyed yet: KEKs generated under it may still be cached by writers
+    /// (in any process) and wrap new data keys until the version destroy delay has passed since the
+    /// rotation that superseded it.
+    #[error(
+        "cannot destroy version {version} of key {key} yet: it was superseded at {superseded_unix_secs} s since \
+         the epoch, and key-encryption keys cached under it may wrap new data until {not_before_unix_secs} s since \
+         the epoch (the version destroy delay); after that, rewrap what it protects and destroy it"
+    )]
+    VersionDestroyTooEarly {
+        /// The key id.
+        key: String,
+        /// The version.
+        version: u32,
+        /// When the rotation that superseded it happened, in seconds since the Unix epoch.
+        superseded_unix_secs: u64,
+        /// The earliest time it can be destroyed, in seconds since the Unix epoch.
+        not_before_unix_secs: u64,
+    },
     // -- KMS section: variants added by the key management service go above this line --
 }
 

@@ -281,10 +281,13 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
             fx.cache.invalidate();
             p.rewrap(&|_, _, _| {}).unwrap();
             t.expire_snapshots(t.head().unwrap().version).unwrap();
+            // A superseded version is destroyable a day (the longest KEK lifetime) after the rotation.
+            fx.clock.advance(Duration::from_secs(86_400));
             p.destroy_key_version(1).unwrap();
         }
         DestroyedVersionNeeded => {
             fx.kms.rotate(&cmk).unwrap();
+            fx.clock.advance(Duration::from_secs(86_400));
             fx.kms.destroy_version(&cmk, 1).unwrap();
         }
         NoGrant => {

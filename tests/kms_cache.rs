@@ -276,7 +276,13 @@ fn rotation_reaches_new_files_when_the_kek_expires_and_envelopes_rewrap() {
             .unwrap(),
         dek
     );
-    // Once version 1 is destroyed, only the re-wrapped envelope opens.
+    // Version 1 can be destroyed only once no cached KEK can still wrap under it: the longest KEK
+    // lifetime after the rotation (issue 15, item 1). Then only the re-wrapped envelope opens.
+    assert!(matches!(
+        s.local.destroy_version(&s.cmk, 1),
+        Err(Error::VersionDestroyTooEarly { .. })
+    ));
+    s.clock.advance(colvault::kms::MAX_KEK_LIFETIME - LIFETIME);
     s.local.destroy_version(&s.cmk, 1).unwrap();
     cache.invalidate();
     let e = cache

@@ -40,7 +40,7 @@ fn new_kms() -> (tempfile::TempDir, Arc<ManualClock>, LocalKms) {
     let c = clock();
     let kms = LocalKms::create(
         dir.path().join("keys.cvks"),
-        RootSecret::passphrase("correct horse"),
+        RootSecret::passphrase("correct horse battery"),
         opts(&c),
     )
     .unwrap();
@@ -55,6 +55,7 @@ fn kind(e: &Error) -> &'static str {
         Error::AccessDenied { .. } => "AccessDenied",
         Error::UnknownKey { .. } => "UnknownKey",
         Error::VersionDestroyed { .. } => "VersionDestroyed",
+        Error::VersionDestroyTooEarly { .. } => "VersionDestroyTooEarly",
         Error::InvalidKeyState(_) => "InvalidKeyState",
         Error::WrongRootSecret { .. } => "WrongRootSecret",
         Error::Integrity { .. } => "Integrity",
@@ -205,7 +206,7 @@ fn an_older_keystore_copy_is_refused_as_a_rollback() {
     assert!(e.to_string().contains("rolled back"), "{e}");
     let e = LocalKms::open(
         kms.path(),
-        RootSecret::passphrase("correct horse"),
+        RootSecret::passphrase("correct horse battery"),
         LocalKmsOptions::new(),
     )
     .unwrap_err();
@@ -228,15 +229,15 @@ fn wrong_root_secrets_and_changing_the_root_secret() {
     assert_eq!(kind(&e), "WrongRootSecret");
     let e = LocalKms::open(&path, RootSecret::KeyFile(SecretKey::generate().unwrap()), opts(&c)).unwrap_err();
     assert_eq!(kind(&e), "WrongRootSecret");
-    assert!(format!("{:?}", RootSecret::passphrase("correct horse")).contains("REDACTED"));
+    assert!(format!("{:?}", RootSecret::passphrase("correct horse battery")).contains("REDACTED"));
 
-    let other = LocalKms::open(&path, RootSecret::passphrase("correct horse"), opts(&c)).unwrap();
+    let other = LocalKms::open(&path, RootSecret::passphrase("correct horse battery"), opts(&c)).unwrap();
     let key_file = dir.path().join("new-root");
     kms.change_root_secret(RootSecret::create_key_file(&key_file).unwrap())
         .unwrap();
     // The instance that changed it goes on; the old passphrase opens nothing any more.
     assert_eq!(kms.decrypt_data_key(&prj, &wrapped, &ctx("prj-1")).unwrap(), dek);
-    let e = LocalKms::open(&path, RootSecret::passphrase("correct horse"), opts(&c)).unwrap_err();
+    let e = LocalKms::open(&path, RootSecret::passphrase("correct horse battery"), opts(&c)).unwrap_err();
     assert_eq!(kind(&e), "WrongRootSecret");
     let e = other.decrypt_data_key(&prj, &wrapped, &ctx("prj-1")).unwrap_err();
     assert_eq!(kind(&e), "WrongRootSecret");
@@ -244,9 +245,9 @@ fn wrong_root_secrets_and_changing_the_root_secret() {
     assert_eq!(reopened.decrypt_data_key(&prj, &wrapped, &ctx("prj-1")).unwrap(), dek);
     // And back to a passphrase.
     reopened
-        .change_root_secret(RootSecret::passphrase("battery staple"))
+        .change_root_secret(RootSecret::passphrase("battery staple horse"))
         .unwrap();
-    let again = LocalKms::open(&path, RootSecret::passphrase("battery staple"), opts(&c)).unwrap();
+    let again = LocalKms::open(&path, RootSecret::passphrase("battery staple horse"), opts(&c)).unwrap();
     assert_eq!(again.list().unwrap().len(), 1);
     assert!(again
         .audit_log()
@@ -323,7 +324,7 @@ fn byok_import_round_trips_and_aliases_are_unique() {
 
 #[test]
 fn rotation_rewrap_and_destroyed_versions() {
-    let (_d, _c, kms) = new_kms();
+    let (_d, c, kms) = new_kms();
     let prj = p("prj-1");
     let key = kms.create_key(CreateKeyRequest::project_default(prj.clone())).unwrap();
     let (dek1, w1) = kms.generate_data_key(&prj, &key.id, &ctx("a")).unwrap();
@@ -346,6 +347,12 @@ fn rotation_rewrap_and_destroyed_versions() {
     let e = kms.destroy_version(&key.id, 2).unwrap_err();
     assert_eq!(kind(&e), "InvalidKeyState", "the primary cannot be destroyed: {e}");
     assert_eq!(kind(&kms.destroy_version(&key.id, 3).unwrap_err()), "InvalidArgument");
+    // A superseded version is destroyable once the longest KEK lifetime has passed since the rotation.
+    assert_eq!(
+        kind(&kms.destroy_version(&key.id, 1).unwrap_err()),
+        "VersionDestroyTooEarly"
+    );
+    c.advance(Duration::from_secs(DAY));
     let meta = kms.destroy_version(&key.id, 1).unwrap();
     assert_eq!(meta.versions[0].state, KeyVersionState::Destroyed);
     assert_eq!(meta.versions[1].state, KeyVersionState::Enabled);
@@ -395,7 +402,7 @@ fn deletion_shreds_the_key_for_the_current_keystore() {
         assert_eq!(kind(&e), "KeyDeleted", "{e}");
     }
     // The current keystore, opened again with its root secret, cannot decrypt either.
-    let reopened = LocalKms::open(kms.path(), RootSecret::passphrase("correct horse"), opts(&c)).unwrap();
+    let reopened = LocalKms::open(kms.path(), RootSecret::passphrase("correct horse battery"), opts(&c)).unwrap();
     assert_eq!(
         kind(&reopened.decrypt_data_key(&prj, &wrapped, &ctx("a")).unwrap_err()),
         "KeyDeleted"
@@ -441,24 +448,37 @@ fn the_audit_log_records_everything_without_key_material_and_detects_tampering()
         [
             AuditAction::CreateKeystore,
             AuditAction::CreateKey,
+            AuditAction::CreateKey,
             AuditAction::GenerateDataKey,
             AuditAction::DecryptDataKey,
             AuditAction::Disable,
+            AuditAction::Disable,
             AuditAction::DecryptDataKey,
+            AuditAction::Enable,
             AuditAction::Enable,
             AuditAction::DecryptDataKey,
         ]
     );
     assert!(log.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1));
-    assert_eq!(log[2].principal.as_ref(), Some(&prj));
-    assert_eq!(log[2].version, Some(1));
-    assert_eq!(log[2].key.as_ref(), Some(&key.id));
-    assert_eq!(log[3].outcome, AuditOutcome::Success);
-    match &log[5].outcome {
+    // Each administrative change is an intent (before the keystore write) and its outcome (after).
+    for (intent, outcome) in [(1, 2), (5, 6), (8, 9)] {
+        assert!(
+            matches!(log[intent].outcome, AuditOutcome::Intent { .. }),
+            "{:?}",
+            log[intent]
+        );
+        assert_eq!(log[outcome].outcome, AuditOutcome::Success);
+        assert_eq!(log[outcome].resolves, Some(log[intent].seq));
+    }
+    assert_eq!(log[3].principal.as_ref(), Some(&prj));
+    assert_eq!(log[3].version, Some(1));
+    assert_eq!(log[3].key.as_ref(), Some(&key.id));
+    assert_eq!(log[4].outcome, AuditOutcome::Success);
+    match &log[7].outcome {
         AuditOutcome::Failure(m) => assert!(m.contains("disabled"), "{m}"),
         o => panic!("{o:?}"),
     }
-    match &log[7].outcome {
+    match &log[10].outcome {
         AuditOutcome::Failure(m) => assert!(m.contains("access denied"), "{m}"),
         o => panic!("{o:?}"),
     }
@@ -482,7 +502,12 @@ fn the_audit_log_records_everything_without_key_material_and_detects_tampering()
         match kms.audit_log() {
             Err(e) => assert_eq!(kind(&e), "Integrity", "byte {i}: {e}"),
             Ok(after) => {
-                assert!((last_frame..last_frame + 4).contains(&i), "byte {i} edited unnoticed");
+                assert!(
+                    (last_frame..last_frame + 4).contains(&i),
+                    "byte {i} edited unnoticed (frames {:?}, {} bytes)",
+                    frame_offsets(&raw),
+                    raw.len()
+                );
                 assert_eq!(after.len(), log.len(), "byte {i}");
                 assert_eq!(after[..log.len() - 1], log[..log.len() - 1], "byte {i}");
                 assert_eq!(after.last().unwrap().action, AuditAction::RepairTail, "byte {i}");
@@ -494,12 +519,13 @@ fn the_audit_log_records_everything_without_key_material_and_detects_tampering()
         repaired, 1,
         "only the low byte of the last length, raised by 4, looks torn"
     );
-    // Truncating back to before the last administrative action (the Enable) is detected.
+    // Truncating back to before the last administrative action (the Enable's intent, which the
+    // keystore anchors) is detected.
     std::fs::write(kms.audit_path(), &raw).unwrap();
     let n = kms.audit_log().unwrap().len();
     let frames = frame_offsets(&raw);
     assert_eq!(frames.len(), n);
-    let enable_at = frames[6];
+    let enable_at = frames[8];
     std::fs::write(kms.audit_path(), &raw[..enable_at]).unwrap();
     assert_eq!(kind(&kms.audit_log().unwrap_err()), "Integrity");
     // Removing a record in the middle, or swapping two, is detected.
@@ -516,8 +542,8 @@ fn the_audit_log_records_everything_without_key_material_and_detects_tampering()
     std::fs::write(kms.audit_path(), &swapped).unwrap();
     assert_eq!(kind(&kms.audit_log().unwrap_err()), "Integrity");
     // Cutting off key-use records after the last administrative action is not detected (documented).
-    std::fs::write(kms.audit_path(), &raw[..frames[7]]).unwrap();
-    assert_eq!(kms.audit_log().unwrap().len(), 7);
+    std::fs::write(kms.audit_path(), &raw[..frames[10]]).unwrap();
+    assert_eq!(kms.audit_log().unwrap().len(), 10);
 }
 
 /// Start offsets of the audit log's frames (`u32 n || record || mac(32) || u32 n`, after a 5-byte header).
@@ -535,7 +561,7 @@ fn frame_offsets(raw: &[u8]) -> Vec<usize> {
 #[test]
 fn a_disable_through_one_instance_is_seen_by_another() {
     let (_d, c, a) = new_kms();
-    let b = LocalKms::open(a.path(), RootSecret::passphrase("correct horse"), opts(&c)).unwrap();
+    let b = LocalKms::open(a.path(), RootSecret::passphrase("correct horse battery"), opts(&c)).unwrap();
     let prj = p("prj-1");
     let key = a.create_key(CreateKeyRequest::project_default(prj.clone())).unwrap();
     let (dek, wrapped) = b.generate_data_key(&prj, &key.id, &ctx("a")).unwrap();
@@ -556,7 +582,7 @@ fn a_disable_through_one_instance_is_seen_by_another() {
 #[test]
 fn concurrent_creates_through_two_instances_lose_nothing() {
     let (_d, c, a) = new_kms();
-    let b = LocalKms::open(a.path(), RootSecret::passphrase("correct horse"), opts(&c)).unwrap();
+    let b = LocalKms::open(a.path(), RootSecret::passphrase("correct horse battery"), opts(&c)).unwrap();
     let (a, b) = (Arc::new(a), Arc::new(b));
     let per_thread = 10;
     let handles: Vec<_> = (0..4)
@@ -586,7 +612,11 @@ fn concurrent_creates_through_two_instances_lose_nothing() {
     assert_eq!(listed, created);
     let log = a.audit_log().unwrap();
     assert_eq!(
-        log.iter().filter(|r| r.action == AuditAction::CreateKey).count(),
+        log.iter()
+            .filter(|r| r.action == AuditAction::CreateKey
+                && r.resolves.is_some()
+                && r.outcome == AuditOutcome::Success)
+            .count(),
         4 * per_thread
     );
     assert_eq!(

@@ -25,6 +25,7 @@ fn kind(e: &Error) -> &'static str {
         Error::AccessDenied { .. } => "AccessDenied",
         Error::UnknownKey { .. } => "UnknownKey",
         Error::VersionDestroyed { .. } => "VersionDestroyed",
+        Error::VersionDestroyTooEarly { .. } => "VersionDestroyTooEarly",
         Error::InvalidKeyState(_) => "InvalidKeyState",
         Error::InvalidArgument(_) => "InvalidArgument",
         Error::Integrity { .. } => "Integrity",
@@ -87,6 +88,9 @@ struct Model {
     state: MState,
     /// `destroyed[v - 1]`.
     destroyed: Vec<bool>,
+    /// `created[v - 1]`: version v is superseded when version v + 1 is created, and destroyable a
+    /// day (the longest KEK lifetime, the default delay) after that.
+    created: Vec<SystemTime>,
     primary: u32,
     grants: BTreeSet<usize>,
 }
@@ -152,6 +156,7 @@ impl Harness {
             model: Model {
                 state: MState::Enabled,
                 destroyed: vec![false],
+                created: vec![SystemTime::UNIX_EPOCH], // version 1: never read
                 primary: 1,
                 grants: [0].into(),
             },
@@ -224,6 +229,7 @@ impl Harness {
             Op::Rotate => {
                 let expected = if m.state == MState::Enabled {
                     m.destroyed.push(false);
+                    m.created.push(now);
                     m.primary = m.destroyed.len() as u32;
                     "ok"
                 } else {
@@ -238,6 +244,8 @@ impl Harness {
                     "InvalidArgument"
                 } else if v == m.primary {
                     "InvalidKeyState"
+                } else if now < m.created[v as usize] + Duration::from_secs(DAY) {
+                    "VersionDestroyTooEarly"
                 } else {
                     m.destroyed[v as usize - 1] = true;
                     "ok"

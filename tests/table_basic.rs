@@ -115,7 +115,7 @@ fn byok_needs_a_grant() {
             // The grant command for this very project, said once.
             let msg = err.to_string();
             assert_eq!(msg.matches("colvault kms grant").count(), 1, "{msg}");
-            assert!(msg.contains(&format!("colvault kms grant {key} byok_proj")), "{msg}");
+            assert!(msg.contains(&format!("colvault kms grant {key} {id}")), "{msg}");
         }
         other => panic!("expected AccessDenied, got {other}"),
     }

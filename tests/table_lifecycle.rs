@@ -111,7 +111,7 @@ fn rotate_rewrap_destroy() {
     let err = p.destroy_key_version(1).unwrap_err();
     assert!(err.to_string().contains("still needed"), "{err}");
 
-    let data_dir = p.dir().join("tables/t/data");
+    let data_dir = t.dir().join("data");
     let old_file = std::fs::read(data_dir.join(&head.files[0].name)).unwrap();
     let progress_calls = std::sync::atomic::AtomicUsize::new(0);
     let report = p
@@ -141,6 +141,8 @@ fn rotate_rewrap_destroy() {
     // Older snapshots still reference version 1 until they expire; then it can go.
     assert!(p.destroy_key_version(1).is_err());
     t.expire_snapshots(after.version).unwrap();
+    // And once the longest KEK lifetime has passed since the rotation (issue 15, item 1).
+    fx.clock.advance(Duration::from_secs(86_400));
     p.destroy_key_version(1).unwrap();
     fx.cache.invalidate();
     assert_eq!(count(&t).unwrap(), 150, "everything reads after version 1 is destroyed");

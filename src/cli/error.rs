@@ -101,7 +101,8 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::KeyNotAllowed { .. }
         | Error::KeysRequired { .. }
         | Error::InvalidKeyState(_)
-        | Error::KeyLimit { .. } => Kind::Key,
+        | Error::KeyLimit { .. }
+        | Error::VersionDestroyTooEarly { .. } => Kind::Key,
         Error::Integrity { .. }
         | Error::Malformed { .. }
         | Error::NotColvault(_)
@@ -114,8 +115,9 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::Downgrade { .. }
         | Error::SettingsRollback { .. }
         | Error::TableRollback { .. }
-        | Error::KeystoreRollback { .. } => Kind::Data,
-        Error::UnknownAlgorithm { .. } | Error::LegacyAlgorithmRefused => Kind::Usage,
+        | Error::KeystoreRollback { .. }
+        | Error::KdfCostTooHigh { .. } => Kind::Data,
+        Error::UnknownAlgorithm { .. } | Error::LegacyAlgorithmRefused | Error::WeakRootSecret(_) => Kind::Usage,
         _ => Kind::Other,
     }
 }

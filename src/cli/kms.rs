@@ -229,7 +229,7 @@ fn audit_json(r: &AuditRecord) -> Value {
         "version": r.version,
         "principal": r.principal.as_ref().map(|p| p.as_str()),
         "detail": r.detail,
-        "outcome": match &r.outcome { AuditOutcome::Success => "success".to_string(), AuditOutcome::Failure(m) => format!("failure: {m}") },
+        "outcome": match &r.outcome { AuditOutcome::Success => "success".to_string(), AuditOutcome::Failure(m) => format!("failure: {m}"), AuditOutcome::Intent { generation } => format!("intent: generation {generation}") },
     })
 }
 
@@ -384,6 +384,7 @@ pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
                     let outcome = match &r.outcome {
                         AuditOutcome::Success => "ok".to_string(),
                         AuditOutcome::Failure(m) => format!("FAILED: {m}"),
+                        AuditOutcome::Intent { generation } => format!("intent (generation {generation})"),
                     };
                     let mut line = format!("{:>6} {} {:<17}", r.seq, time(r.time), format!("{:?}", r.action));
                     if let Some(k) = &r.key {
@@ -437,10 +438,12 @@ fn change_root_secret(
                     a
                 }
             };
-            if p.chars().count() < 8 {
-                return Err(CliError::usage(
-                    "a passphrase has at least 8 characters; nothing was changed",
-                ));
+            // The library's one minimum (NIST SP 800-63B), checked here too so nothing is tried.
+            if p.chars().count() < colvault::kms::MIN_PASSPHRASE_CHARS {
+                return Err(CliError::usage(format!(
+                    "a passphrase has at least {} characters; nothing was changed",
+                    colvault::kms::MIN_PASSPHRASE_CHARS
+                )));
             }
             ctx.local()?.change_root_secret(RootSecret::passphrase(p))?;
             println!(

@@ -105,10 +105,10 @@ fn plaintext_len_with(tag: usize, seg: usize, sealed: usize) -> Option<usize> {
 /// The encrypt-then-MAC tag (keyed) or checksum (unkeyed) of one segment or footer body:
 /// BLAKE3(u64 len(AAD) || AAD || u64 len(C) || C).
 pub(crate) fn blake3_tag(key: Option<&[u8; KEY_LEN]>, aad: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut h = match key {
+    let mut h = zeroize::Zeroizing::new(match key {
         Some(k) => blake3::Hasher::new_keyed(k),
         None => blake3::Hasher::new(),
-    };
+    });
     h.update(&(aad.len() as u64).to_be_bytes());
     h.update(aad);
     h.update(&(data.len() as u64).to_be_bytes());
@@ -170,7 +170,7 @@ impl ColumnKeys {
                 mac: mac_key(dek, &file_id, column)?,
             },
             Algorithm::Rc4 => Cipher::Rc4 {
-                chunk_root: derive_key(dek, Purpose::Rc4ChunkKey, &ctx)?,
+                chunk_root: derive_key(dek, Purpose::Rc4ColumnRoot, &ctx)?,
                 mac: mac_key(dek, &file_id, column)?,
             },
         };
@@ -285,7 +285,7 @@ impl ColumnKeys {
                 // Encrypt and MAC in cache-sized pieces, so each piece is hashed while it is still in
                 // cache. The MAC input is the same as [`Self::blake3_tag`]'s.
                 let aad = self.aad(row_group, kind, i, i == last);
-                let mut h = blake3::Hasher::new_keyed(mac);
+                let mut h = zeroize::Zeroizing::new(blake3::Hasher::new_keyed(mac));
                 h.update(&(aad.len() as u64).to_be_bytes()).update(&aad);
                 h.update(&(seg.len() as u64).to_be_bytes());
                 let base = i as u64 * blocks_per_seg;

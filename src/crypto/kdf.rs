@@ -23,7 +23,9 @@ pub enum Purpose {
     GcmColumnKey,
     /// AES-256-CTR key of one column's chunks (`Aes256Ctr`).
     CtrColumnKey,
-    /// RC4 key of one chunk (`Rc4`).
+    /// RC4 column root of one column (`Rc4`): the input of that column's chunk keys.
+    Rc4ColumnRoot,
+    /// RC4 key of one chunk (`Rc4`), derived from the column root.
     Rc4ChunkKey,
     /// Keyed-BLAKE3 MAC key of one column's chunks (`Aes256Ctr`, `Rc4`).
     MacColumnKey,
@@ -50,6 +52,7 @@ impl Purpose {
             Purpose::FooterKey => b"colvault v1 footer key",
             Purpose::GcmColumnKey => b"colvault v1 gcm column key",
             Purpose::CtrColumnKey => b"colvault v1 ctr column key",
+            Purpose::Rc4ColumnRoot => b"colvault v1 rc4 column root",
             Purpose::Rc4ChunkKey => b"colvault v1 rc4 chunk key",
             Purpose::MacColumnKey => b"colvault v1 mac column key",
             Purpose::Commitment => b"colvault commit v1",
@@ -159,6 +162,7 @@ mod tests {
             Purpose::FooterKey,
             Purpose::GcmColumnKey,
             Purpose::CtrColumnKey,
+            Purpose::Rc4ColumnRoot,
             Purpose::Rc4ChunkKey,
             Purpose::MacColumnKey,
             Purpose::Commitment,
@@ -171,6 +175,21 @@ mod tests {
         ];
         let set: std::collections::HashSet<_> = labels.iter().map(|p| p.label()).collect();
         assert_eq!(set.len(), labels.len(), "labels are distinct");
+    }
+
+    /// The RC4 column root (from the DEK) and the per-chunk keys (from the root) have their own
+    /// labels, as the one-label-per-purpose rule above says (issue 15, item 15): the same input and
+    /// context give different keys for the two purposes.
+    #[test]
+    fn rc4_column_root_and_chunk_keys_have_distinct_labels() {
+        assert_eq!(Purpose::Rc4ColumnRoot.label(), b"colvault v1 rc4 column root");
+        assert_eq!(Purpose::Rc4ChunkKey.label(), b"colvault v1 rc4 chunk key");
+        let k = SecretKey::generate().unwrap();
+        let ctx: [&[u8]; 2] = [&[7; 16], &[0, 0, 0, 1]];
+        assert_ne!(
+            derive_key(&k, Purpose::Rc4ColumnRoot, &ctx).unwrap(),
+            derive_key(&k, Purpose::Rc4ChunkKey, &ctx).unwrap()
+        );
     }
 
     #[test]

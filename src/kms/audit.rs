@@ -11,10 +11,17 @@
 //!
 //! where the audit key is 32 random bytes kept inside the sealed keystore, so only holders of the root
 //! secret can extend or verify the chain. The sealed keystore also records the sequence number and
-//! MAC of the record of its last administrative action (the head); verification checks the chain and
+//! MAC of the record of its last administrative change (the head); verification checks the chain and
 //! that the head is in it, so editing, reordering, or truncating the log before the last administrative
-//! action is detected. Key-use records after the head can be cut off unnoticed (a limitation stated in
-//! the spec: anchoring them would need a keystore write per key use).
+//! change is detected. Records after the head can be cut off unnoticed (a limitation stated in
+//! SECURITY.md: anchoring them would need a keystore write per key use or refusal).
+//!
+//! An administrative change is an [`AuditOutcome::Intent`] record (appended before the keystore
+//! write; the head the new keystore records) and an outcome record that resolves it (appended after
+//! the write), so no record ever claims a change that did not take effect. `LocalKms` resolves an
+//! intent left without an outcome by a crash at the next open, from the keystore's generation
+//! ([`unresolved_intents`]). Appenders check the last frame against the one before it (sequence and
+//! MAC) before chaining to it.
 //!
 //! Key uses fail closed: a use whose record cannot be appended is refused. A call refused because the
 //! keystore itself cannot be opened (wrong root secret, a tampered or rolled-back file) leaves no
@@ -27,8 +34,10 @@
 //! frame  = u32 n || record (n bytes, n <= 8192) || mac (32 bytes) || u32 n
 //! record = u64 seq || u64 secs || u32 nanos || u8 action
 //!          || u8 has_key [|| str key id] || u32 version (0 = none)
-//!          || u8 has_principal [|| str principal] || u8 outcome (0 success, 1 failure)
-//!          || str detail || str error message (empty on success)
+//!          || u8 has_principal [|| str principal] || u8 outcome || str detail
+//!          || str error message (empty unless a failure) [|| u64 x]
+//! outcome = 0 success, 1 failure, 2 intent (x = keystore generation about to be written),
+//!           3 success of intent x, 4 failure of intent x (x = the intent's seq)
 //! ```
 //!
 //! (`str` = `u32` length then UTF-8; all integers big-endian.) The trailing length lets an appender find
@@ -138,13 +147,23 @@ impl AuditAction {
     }
 }
 
-/// How an audited action ended.
+/// How an audited action ended, or, for an administrative change, that it is about to be committed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuditOutcome {
-    /// It succeeded.
+    /// It succeeded (for an administrative change: its keystore generation is committed; the record
+    /// names the intent it resolves in [`AuditRecord::resolves`]).
     Success,
-    /// It was refused or failed; the error message (which never holds key material).
+    /// It was refused or failed; the error message (which never holds key material). For an
+    /// administrative change with an intent, the keystore write did not take effect.
     Failure(String),
+    /// An administrative change about to be committed as keystore generation `generation`: written
+    /// before the keystore, and always followed by a record that resolves it (its outcome), if need
+    /// be by the next opener of the keystore, which compares the keystore's generation with it. An
+    /// intent alone never claims that anything happened.
+    Intent {
+        /// The keystore generation the change writes.
+        generation: u64,
+    },
 }
 
 /// One verified audit record.
@@ -166,6 +185,9 @@ pub struct AuditRecord {
     pub detail: String,
     /// How it ended.
     pub outcome: AuditOutcome,
+    /// For the outcome of an administrative change: the sequence number of the
+    /// [`AuditOutcome::Intent`] record it resolves.
+    pub resolves: Option<u64>,
 }
 
 /// What the caller of [`append`] fills in; the log adds the sequence number.
@@ -208,7 +230,13 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn encode_record(seq: u64, time: SystemTime, entry: &AuditEntry, outcome: &AuditOutcome) -> Result<Vec<u8>> {
+fn encode_record(
+    seq: u64,
+    time: SystemTime,
+    entry: &AuditEntry,
+    outcome: &AuditOutcome,
+    resolves: Option<u64>,
+) -> Result<Vec<u8>> {
     let mut e = Encoder::new();
     e.u64(seq);
     encode_time(&mut e, time)?;
@@ -222,12 +250,13 @@ fn encode_record(seq: u64, time: SystemTime, entry: &AuditEntry, outcome: &Audit
         Some(p) => e.u8(1).str(p.as_str()),
         None => e.u8(0),
     };
-    match outcome {
-        AuditOutcome::Success => e.u8(0).str(truncate_utf8(&entry.detail, MAX_DETAIL_LEN)).str(""),
-        AuditOutcome::Failure(m) => e
-            .u8(1)
-            .str(truncate_utf8(&entry.detail, MAX_DETAIL_LEN))
-            .str(truncate_utf8(m, MAX_DETAIL_LEN)),
+    let detail = truncate_utf8(&entry.detail, MAX_DETAIL_LEN);
+    match (outcome, resolves) {
+        (AuditOutcome::Success, None) => e.u8(0).str(detail).str(""),
+        (AuditOutcome::Failure(m), None) => e.u8(1).str(detail).str(truncate_utf8(m, MAX_DETAIL_LEN)),
+        (AuditOutcome::Intent { generation }, _) => e.u8(2).str(detail).str("").u64(*generation),
+        (AuditOutcome::Success, Some(i)) => e.u8(3).str(detail).str("").u64(i),
+        (AuditOutcome::Failure(m), Some(i)) => e.u8(4).str(detail).str(truncate_utf8(m, MAX_DETAIL_LEN)).u64(i),
     };
     Ok(e.finish())
 }
@@ -256,11 +285,17 @@ fn decode_record(bytes: &[u8]) -> Result<AuditRecord> {
     let flag = d.u8()?;
     let detail = d.str(MAX_DETAIL_LEN)?.to_owned();
     let message = d.str(MAX_DETAIL_LEN)?;
-    let outcome = match flag {
-        0 if message.is_empty() => AuditOutcome::Success,
-        1 => AuditOutcome::Failure(message.to_owned()),
+    let (outcome, resolves) = match flag {
+        0 if message.is_empty() => (AuditOutcome::Success, None),
+        1 => (AuditOutcome::Failure(message.to_owned()), None),
+        2 if message.is_empty() => (AuditOutcome::Intent { generation: d.u64()? }, None),
+        3 if message.is_empty() => (AuditOutcome::Success, Some(d.u64()?)),
+        4 => (AuditOutcome::Failure(message.to_owned()), Some(d.u64()?)),
         _ => return Err(Error::malformed(WHAT, format!("outcome {flag}"))),
     };
+    if matches!(resolves, Some(i) if i >= seq) {
+        return Err(Error::malformed(WHAT, "an outcome resolves a later record"));
+    }
     d.finish()?;
     Ok(AuditRecord {
         seq,
@@ -271,11 +306,13 @@ fn decode_record(bytes: &[u8]) -> Result<AuditRecord> {
         principal,
         detail,
         outcome,
+        resolves,
     })
 }
 
 fn chain_mac(mac_key: &SecretKey, prev: &[u8; MAC_LEN], record: &[u8]) -> [u8; MAC_LEN] {
-    let mut h = blake3::Hasher::new_keyed(mac_key.expose());
+    // Wiped on drop: the keyed hasher holds the chain key (blake3's `zeroize` feature).
+    let mut h = zeroize::Zeroizing::new(blake3::Hasher::new_keyed(mac_key.expose()));
     h.update(prev);
     h.update(record);
     *h.finalize().as_bytes()
@@ -317,8 +354,44 @@ pub(crate) fn create(path: &Path) -> Result<()> {
     f.sync_all().map_err(|e| io(path, "syncing", e))
 }
 
-/// The (seq, mac) of the last record of an open log, read from its end.
-fn tail(path: &Path, f: &mut File) -> Result<AuditHead> {
+/// The frame that ends at byte `end` of an open log (found by its trailing length): where it
+/// starts, its record and its MAC. Lengths are checked; the MAC is not.
+fn frame_ending_at(path: &Path, f: &mut File, end: u64) -> Result<(u64, Vec<u8>, [u8; MAC_LEN])> {
+    if end < FILE_HEADER_LEN + 4 {
+        return Err(bad(path, "a frame runs into the file header"));
+    }
+    let mut n = [0u8; 4];
+    f.seek(SeekFrom::Start(end - 4)).map_err(|e| io(path, "reading", e))?;
+    f.read_exact(&mut n).map_err(|e| io(path, "reading", e))?;
+    let n = u32::from_be_bytes(n) as usize;
+    let whole = (n + MAC_LEN + 8) as u64;
+    if !(8..=MAX_AUDIT_RECORD_LEN).contains(&n) || whole > end - FILE_HEADER_LEN {
+        return Err(bad(
+            path,
+            format!("the frame ending at byte {end} has a length out of range"),
+        ));
+    }
+    let start = end - whole;
+    let mut frame = vec![0u8; n + MAC_LEN + 4];
+    f.seek(SeekFrom::Start(start)).map_err(|e| io(path, "reading", e))?;
+    f.read_exact(&mut frame).map_err(|e| io(path, "reading", e))?;
+    if frame[..4] != (n as u32).to_be_bytes() {
+        return Err(bad(
+            path,
+            format!("the frame ending at byte {end} has lengths that disagree"),
+        ));
+    }
+    let mac: [u8; MAC_LEN] = frame[4 + n..4 + n + MAC_LEN].try_into().expect("MAC_LEN bytes");
+    frame.truncate(4 + n);
+    frame.drain(..4);
+    Ok((start, frame, mac))
+}
+
+/// The (seq, mac) of the last record of an open log, read from its end and verified against the
+/// record before it: its sequence number follows that record's and its MAC chains to that record's
+/// MAC. So an appender never chains to a junk frame (which would leave the log unverifiable for good,
+/// since every later MAC would depend on it); a frame that fails is for [`scan`] to judge.
+fn tail(path: &Path, f: &mut File, chain: &SecretKey) -> Result<AuditHead> {
     let len = f.seek(SeekFrom::End(0)).map_err(|e| io(path, "reading", e))?;
     if len < FILE_HEADER_LEN {
         return Err(bad(path, "shorter than its header"));
@@ -326,24 +399,20 @@ fn tail(path: &Path, f: &mut File) -> Result<AuditHead> {
     if len == FILE_HEADER_LEN {
         return Ok(AuditHead::default());
     }
-    let mut n = [0u8; 4];
-    f.seek(SeekFrom::End(-4)).map_err(|e| io(path, "reading", e))?;
-    f.read_exact(&mut n).map_err(|e| io(path, "reading", e))?;
-    let n = u32::from_be_bytes(n) as usize;
-    if n > MAX_AUDIT_RECORD_LEN || (n + MAC_LEN + 8) as u64 > len - FILE_HEADER_LEN {
-        return Err(bad(path, "the last frame's length is out of range"));
+    let (start, record, mac) = frame_ending_at(path, f, len)?;
+    let seq = decode_record(&record).map_err(|e| bad(path, e))?.seq;
+    let prev = if start == FILE_HEADER_LEN {
+        AuditHead::default()
+    } else {
+        let (_, prev_record, prev_mac) = frame_ending_at(path, f, start)?;
+        AuditHead {
+            seq: decode_record(&prev_record).map_err(|e| bad(path, e))?.seq,
+            mac: prev_mac,
+        }
+    };
+    if seq != prev.seq + 1 || !ct_eq(&chain_mac(chain, &prev.mac, &record), &mac) {
+        return Err(bad(path, "the last record does not chain to the one before it"));
     }
-    let mut frame = vec![0u8; n + MAC_LEN + 4];
-    f.seek(SeekFrom::End(-((n + MAC_LEN + 8) as i64)))
-        .map_err(|e| io(path, "reading", e))?;
-    f.read_exact(&mut frame).map_err(|e| io(path, "reading", e))?;
-    if frame[..4] != (n as u32).to_be_bytes() || n < 8 {
-        return Err(bad(path, "the last frame's lengths disagree"));
-    }
-    // Decoding the record makes it unlikely that the end of an incomplete frame passes for a frame.
-    let seq = decode_record(&frame[4..4 + n]).map_err(|e| bad(path, e))?.seq;
-    let mut mac = [0u8; MAC_LEN];
-    mac.copy_from_slice(&frame[4 + n..4 + n + MAC_LEN]);
     Ok(AuditHead { seq, mac })
 }
 
@@ -428,13 +497,26 @@ fn open_for_append(path: &Path, chain: &SecretKey, time: SystemTime) -> Result<(
         .open(path)
         .map_err(|e| io(path, "opening", e))?;
     flock(&f, true).map_err(|e| io(path, "locking", e))?;
-    let head = match tail(path, &mut f) {
+    let head = match tail(path, &mut f, chain) {
         Ok(head) => head,
         Err(_) => {
             // The scan reads the whole log, so its error (if any) says more than the tail's.
             let found = scan(path, &mut f, chain, |_, _| Ok(()))?;
             if found.whole_end == found.len {
                 found.head
+            } else if frame_ending_at(path, &mut f, found.len).is_ok_and(|(start, record, _)| {
+                start >= found.whole_end && decode_record(&record).is_ok_and(|r| r.seq > found.head.seq)
+            }) {
+                // A torn append leaves a prefix of one frame; this "incomplete" frame is followed by
+                // whole records, so a length was damaged: cutting would remove records that were
+                // written, perhaps ones the keystore anchors. Refuse, as for any other damage.
+                return Err(bad(
+                    path,
+                    format!(
+                        "the frame at byte {} has a damaged length (whole records follow it)",
+                        found.whole_end
+                    ),
+                ));
             } else {
                 f.set_len(found.whole_end)
                     .and_then(|()| f.sync_data())
@@ -444,7 +526,16 @@ fn open_for_append(path: &Path, chain: &SecretKey, time: SystemTime) -> Result<(
                     "cut {} bytes of an incomplete final record (an append cut short, e.g. by a crash)",
                     found.len - found.whole_end
                 );
-                write_frame(path, &mut f, chain, found.head, time, &entry, &AuditOutcome::Success)?
+                write_frame(
+                    path,
+                    &mut f,
+                    chain,
+                    found.head,
+                    time,
+                    &entry,
+                    &AuditOutcome::Success,
+                    None,
+                )?
             }
         }
     };
@@ -452,6 +543,7 @@ fn open_for_append(path: &Path, chain: &SecretKey, time: SystemTime) -> Result<(
 }
 
 /// Appends the record after `prev` to an open, locked log and syncs it.
+#[allow(clippy::too_many_arguments)]
 fn write_frame(
     path: &Path,
     f: &mut File,
@@ -460,9 +552,10 @@ fn write_frame(
     time: SystemTime,
     entry: &AuditEntry,
     outcome: &AuditOutcome,
+    resolves: Option<u64>,
 ) -> Result<AuditHead> {
     let seq = prev.seq + 1;
-    let record = encode_record(seq, time, entry, outcome)?;
+    let record = encode_record(seq, time, entry, outcome, resolves)?;
     debug_assert!(record.len() <= MAX_AUDIT_RECORD_LEN);
     let mac = chain_mac(chain, &prev.mac, &record);
     let n = (record.len() as u32).to_be_bytes();
@@ -485,9 +578,102 @@ pub(crate) fn append(
     entry: &AuditEntry,
     outcome: &AuditOutcome,
 ) -> Result<AuditHead> {
+    append_resolving(path, audit_key, time, entry, outcome, None)
+}
+
+/// [`append`] of a record that resolves the intent record `resolves` (its outcome).
+pub(crate) fn append_resolving(
+    path: &Path,
+    audit_key: &SecretKey,
+    time: SystemTime,
+    entry: &AuditEntry,
+    outcome: &AuditOutcome,
+    resolves: Option<u64>,
+) -> Result<AuditHead> {
     let chain = chain_key(audit_key)?;
     let (mut f, prev) = open_for_append(path, &chain, time)?;
-    write_frame(path, &mut f, &chain, prev, time, entry, outcome)
+    write_frame(path, &mut f, &chain, prev, time, entry, outcome, resolves)
+}
+
+/// The intent records at or after `anchor` (the record the sealed keystore holds) that no later
+/// record resolves, verified: the log is walked back from its end to the anchor by the frames'
+/// trailing lengths (so the cost is the number of records since the last administrative change, not
+/// the log's size), the anchor's MAC must be the keystore's, and every record after it must chain to
+/// it. An incomplete final record is cut first, as an append would. The caller holds the keystore's
+/// exclusive lock, so no intent is being written meanwhile.
+pub(crate) fn unresolved_intents(
+    path: &Path,
+    audit_key: &SecretKey,
+    anchor: AuditHead,
+    time: SystemTime,
+) -> Result<Vec<AuditRecord>> {
+    let chain = chain_key(audit_key)?;
+    let (mut f, _) = open_for_append(path, &chain, time)?;
+    let len = f.seek(SeekFrom::End(0)).map_err(|e| io(path, "reading", e))?;
+    // Walk back to the anchor.
+    let mut frames: Vec<u64> = Vec::new(); // frame starts, last first
+    let mut pos = len;
+    loop {
+        if pos == FILE_HEADER_LEN {
+            if anchor.seq == 0 {
+                break;
+            }
+            return Err(bad(
+                path,
+                format!(
+                    "record {} (the keystore's last administrative change) is missing",
+                    anchor.seq
+                ),
+            ));
+        }
+        let (start, record, _) = frame_ending_at(path, &mut f, pos)?;
+        let seq = decode_record(&record).map_err(|e| bad(path, e))?.seq;
+        if seq < anchor.seq {
+            return Err(bad(
+                path,
+                format!(
+                    "record {} (the keystore's last administrative change) is missing",
+                    anchor.seq
+                ),
+            ));
+        }
+        frames.push(start);
+        if seq == anchor.seq {
+            break;
+        }
+        pos = start;
+    }
+    frames.reverse();
+    // Verify forward from the anchor.
+    let mut prev = AuditHead::default();
+    let mut intents: Vec<AuditRecord> = Vec::new();
+    let mut resolved: Vec<u64> = Vec::new();
+    for (i, start) in frames.iter().enumerate() {
+        let end = frames.get(i + 1).copied().unwrap_or(len);
+        let (_, record, mac) = frame_ending_at(path, &mut f, end)?;
+        let rec = decode_record(&record).map_err(|e| bad(path, e))?;
+        let is_anchor = i == 0 && anchor.seq > 0;
+        let ok = if is_anchor {
+            rec.seq == anchor.seq && ct_eq(&mac, &anchor.mac)
+        } else {
+            rec.seq == prev.seq + 1 && ct_eq(&chain_mac(&chain, &prev.mac, &record), &mac)
+        };
+        if !ok {
+            return Err(bad(
+                path,
+                format!("the record at byte {start} does not chain to the keystore's last administrative change"),
+            ));
+        }
+        prev = AuditHead { seq: rec.seq, mac };
+        if let Some(r) = rec.resolves {
+            resolved.push(r);
+        }
+        if matches!(rec.outcome, AuditOutcome::Intent { .. }) {
+            intents.push(rec);
+        }
+    }
+    intents.retain(|r| !resolved.contains(&r.seq));
+    Ok(intents)
 }
 
 /// Cuts an incomplete final record, if there is one, as the next [`append`] would.
@@ -681,7 +867,17 @@ mod tests {
         }
         let good = std::fs::read(&path).unwrap();
         let frame1 = FILE_HEADER_LEN as usize;
-        let cases: [(&str, Vec<u8>, &SecretKey); 4] = [
+        let cases: [(&str, Vec<u8>, &SecretKey); 5] = [
+            (
+                "record 2's leading length raised past the end, whole records after it",
+                {
+                    let mut b = good.clone();
+                    let n1 = u32::from_be_bytes(good[frame1..frame1 + 4].try_into().unwrap()) as usize;
+                    b[frame1 + n1 + MAC_LEN + 8 + 2] ^= 0x04;
+                    b
+                },
+                &key,
+            ),
             (
                 "a flipped byte in record 1, last frame cut",
                 {
@@ -725,6 +921,101 @@ mod tests {
         // The positive control: the same cut with nothing else wrong is repaired.
         std::fs::write(&path, &good[..good.len() - 3]).unwrap();
         append(&path, &key, t, &entry(AuditAction::Rewrap), &AuditOutcome::Success).unwrap();
+    }
+
+    /// A whole junk frame at the end (well-formed, its sequence number next, but a MAC forged without
+    /// the key) is never chained to: the append is refused with an integrity error and changes
+    /// nothing, so once the junk is removed the log verifies and takes appends again. (Before, the
+    /// appender took the last MAC at face value and chained to it, and every later record depended on
+    /// the junk: the log could never verify again.)
+    #[test]
+    fn a_junk_final_frame_is_never_chained_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.audit");
+        create(&path).unwrap();
+        let key = SecretKey::generate().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        append(&path, &key, t, &entry(AuditAction::CreateKey), &AuditOutcome::Success).unwrap();
+        let h2 = append(&path, &key, t, &entry(AuditAction::Grant), &AuditOutcome::Success).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let record = encode_record(3, t, &entry(AuditAction::Disable), &AuditOutcome::Success, None).unwrap();
+        let n = (record.len() as u32).to_be_bytes();
+        let mut junk = good.clone();
+        junk.extend_from_slice(&n);
+        junk.extend_from_slice(&record);
+        junk.extend_from_slice(&[0x42; MAC_LEN]);
+        junk.extend_from_slice(&n);
+        std::fs::write(&path, &junk).unwrap();
+        let got = append(&path, &key, t, &entry(AuditAction::Rewrap), &AuditOutcome::Success);
+        assert!(matches!(got, Err(Error::Integrity { .. })), "{got:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), junk, "nothing chained to the junk");
+        // Removing the junk restores a log that verifies and takes appends.
+        std::fs::write(&path, &good).unwrap();
+        let h3 = append(&path, &key, t, &entry(AuditAction::Rewrap), &AuditOutcome::Success).unwrap();
+        assert_eq!(h3.seq, 3);
+        assert_eq!(read_verified(&path, &key, h2).unwrap().len(), 3);
+    }
+
+    /// Intents and their outcomes: the walk from the keystore's anchor finds the intents that no
+    /// record resolves, and refuses an anchor that is not in the log.
+    #[test]
+    fn unresolved_intents_are_found_from_the_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.audit");
+        create(&path).unwrap();
+        let key = SecretKey::generate().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let i1 = append(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::Disable),
+            &AuditOutcome::Intent { generation: 2 },
+        )
+        .unwrap();
+        assert_eq!(unresolved_intents(&path, &key, i1, t).unwrap().len(), 1);
+        append_resolving(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::Disable),
+            &AuditOutcome::Success,
+            Some(i1.seq),
+        )
+        .unwrap();
+        append(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::DecryptDataKey),
+            &AuditOutcome::Success,
+        )
+        .unwrap();
+        assert!(unresolved_intents(&path, &key, i1, t).unwrap().is_empty());
+        let i2 = append(
+            &path,
+            &key,
+            t,
+            &entry(AuditAction::Enable),
+            &AuditOutcome::Intent { generation: 3 },
+        )
+        .unwrap();
+        let open = unresolved_intents(&path, &key, i1, t).unwrap();
+        assert_eq!(open.iter().map(|r| r.seq).collect::<Vec<_>>(), [i2.seq]);
+        assert_eq!(open[0].outcome, AuditOutcome::Intent { generation: 3 });
+        let recs = read_verified(&path, &key, i1).unwrap();
+        assert_eq!(recs[1].resolves, Some(i1.seq));
+        let mut forged = i1;
+        forged.mac[0] ^= 1;
+        assert!(matches!(
+            unresolved_intents(&path, &key, forged, t),
+            Err(Error::Integrity { .. })
+        ));
+        let missing = AuditHead { seq: 9, mac: i1.mac };
+        assert!(matches!(
+            unresolved_intents(&path, &key, missing, t),
+            Err(Error::Integrity { .. })
+        ));
     }
 
     fn h3_len(file: &[u8]) -> usize {

@@ -7,11 +7,22 @@
 //!
 //! A [`KeyCache`] keeps each KEK for at most its lifetime, counted from when the KMS generated or
 //! unwrapped it and never refreshed by use, so writing or reading 1,000 files costs O(1) KMS round
-//! trips. Writers' KEKs are cached per (principal, CMK id, KEK context); readers' per (principal, KMS,
-//! CMK id, version, KEK context, wrapped KEK), so no grant check is skipped for another principal or
-//! context. A key disabled, deleted or revoked in the KMS stops all use once the lifetime has passed;
-//! [`KeyCache::invalidate`] stops it in this process at once. A clock that goes backwards expires every
-//! entry.
+//! trips. Writers' KEKs are cached per (principal, KMS, CMK id, version, KEK context); readers' per
+//! (principal, KMS, CMK id, version, KEK context, wrapped KEK), so no grant check is skipped for another
+//! principal or context. A key disabled, deleted or revoked in the KMS stops all use once the lifetime
+//! has passed; [`KeyCache::invalidate`] stops it in this process at once. A clock that goes backwards
+//! expires every entry.
+//!
+//! # Rotation
+//!
+//! A writer's KEK is used only while its CMK version is the newest this cache knows of. The cache
+//! learns of a newer version when the KMS generates or unwraps a KEK under it (reading a file written
+//! after a rotation) or re-wraps to it, and when a rotation goes through the KMS value behind the
+//! cache ([`Kms::rotation_epoch`]): then every writer KEK of an older version is dropped at once. A
+//! process that learns nothing keeps its KEK until the lifetime ends, which is why `LocalKms` refuses
+//! to destroy a superseded version until the longest lifetime has passed since the rotation. A KEK
+//! obtained by unwrapping (reading) is never used to wrap new DEKs: only KEKs the KMS generated for
+//! this cache's writers are.
 //!
 //! The DEK wrap is AES-256-SIV under `HKDF-SHA256(KEK, "colvault v1 kek wrap key")` with the headers
 //! `["colvault v1 kek wrap", canonical DEK context, 16-byte random nonce]` (see [`super::wrap`]).
@@ -171,7 +182,9 @@ impl fmt::Debug for DataKeyEnvelope {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct WriterSlot {
     principal: Principal,
+    kms: String,
     cmk: KeyId,
+    version: u32,
     kek_ctx: Vec<u8>,
 }
 
@@ -199,6 +212,15 @@ pub struct KeyCache {
     clock: Arc<dyn Clock>,
     writers: Mutex<HashMap<WriterSlot, Cached>>,
     readers: Mutex<HashMap<ReaderSlot, Cached>>,
+    /// The newest version of each (KMS, CMK) this cache has seen, and the KMS's rotation epoch when
+    /// the writers were last checked against it.
+    versions: Mutex<Versions>,
+}
+
+#[derive(Default)]
+struct Versions {
+    newest: HashMap<(String, KeyId), u32>,
+    epoch: u64,
 }
 
 impl fmt::Debug for KeyCache {
@@ -226,11 +248,15 @@ impl KeyCache {
             )));
         }
         Ok(KeyCache {
-            kms,
             lifetime: options.lifetime,
             clock: options.clock,
             writers: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            versions: Mutex::new(Versions {
+                newest: HashMap::new(),
+                epoch: kms.rotation_epoch(),
+            }),
+            kms,
         })
     }
 
@@ -293,9 +319,35 @@ impl KeyCache {
         }
     }
 
+    /// Records that version `version` of `cmk` exists (the KMS authenticated it): writer KEKs of older
+    /// versions of that CMK are dropped, and are never used again.
+    fn saw_version(&self, kms: &str, cmk: &KeyId, version: u32) {
+        let mut v = lock(&self.versions);
+        let newest = v.newest.entry((kms.to_owned(), cmk.clone())).or_insert(0);
+        if version > *newest {
+            *newest = version;
+            drop(v);
+            lock(&self.writers).retain(|s, _| !(s.kms == kms && &s.cmk == cmk && s.version < version));
+        }
+    }
+
+    /// The newest version of `cmk` this cache knows of, after dropping every writer KEK if a rotation
+    /// went through the KMS since the last call.
+    fn newest_version(&self, cmk: &KeyId) -> Option<u32> {
+        let epoch = self.kms.rotation_epoch();
+        let mut v = lock(&self.versions);
+        if v.epoch != epoch {
+            v.epoch = epoch;
+            v.newest.clear();
+            lock(&self.writers).clear();
+        }
+        v.newest.get(&(self.kms.name().to_owned(), cmk.clone())).copied()
+    }
+
     /// A fresh DEK for a new file, and its envelope: the DEK wrapped by a KEK (bound to `dek_ctx`), the
     /// KEK wrapped by CMK `cmk` (bound to `kek_ctx`). The KEK comes from the cache if it is younger than
-    /// the lifetime, else from [`Kms::generate_data_key`].
+    /// the lifetime and of the newest version of `cmk` this cache knows of (see the [module
+    /// documentation](self)), else from [`Kms::generate_data_key`].
     pub fn new_data_key(
         &self,
         principal: &Principal,
@@ -304,16 +356,22 @@ impl KeyCache {
         dek_ctx: &EncryptionContext,
     ) -> Result<(SecretKey, DataKeyEnvelope)> {
         let kek_bytes = kek_ctx.canonical_bytes();
-        let slot = WriterSlot {
+        let slot = |version: u32| WriterSlot {
             principal: principal.clone(),
+            kms: self.kms.name().to_owned(),
             cmk: cmk.clone(),
+            version,
             kek_ctx: kek_bytes.clone(),
         };
         let now = self.clock.now();
-        let (wrap_key, wrapped_kek) = match self.lookup(&self.writers, &slot, now) {
+        let hit = self
+            .newest_version(cmk)
+            .and_then(|v| self.lookup(&self.writers, &slot(v), now));
+        let (wrap_key, wrapped_kek) = match hit {
             Some(hit) => hit,
             None => {
                 let (kek, wrapped) = self.kms.generate_data_key(principal, cmk, kek_ctx)?;
+                self.saw_version(wrapped.kms(), wrapped.key_id(), wrapped.version());
                 let wrap_key = Arc::new(derive_key_512(&kek, Purpose::KekWrap, &[])?);
                 drop(kek);
                 let cached = |w: &WrappedKey| Cached {
@@ -328,7 +386,7 @@ impl KeyCache {
                     cached(&wrapped),
                     now,
                 );
-                self.insert(&self.writers, slot, cached(&wrapped), now);
+                self.insert(&self.writers, slot(wrapped.version()), cached(&wrapped), now);
                 (wrap_key, wrapped)
             }
         };
@@ -365,6 +423,11 @@ impl KeyCache {
             Some((k, _)) => k,
             None => {
                 let kek = self.kms.decrypt_data_key(principal, &envelope.wrapped_kek, kek_ctx)?;
+                // The KMS authenticated the version (it is bound into the wrap): a file written after a
+                // rotation tells this cache's writers to move on. The KEK itself goes to the readers
+                // only: it is never used to wrap new DEKs.
+                let w = &envelope.wrapped_kek;
+                self.saw_version(w.kms(), w.key_id(), w.version());
                 let wrap_key = Arc::new(derive_key_512(&kek, Purpose::KekWrap, &[])?);
                 drop(kek);
                 self.insert(
@@ -398,6 +461,7 @@ impl KeyCache {
         kek_ctx: &EncryptionContext,
     ) -> Result<DataKeyEnvelope> {
         let wrapped_kek = self.kms.rewrap(principal, &envelope.wrapped_kek, kek_ctx)?;
+        self.saw_version(wrapped_kek.kms(), wrapped_kek.key_id(), wrapped_kek.version());
         Ok(DataKeyEnvelope {
             wrapped_kek,
             dek_nonce: envelope.dek_nonce,
@@ -496,6 +560,32 @@ mod tests {
             .new_data_key(&Principal::new("q").unwrap(), &id, &kc, &dc)
             .unwrap();
         assert_eq!(calls(), 5);
+    }
+
+    /// A KEK that this cache got by unwrapping (reading a file) is never used to wrap a new DEK: the
+    /// first write after a read still asks the KMS to generate a KEK.
+    #[test]
+    fn unwrapped_keks_never_wrap_new_data_keys() {
+        let (kms, clock, writer) = setup(600);
+        let reader = KeyCache::new(
+            kms.clone(),
+            CacheOptions::default()
+                .with_lifetime(Duration::from_secs(600))
+                .with_clock(clock),
+        )
+        .unwrap();
+        let p = Principal::new("p").unwrap();
+        let id = KeyId::new("k").unwrap();
+        let kc = EncryptionContext::new().with("project", "p");
+        let dc = EncryptionContext::new().with("file", "f");
+        let (_, env) = writer.new_data_key(&p, &id, &kc, &dc).unwrap();
+        let calls = || kms.calls.load(Ordering::SeqCst);
+        assert_eq!(calls(), 1);
+        reader.open_data_key(&p, &env, &kc, &dc).unwrap();
+        assert_eq!(calls(), 2, "the reader unwrapped the KEK");
+        let (_, mine) = reader.new_data_key(&p, &id, &kc, &dc).unwrap();
+        assert_eq!(calls(), 3, "the unwrapped KEK was not reused to wrap");
+        assert_ne!(mine.wrapped_kek(), env.wrapped_kek());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod wrap;
 
 pub use audit::{AuditAction, AuditOutcome, AuditRecord};
 pub use cache::{CacheOptions, DataKeyEnvelope, KeyCache, DEFAULT_KEK_LIFETIME, MAX_KEK_LIFETIME};
-pub use local::{Argon2Params, LocalKms, LocalKmsOptions, RootSecret};
+pub use local::{Argon2Params, LocalKms, LocalKmsOptions, RootSecret, MIN_PASSPHRASE_CHARS};
 pub use types::{
     CreateKeyRequest, EncryptionContext, KeyId, KeyMetadata, KeyOrigin, KeyState, KeyVersionInfo, KeyVersionState,
     Principal, WrappedKey,
@@ -63,6 +63,14 @@ pub trait Kms: Send + Sync {
     /// Re-wraps a wrapped key under the current primary version of its CMK, with the same context,
     /// without returning the plaintext key.
     fn rewrap(&self, principal: &Principal, wrapped: &WrappedKey, ctx: &EncryptionContext) -> Result<WrappedKey>;
+
+    /// A counter that changes whenever a CMK is rotated through this value (for [`LocalKms`], every
+    /// successful [`KmsAdmin::rotate`] on it). A [`KeyCache`] in front of it drops its writer KEKs
+    /// when it changes, so rotating through a process stops that process from wrapping under the old
+    /// version at once. Other processes stop when their cached KEK expires. The default never changes.
+    fn rotation_epoch(&self) -> u64 {
+        0
+    }
 }
 
 /// The administration plane of a key management service.
@@ -100,7 +108,10 @@ pub trait KmsAdmin: Kms {
     fn rotate(&self, key: &KeyId) -> Result<KeyMetadata>;
 
     /// Destroys the material of a version other than the primary; keys wrapped under it then fail with
-    /// [`crate::Error::VersionDestroyed`].
+    /// [`crate::Error::VersionDestroyed`]. [`LocalKms`] refuses it with
+    /// [`crate::Error::VersionDestroyTooEarly`] until its version destroy delay (default the longest
+    /// KEK lifetime, 24 hours) has passed since the rotation that superseded the version, because
+    /// until then a writer may still wrap new data keys under a KEK of that version it has cached.
     fn destroy_version(&self, key: &KeyId, version: u32) -> Result<KeyMetadata>;
 
     /// Lets `principal` use the key.

@@ -65,7 +65,7 @@ impl<'a> SettingsFile<'a> {
 
 /// The MAC of a settings body under `key` (keyed BLAKE3 over the length-prefixed body).
 pub(crate) fn mac(key: &[u8; 32], body: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_keyed(key);
+    let mut h = zeroize::Zeroizing::new(blake3::Hasher::new_keyed(key));
     h.update(&(body.len() as u64).to_be_bytes()).update(body);
     *h.finalize().as_bytes()
 }
