@@ -199,3 +199,23 @@ impl Error {
         }
     }
 }
+
+/// Runs `f`, a decoder from a dependency (Parquet, Arrow IPC, CSV, JSON) over untrusted bytes, and
+/// turns a panic inside it into [`Error::Malformed`] about `what`: such a panic means input the
+/// decoder did not expect, never a state of colvault's own.
+///
+/// Unwind safety is asserted: callers move into `f` only values they drop or rebuild after a
+/// failure, so nothing is observed half-updated.
+pub(crate) fn contain<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the decoder failed".into());
+            Err(Error::malformed(what, format!("the decoder failed on this input ({detail})")))
+        }
+    }
+}

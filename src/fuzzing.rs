@@ -125,6 +125,91 @@ pub fn file_reader(data: &[u8]) {
     }
 }
 
+/// Makes the checksums of a `none` file agree with its bytes again: every chunk's segment
+/// checksums and the footer's digest of them, then the footer body's checksum. Returns `None` for
+/// bytes too broken to find the footer in (wrong length fields, an envelope that does not decode or
+/// names an encrypted algorithm). Magic bytes are set, so mutations spend no time on them.
+///
+/// A mutated `none` file almost never passes its BLAKE3 checksums, so without this the Parquet
+/// decoder behind them would never see hostile metadata or pages: with it, it sees little else.
+pub fn reseal_plain(data: &[u8]) -> Option<Vec<u8>> {
+    use crate::crypto::{plaintext_len, ChunkKind, ChunkSealer};
+    use crate::format::footer::body_aad;
+    use crate::format::{MAGIC, TRAILER_LEN};
+
+    let mut file = data.to_vec();
+    let len = file.len();
+    if len < MAGIC.len() + TRAILER_LEN {
+        return None;
+    }
+    file[..4].copy_from_slice(&MAGIC);
+    file[len - 4..].copy_from_slice(&MAGIC);
+    let trailer = &file[len - TRAILER_LEN..];
+    let env_len = u32::from_be_bytes(trailer[0..4].try_into().ok()?) as usize;
+    let body_len = u32::from_be_bytes(trailer[4..8].try_into().ok()?) as usize;
+    let body_end = len - TRAILER_LEN;
+    let body_start = body_end.checked_sub(body_len)?;
+    let env_start = body_start.checked_sub(env_len)?;
+    if env_start < MAGIC.len() || body_len < 32 {
+        return None;
+    }
+    let env_bytes = file[env_start..body_start].to_vec();
+    let envelope = Envelope::decode(&env_bytes).ok()?;
+    if envelope.algorithm != Algorithm::None {
+        return None;
+    }
+    let plain_end = body_end - 32;
+    if let Ok(mut body) = FooterBody::decode(&file[body_start..plain_end]) {
+        let dek = SecretKey::from_slice(&[0u8; 32]).ok()?;
+        let leaves = (body.leaves as usize).max(1);
+        for (i, entry) in body.chunks.iter_mut().enumerate() {
+            let (Ok(off), Ok(n)) = (usize::try_from(entry.offset), usize::try_from(entry.len)) else {
+                continue;
+            };
+            let Ok(plain) = plaintext_len(Algorithm::None, n) else { continue };
+            if off < MAGIC.len() || off.checked_add(n).is_none_or(|end| end > env_start) {
+                continue;
+            }
+            let (rg, leaf) = ((i / leaves) as u32, (i % leaves) as u32);
+            let Ok(sealer) = ChunkSealer::new(Algorithm::None, &dek, envelope.file_id, leaf) else {
+                continue;
+            };
+            let mut chunk = file[off..off + plain].to_vec();
+            let Ok(tags) = sealer.seal_detached_here(rg, ChunkKind::Data, &mut chunk) else {
+                continue;
+            };
+            if tags.len() == n - plain {
+                file[off + plain..off + n].copy_from_slice(&tags);
+                entry.tags_digest = *blake3::hash(&tags).as_bytes();
+            }
+        }
+        let encoded = body.encode();
+        if encoded.len() == plain_end - body_start {
+            file[body_start..plain_end].copy_from_slice(&encoded);
+        }
+    }
+    let aad = body_aad(&env_bytes, len as u64, body_len as u64);
+    let tag = crate::crypto::chunk::blake3_tag(None, &aad, &file[body_start..plain_end]);
+    file[plain_end..body_end].copy_from_slice(&tag);
+    Some(file)
+}
+
+/// Target `plain_file`: arbitrary bytes made into a `none` file whose checksums hold
+/// ([`reseal_plain`]), opened and read in full, and scanned with a pruning predicate, so the
+/// Parquet metadata, statistics and page decoders see hostile input.
+pub fn plain_file(data: &[u8]) {
+    let Some(file) = reseal_plain(data) else { return };
+    let Ok(r) = FileReader::open(file, ReaderOptions::default()) else {
+        return;
+    };
+    let _ = r.scan().build().and_then(|b| b.read_all());
+    if let Some(f) = r.schema().fields().first() {
+        let value: arrow::array::ArrayRef = Arc::new(Int64Array::from(vec![7]));
+        let p = crate::read::Predicate::compare(f.name().clone(), crate::read::CmpOp::GtEq, value);
+        let _ = r.scan().filter(p).build().and_then(|b| b.read_all());
+    }
+}
+
 /// Target `footer_decoder`: arbitrary bytes as an envelope and as a footer body.
 pub fn footer_decoder(data: &[u8]) {
     let _ = Envelope::decode(data);

@@ -9,13 +9,14 @@ use colvault::fuzzing;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("file_reader", fuzzing::file_reader),
     ("footer_decoder", fuzzing::footer_decoder),
     ("manifest_decoder", fuzzing::manifest_decoder),
     ("wrapped_key", fuzzing::wrapped_key),
     ("keystore", fuzzing::keystore),
     ("round_trip", fuzzing::round_trip),
+    ("plain_file", fuzzing::plain_file),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -41,6 +42,11 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             }
             v
         }));
+    }
+    // `none` files for the target that recomputes their checksums: one and several row groups.
+    for rg in [1, 7, 100] {
+        let file = fuzzing::write_file(Algorithm::None, &rows, rg).unwrap();
+        out.push(("plain_file", format!("none-rg{rg}"), file));
     }
     // Wrapped keys and envelopes from the fixed KMS, and a manifest.
     let access = fuzzing::access();
@@ -127,4 +133,26 @@ fn seeds_are_valid_inputs() {
         assert_eq!(r.num_rows(), 1);
     }
     fuzzing::round_trip(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+}
+
+/// `reseal_plain` makes a mutated `none` file pass its checksums, so the `plain_file` target
+/// reaches the Parquet decoder: a file with a flipped byte in its Parquet metadata fails the
+/// checksum as it is, and after resealing fails (if at all) past it, never as an integrity error.
+#[test]
+fn reseal_plain_reaches_the_parquet_decoder() {
+    let rows: Vec<(i64, Option<String>)> = (0..20).map(|i| (i, Some(format!("n{i}")))).collect();
+    let file = fuzzing::write_file(Algorithm::None, &rows, 7).unwrap();
+    // Unchanged bytes stay unchanged.
+    assert_eq!(fuzzing::reseal_plain(&file).unwrap(), file);
+    let open = |f: Vec<u8>| colvault::FileReader::open(f, colvault::ReaderOptions::default());
+    // A byte of the first chunk flipped: the checksum catches it; resealed, it opens.
+    let mut damaged = file.clone();
+    damaged[6] ^= 0x40;
+    assert!(matches!(
+        open(damaged.clone()).and_then(|r| r.scan().build()?.read_all()),
+        Err(colvault::Error::Integrity { .. })
+    ));
+    let resealed = fuzzing::reseal_plain(&damaged).unwrap();
+    let r = open(resealed).unwrap().scan().build().unwrap().read_all();
+    assert!(!matches!(r, Err(colvault::Error::Integrity { .. })), "{r:?}");
 }

@@ -205,15 +205,17 @@ impl Lane {
     /// decoder (input it did not expect) becomes a typed error and ends the lane.
     fn decode_one(&self, decoder: &mut Decoder) -> Option<Result<RecordBatch>> {
         if let Decoder::Pending(mask) = decoder {
-            let built =
+            let built = crate::error::contain("column chunk", || {
                 ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.shared.metadata.clone())
                     .with_projection(mask.clone())
                     .with_row_groups(vec![self.row_group])
                     .with_batch_size(self.shared.batch_size)
-                    .build();
+                    .build()
+                    .map_err(|e| Error::Parquet(e.to_string()))
+            });
             match built {
                 Ok(r) => *decoder = Decoder::Ready(Box::new(r)),
-                Err(e) => return Some(Err(Error::Parquet(e.to_string()))),
+                Err(e) => return Some(Err(e)),
             }
         }
         let Decoder::Ready(reader) = decoder else {
