@@ -322,3 +322,44 @@ pub fn round_trip(data: &[u8]) {
         "names differ after a round trip"
     );
 }
+
+/// Reads every batch of an import, up to its first error.
+fn drain(import: Result<crate::import::Import>) {
+    if let Ok(i) = import {
+        for b in i.batches {
+            if b.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn import_bytes(data: &[u8], format: crate::import::Format) {
+    use crate::import::{open_bytes, CsvOptions, SchemaFrom};
+    drain(open_bytes(
+        bytes::Bytes::copy_from_slice(data),
+        format,
+        CsvOptions::default(),
+        SchemaFrom::Infer,
+    ));
+}
+
+/// Target `import_csv`: arbitrary bytes imported as CSV with a header (schema inferred).
+pub fn import_csv(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Csv);
+}
+
+/// Target `import_jsonl`: arbitrary bytes imported as JSON lines (schema inferred).
+pub fn import_jsonl(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Jsonl);
+}
+
+/// Target `import_ipc`: arbitrary bytes imported as Arrow IPC (file or stream, by the magic).
+pub fn import_ipc(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Ipc);
+}
+
+/// Target `import_parquet`: arbitrary bytes imported as Parquet.
+pub fn import_parquet(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Parquet);
+}

@@ -9,7 +9,7 @@ use colvault::fuzzing;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 11] = [
     ("file_reader", fuzzing::file_reader),
     ("footer_decoder", fuzzing::footer_decoder),
     ("manifest_decoder", fuzzing::manifest_decoder),
@@ -17,6 +17,10 @@ const TARGETS: [(&str, Target); 7] = [
     ("keystore", fuzzing::keystore),
     ("round_trip", fuzzing::round_trip),
     ("plain_file", fuzzing::plain_file),
+    ("import_csv", fuzzing::import_csv),
+    ("import_jsonl", fuzzing::import_jsonl),
+    ("import_ipc", fuzzing::import_ipc),
+    ("import_parquet", fuzzing::import_parquet),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -48,6 +52,10 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let file = fuzzing::write_file(Algorithm::None, &rows, rg).unwrap();
         out.push(("plain_file", format!("none-rg{rg}"), file));
     }
+    // Every import format, written by Arrow's and Parquet's own writers from a small sample.
+    for (name, bytes) in import_seeds() {
+        out.push((name.split('-').next().unwrap(), name.to_string(), bytes));
+    }
     // Wrapped keys and envelopes from the fixed KMS, and a manifest.
     let access = fuzzing::access();
     let file = fuzzing::write_file(Algorithm::Aes256Gcm, &rows, 100).unwrap();
@@ -74,6 +82,53 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "one-key".into(),
         std::fs::read(dir.path().join("ks")).unwrap(),
     ));
+    out
+}
+
+/// Small valid inputs of each import format, named `<target>-<what>`.
+fn import_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let batch = colvault::sample::SampleTable::new(5, 1).batches(5).next().unwrap();
+    let schema = batch.schema();
+    let mut out = Vec::new();
+    let mut csv = Vec::new();
+    arrow::csv::Writer::new(&mut csv).write(&batch).unwrap();
+    out.push(("import_csv-sample", csv));
+    out.push(("import_csv-quoted", b"a,b\n\"x,\"\"y\",2\n,3\n".to_vec()));
+    let mut json = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut json);
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
+    out.push(("import_jsonl-sample", json));
+    out.push(("import_jsonl-nested", b"{\"a\":[1,2],\"b\":{\"c\":\"x\"}}\n{\"a\":null}\n".to_vec()));
+    let mut file = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::FileWriter::try_new(&mut file, &schema).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
+    out.push(("import_ipc-file", file));
+    let mut stream = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
+    out.push(("import_ipc-stream", stream));
+    for (name, codec) in [
+        ("import_parquet-zstd", parquet::basic::Compression::ZSTD(Default::default())),
+        ("import_parquet-snappy", parquet::basic::Compression::SNAPPY),
+    ] {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(codec)
+            .build();
+        let mut pq = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut pq, schema.clone(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out.push((name, pq));
+    }
     out
 }
 
