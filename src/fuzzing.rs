@@ -23,6 +23,33 @@ use crate::read::{FileReader, ReaderOptions};
 use crate::table::Manifest;
 use crate::write::{FileWriter, WriterOptions};
 
+/// Installs (once) the fuzz targets' panic hook: a panic inside a decoder that colvault contains
+/// (it becomes [`Error::Malformed`], see [`crate::error::panic_is_contained`]) passes silently, and
+/// is counted in [`contained_panics`]; any other panic prints and aborts, so libFuzzer reports it.
+/// Without it libFuzzer's own hook aborts on every panic, contained or not, and a target stops at
+/// the first known upstream panic that colvault already turns into an error.
+pub fn abort_on_uncontained_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if crate::error::panic_is_contained() {
+                CONTAINED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            default(info);
+            std::process::abort();
+        }));
+    });
+}
+
+static CONTAINED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Panics contained so far under [`abort_on_uncontained_panics`].
+pub fn contained_panics() -> u64 {
+    CONTAINED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The fixed key id of [`FixedKms`].
 pub const FUZZ_KEY: &str = "cmk-fuzz";
 

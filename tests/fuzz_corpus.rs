@@ -211,3 +211,36 @@ fn reseal_plain_reaches_the_parquet_decoder() {
     let r = open(resealed).unwrap().scan().build().unwrap().read_all();
     assert!(!matches!(r, Err(colvault::Error::Integrity { .. })), "{r:?}");
 }
+
+/// A `none` file whose (checksummed) Parquet metadata declares 2^31 - 1 row groups in a few bytes:
+/// the `parquet` crate sized its row-group vector by that count before reading any, an allocation
+/// of hundreds of GB that aborts the process. Now the Thrift walker refuses it first: Malformed.
+#[test]
+fn plain_file_with_a_huge_row_group_count_is_malformed() {
+    use colvault::format::{FooterBody, TRAILER_LEN};
+    let rows: Vec<(i64, Option<String>)> = (0..5).map(|i| (i, None)).collect();
+    let file = fuzzing::write_file(Algorithm::None, &rows, 5).unwrap();
+    let n = file.len();
+    let trailer = &file[n - TRAILER_LEN..];
+    let env_len = u32::from_be_bytes(trailer[0..4].try_into().unwrap()) as usize;
+    let body_len = u32::from_be_bytes(trailer[4..8].try_into().unwrap()) as usize;
+    let body_start = n - TRAILER_LEN - body_len;
+    let env_start = body_start - env_len;
+    let mut body = FooterBody::decode(&file[body_start..n - TRAILER_LEN - 32]).unwrap();
+    // FileMetaData { 1: version 1, 2: [ { 4: "s", 5: 0 } ], 3: num_rows 0, 4: 2^31 - 1 row groups }
+    let mut meta = vec![0x15, 0x02, 0x19, 0x1c, 0x48, 0x01, b's', 0x15, 0x00, 0x00, 0x16, 0x00];
+    meta.extend_from_slice(&[0x19, 0xfc, 0xfe, 0xff, 0xff, 0xff, 0x07]);
+    meta.extend_from_slice(&[0; 16]);
+    body.parquet_metadata = meta;
+    let body = body.encode();
+    let mut out = file[..body_start].to_vec();
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 32]);
+    out.extend_from_slice(&(env_len as u32).to_be_bytes());
+    out.extend_from_slice(&((body.len() + 32) as u32).to_be_bytes());
+    out.extend_from_slice(&file[n - 4..]);
+    assert!(env_start > 4);
+    let out = fuzzing::reseal_plain(&out).unwrap();
+    let r = colvault::FileReader::open(out, colvault::ReaderOptions::default());
+    assert!(matches!(r, Err(colvault::Error::Malformed { .. })), "{r:?}");
+}

@@ -15,7 +15,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -221,14 +220,15 @@ impl Lane {
         let Decoder::Ready(reader) = decoder else {
             return Some(Err(Error::Poisoned));
         };
-        match catch_unwind(AssertUnwindSafe(|| reader.next())) {
+        match crate::error::contain("column chunk", || Ok(reader.next())) {
             Ok(None) => None,
             Ok(Some(Ok(b))) => Some(Ok(b)),
             Ok(Some(Err(e))) => Some(Err(self.typed(e))),
-            Err(_) => Some(Err(Error::malformed(
-                "column chunk",
-                format!("row group {} could not be decoded", self.row_group),
-            ))),
+            Err(Error::Malformed { what, detail }) => Some(Err(Error::Malformed {
+                what,
+                detail: format!("row group {}: {detail}", self.row_group),
+            })),
+            Err(e) => Some(Err(e)),
         }
     }
 
