@@ -229,7 +229,10 @@ pub(crate) fn contain<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> R
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "the decoder failed".into());
-            Err(Error::malformed(what, format!("the decoder failed on this input ({detail})")))
+            Err(Error::malformed(
+                what,
+                format!("the decoder failed on this input ({detail})"),
+            ))
         }
     }
 }

@@ -193,7 +193,9 @@ pub fn reseal_plain(data: &[u8]) -> Option<Vec<u8>> {
             let (Ok(off), Ok(n)) = (usize::try_from(entry.offset), usize::try_from(entry.len)) else {
                 continue;
             };
-            let Ok(plain) = plaintext_len(Algorithm::None, n) else { continue };
+            let Ok(plain) = plaintext_len(Algorithm::None, n) else {
+                continue;
+            };
             if off < MAGIC.len() || off.checked_add(n).is_none_or(|end| end > env_start) {
                 continue;
             }

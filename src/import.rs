@@ -136,7 +136,10 @@ pub fn check_schema(schema: &Schema, what: &'static str) -> Result<usize> {
             return Err(Error::malformed(what, format!("more than {MAX_COLUMNS} columns")));
         }
         if depth > MAX_DEPTH {
-            return Err(Error::malformed(what, format!("columns nested deeper than {MAX_DEPTH}")));
+            return Err(Error::malformed(
+                what,
+                format!("columns nested deeper than {MAX_DEPTH}"),
+            ));
         }
         let children: Vec<&Field> = match f.data_type() {
             DataType::List(c)
@@ -148,7 +151,13 @@ pub fn check_schema(schema: &Schema, what: &'static str) -> Result<usize> {
             DataType::Struct(cs) => cs.iter().map(|c| c.as_ref()).collect(),
             DataType::Union(u, _) => u.iter().map(|(_, c)| c.as_ref()).collect(),
             DataType::Dictionary(_, v) => {
-                return walk(&Field::new("values", v.as_ref().clone(), true), depth + 1, fields, leaves, what)
+                return walk(
+                    &Field::new("values", v.as_ref().clone(), true),
+                    depth + 1,
+                    fields,
+                    leaves,
+                    what,
+                )
             }
             DataType::RunEndEncoded(_, v) => vec![v.as_ref()],
             _ => Vec::new(),
@@ -246,9 +255,7 @@ fn csv_width<R: Read>(input: R, delimiter: u8) -> Result<usize> {
     let mut r = BufReader::new(input.take(MAX_CSV_HEADER));
     let (mut fields, mut quoted, mut any) = (1usize, false, false);
     loop {
-        let buf = r
-            .fill_buf()
-            .map_err(|e| Error::io("reading the CSV input", e))?;
+        let buf = r.fill_buf().map_err(|e| Error::io("reading the CSV input", e))?;
         if buf.is_empty() {
             if !any {
                 return Err(Error::malformed("CSV input", "the input is empty"));
@@ -296,14 +303,16 @@ pub fn csv<R: Read + Seek + 'static>(mut input: R, len: u64, opts: CsvOptions, s
         }
         SchemaFrom::Given(t) => t,
         SchemaFrom::ByHeader(t) => {
-            let (header, _) = contain(WHAT, || fmt.infer_schema(BufReader::new(&mut input), Some(0)).map_err(&err))?;
+            let (header, _) = contain(WHAT, || {
+                fmt.infer_schema(BufReader::new(&mut input), Some(0)).map_err(&err)
+            })?;
             let fields = header
                 .fields()
                 .iter()
                 .map(|h| {
-                    t.field_with_name(h.name())
-                        .cloned()
-                        .map_err(|_| Error::SchemaMismatch(format!("column {:?} of the input is not in the table", h.name())))
+                    t.field_with_name(h.name()).cloned().map_err(|_| {
+                        Error::SchemaMismatch(format!("column {:?} of the input is not in the table", h.name()))
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             Arc::new(Schema::new(fields))
@@ -601,13 +610,16 @@ fn ipc_message<R: Read>(r: &mut R, pos: &mut u64, len: u64) -> Result<Option<(Ve
     }
     let meta = read_exact_vec(r, meta_len as usize, WHAT)?;
     *pos += meta_len;
-    let message = arrow::ipc::root_as_message(&meta)
-        .map_err(|e| Error::malformed(WHAT, format!("message metadata: {e}")))?;
+    let message =
+        arrow::ipc::root_as_message(&meta).map_err(|e| Error::malformed(WHAT, format!("message metadata: {e}")))?;
     let body_len = message.bodyLength();
     if body_len < 0 || body_len as u64 > remaining(*pos) {
         return Err(Error::malformed(
             WHAT,
-            format!("a message declares a body of {body_len} bytes, {} remain", remaining(*pos)),
+            format!(
+                "a message declares a body of {body_len} bytes, {} remain",
+                remaining(*pos)
+            ),
         ));
     }
     let body_len = body_len as usize;
@@ -632,8 +644,7 @@ fn ipc_stream<R: Read + 'static>(input: R, len: u64) -> Result<Import> {
     let mut pos = 0u64;
     let mut decoder = arrow::ipc::reader::StreamDecoder::new();
     // The first message is the schema.
-    let (framed, _) = ipc_message(&mut r, &mut pos, len)?
-        .ok_or_else(|| Error::malformed(WHAT, "no schema message"))?;
+    let (framed, _) = ipc_message(&mut r, &mut pos, len)?.ok_or_else(|| Error::malformed(WHAT, "no schema message"))?;
     let mut buf = Buffer::from(framed);
     let first = contain(WHAT, || decoder.decode(&mut buf).map_err(&err))?;
     let schema = decoder
@@ -696,7 +707,8 @@ fn ipc_file<R: Read + Seek + 'static>(mut input: R, len: u64) -> Result<Import> 
         .seek(SeekFrom::Start(data_end))
         .map_err(|e| Error::io("reading the Arrow IPC file", e))?;
     let footer_bytes = read_exact_vec(&mut input, footer_len as usize, WHAT)?;
-    let footer = arrow::ipc::root_as_footer(&footer_bytes).map_err(|e| Error::malformed(WHAT, format!("footer: {e}")))?;
+    let footer =
+        arrow::ipc::root_as_footer(&footer_bytes).map_err(|e| Error::malformed(WHAT, format!("footer: {e}")))?;
     let fb_schema = footer
         .schema()
         .ok_or_else(|| Error::malformed(WHAT, "the footer has no schema"))?;
@@ -713,20 +725,22 @@ fn ipc_file<R: Read + Seek + 'static>(mut input: R, len: u64) -> Result<Import> 
             Some(end) if off >= 8 && meta > 0 && body >= 0 && end as u64 <= data_end => Ok(*b),
             _ => Err(Error::malformed(
                 WHAT,
-                format!("a block of {meta} + {body} bytes at {off} does not lie within the file's {data_end} bytes of data"),
+                format!(
+                    "a block of {meta} + {body} bytes at {off} does not lie within the file's {data_end} bytes of data"
+                ),
             )),
         }
     };
     let dictionaries = footer
         .dictionaries()
-        .map(|d| d.iter().map(|b| check(&b)).collect::<Result<Vec<_>>>())
+        .map(|d| d.iter().map(&check).collect::<Result<Vec<_>>>())
         .transpose()?
         .unwrap_or_default();
     let blocks = footer
         .recordBatches()
         .ok_or_else(|| Error::malformed(WHAT, "the footer lists no record batches"))?
         .iter()
-        .map(|b| check(&b))
+        .map(check)
         .collect::<Result<Vec<_>>>()?;
     drop(footer_bytes);
     let read_block = |input: &mut R, b: &arrow::ipc::Block| -> Result<Buffer> {
@@ -747,14 +761,14 @@ fn ipc_file<R: Read + Seek + 'static>(mut input: R, len: u64) -> Result<Import> 
     let batches = std::iter::from_fn(move || -> Option<Result<RecordBatch>> {
         while let Some(b) = blocks.get(next) {
             next += 1;
-            let r = read_block(&mut input, b).and_then(|buf| {
-                decoder.read_record_batch(b, &buf).map_err(malformed(WHAT))
-            });
-            shared.store(b.offset() as u64 + b.metaDataLength() as u64 + b.bodyLength() as u64, Ordering::Relaxed);
+            let r =
+                read_block(&mut input, b).and_then(|buf| decoder.read_record_batch(b, &buf).map_err(malformed(WHAT)));
+            shared.store(
+                b.offset() as u64 + b.metaDataLength() as u64 + b.bodyLength() as u64,
+                Ordering::Relaxed,
+            );
             match r {
-                Ok(Some(batch)) => {
-                    return Some(check_ipc_rows(&batch, b.bodyLength() as usize, WHAT).map(|_| batch))
-                }
+                Ok(Some(batch)) => return Some(check_ipc_rows(&batch, b.bodyLength() as usize, WHAT).map(|_| batch)),
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),
             }
@@ -829,7 +843,10 @@ fn max_uncompressed(codec: Compression, compressed: u64) -> u64 {
         // A 4-byte zstd RLE block expands to 128 KiB.
         _ => 32_768,
     };
-    compressed.saturating_mul(ratio).saturating_add(1024).min(MAX_PAGE as u64)
+    compressed
+        .saturating_mul(ratio)
+        .saturating_add(1024)
+        .min(MAX_PAGE as u64)
 }
 
 /// Checks every page header of a column chunk lying at `start..start + len`.
@@ -864,7 +881,10 @@ fn check_pages<T: ChunkReader>(input: &Bounded<T>, start: u64, len: u64, codec: 
             ));
         }
         if v as u64 > (u as u64).saturating_mul(8).max(1 << 20) {
-            return Err(Error::malformed(WHAT, format!("a page of {u} bytes declares {v} values")));
+            return Err(Error::malformed(
+                WHAT,
+                format!("a page of {u} bytes declares {v} values"),
+            ));
         }
         pos = after + c as u64;
     }

@@ -81,7 +81,10 @@ fn csv_wide_valid(width: usize) -> Vec<u8> {
 /// JSON lines of 20,000 objects with a key each (340 KB): inference made a 20,000-column schema,
 /// and a batch of all its rows, all columns, nulls but one.
 fn jsonl_many_keys() -> Vec<u8> {
-    (0..20_000).map(|i| format!("{{\"k{i}\":1}}\n")).collect::<String>().into_bytes()
+    (0..20_000)
+        .map(|i| format!("{{\"k{i}\":1}}\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 /// A Parquet file whose footer declares 2^31 - 1 row groups in a few bytes: the `parquet` crate
@@ -118,7 +121,9 @@ fn parquet_snappy_page_bomb() -> Vec<u8> {
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut file, batch.schema(), Some(props)).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
-    let meta = ParquetMetaDataReader::new().parse_and_finish(&Bytes::from(file.clone())).unwrap();
+    let meta = ParquetMetaDataReader::new()
+        .parse_and_finish(&Bytes::from(file.clone()))
+        .unwrap();
     let col = meta.row_group(0).column(0).clone();
     let (start, len) = (col.data_page_offset() as usize, col.compressed_size() as usize);
     let chunk = &file[start..start + len];

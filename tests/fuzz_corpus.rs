@@ -101,7 +101,10 @@ fn import_seeds() -> Vec<(&'static str, Vec<u8>)> {
         w.finish().unwrap();
     }
     out.push(("import_jsonl-sample", json));
-    out.push(("import_jsonl-nested", b"{\"a\":[1,2],\"b\":{\"c\":\"x\"}}\n{\"a\":null}\n".to_vec()));
+    out.push((
+        "import_jsonl-nested",
+        b"{\"a\":[1,2],\"b\":{\"c\":\"x\"}}\n{\"a\":null}\n".to_vec(),
+    ));
     let mut file = Vec::new();
     {
         let mut w = arrow::ipc::writer::FileWriter::try_new(&mut file, &schema).unwrap();
@@ -117,7 +120,10 @@ fn import_seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     out.push(("import_ipc-stream", stream));
     for (name, codec) in [
-        ("import_parquet-zstd", parquet::basic::Compression::ZSTD(Default::default())),
+        (
+            "import_parquet-zstd",
+            parquet::basic::Compression::ZSTD(Default::default()),
+        ),
         ("import_parquet-snappy", parquet::basic::Compression::SNAPPY),
     ] {
         let props = parquet::file::properties::WriterProperties::builder()

@@ -245,7 +245,9 @@ impl<'a> ScanBuilder<'a> {
                     .filter(|l| group.contains(&reader.leaf_field[*l]))
                     .collect();
                 Ok((
-                    crate::error::contain("footer", || Ok(ProjectionMask::roots(schema_descr, group.iter().copied())))?,
+                    crate::error::contain("footer", || {
+                        Ok(ProjectionMask::roots(schema_descr, group.iter().copied()))
+                    })?,
                     group_leaves,
                 ))
             })
