@@ -317,3 +317,40 @@ impl Error {
         }
     }
 }
+
+thread_local! {
+    /// How many [`contain`] calls the current thread is inside.
+    static CONTAINING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the current thread runs inside [`contain`], so a panic now becomes an error (the fuzz
+/// targets' panic hook lets those through and aborts on any other).
+pub fn panic_is_contained() -> bool {
+    CONTAINING.with(|c| c.get() > 0)
+}
+
+/// Runs `f`, a decoder from a dependency (Parquet, Arrow IPC, CSV, JSON) over untrusted bytes, and
+/// turns a panic inside it into [`Error::Malformed`] about `what`: such a panic means input the
+/// decoder did not expect, never a state of colvault's own.
+///
+/// Unwind safety is asserted: callers move into `f` only values they drop or rebuild after a
+/// failure, so nothing is observed half-updated.
+pub(crate) fn contain<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    CONTAINING.with(|c| c.set(c.get() + 1));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(c.get() - 1));
+    match r {
+        Ok(r) => r,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the decoder failed".into());
+            Err(Error::malformed(
+                what,
+                format!("the decoder failed on this input ({detail})"),
+            ))
+        }
+    }
+}

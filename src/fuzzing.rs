@@ -23,6 +23,33 @@ use crate::read::{FileReader, ReaderOptions};
 use crate::table::Manifest;
 use crate::write::{FileWriter, WriterOptions};
 
+/// Installs (once) the fuzz targets' panic hook: a panic inside a decoder that colvault contains
+/// (it becomes [`Error::Malformed`], see [`crate::error::panic_is_contained`]) passes silently, and
+/// is counted in [`contained_panics`]; any other panic prints and aborts, so libFuzzer reports it.
+/// Without it libFuzzer's own hook aborts on every panic, contained or not, and a target stops at
+/// the first known upstream panic that colvault already turns into an error.
+pub fn abort_on_uncontained_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if crate::error::panic_is_contained() {
+                CONTAINED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            default(info);
+            std::process::abort();
+        }));
+    });
+}
+
+static CONTAINED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Panics contained so far under [`abort_on_uncontained_panics`].
+pub fn contained_panics() -> u64 {
+    CONTAINED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The fixed key id of [`FixedKms`].
 pub const FUZZ_KEY: &str = "cmk-fuzz";
 
@@ -122,6 +149,93 @@ pub fn write_file(alg: Algorithm, rows: &[(i64, Option<String>)], rg_rows: usize
 pub fn file_reader(data: &[u8]) {
     if let Ok(r) = FileReader::open(data.to_vec(), ReaderOptions::default().with_keys(access().clone())) {
         let _ = r.scan().build().and_then(|b| b.read_all());
+    }
+}
+
+/// Makes the checksums of a `none` file agree with its bytes again: every chunk's segment
+/// checksums and the footer's digest of them, then the footer body's checksum. Returns `None` for
+/// bytes too broken to find the footer in (wrong length fields, an envelope that does not decode or
+/// names an encrypted algorithm). Magic bytes are set, so mutations spend no time on them.
+///
+/// A mutated `none` file almost never passes its BLAKE3 checksums, so without this the Parquet
+/// decoder behind them would never see hostile metadata or pages: with it, it sees little else.
+pub fn reseal_plain(data: &[u8]) -> Option<Vec<u8>> {
+    use crate::crypto::{plaintext_len, ChunkKind, ChunkSealer};
+    use crate::format::footer::body_aad;
+    use crate::format::{MAGIC, TRAILER_LEN};
+
+    let mut file = data.to_vec();
+    let len = file.len();
+    if len < MAGIC.len() + TRAILER_LEN {
+        return None;
+    }
+    file[..4].copy_from_slice(&MAGIC);
+    file[len - 4..].copy_from_slice(&MAGIC);
+    let trailer = &file[len - TRAILER_LEN..];
+    let env_len = u32::from_be_bytes(trailer[0..4].try_into().ok()?) as usize;
+    let body_len = u32::from_be_bytes(trailer[4..8].try_into().ok()?) as usize;
+    let body_end = len - TRAILER_LEN;
+    let body_start = body_end.checked_sub(body_len)?;
+    let env_start = body_start.checked_sub(env_len)?;
+    if env_start < MAGIC.len() || body_len < 32 {
+        return None;
+    }
+    let env_bytes = file[env_start..body_start].to_vec();
+    let envelope = Envelope::decode(&env_bytes).ok()?;
+    if envelope.algorithm != Algorithm::None {
+        return None;
+    }
+    let plain_end = body_end - 32;
+    if let Ok(mut body) = FooterBody::decode(&file[body_start..plain_end]) {
+        let dek = SecretKey::from_slice(&[0u8; 32]).ok()?;
+        let leaves = (body.leaves as usize).max(1);
+        for (i, entry) in body.chunks.iter_mut().enumerate() {
+            let (Ok(off), Ok(n)) = (usize::try_from(entry.offset), usize::try_from(entry.len)) else {
+                continue;
+            };
+            let Ok(plain) = plaintext_len(Algorithm::None, n) else {
+                continue;
+            };
+            if off < MAGIC.len() || off.checked_add(n).is_none_or(|end| end > env_start) {
+                continue;
+            }
+            let (rg, leaf) = ((i / leaves) as u32, (i % leaves) as u32);
+            let Ok(sealer) = ChunkSealer::new(Algorithm::None, &dek, envelope.file_id, leaf) else {
+                continue;
+            };
+            let mut chunk = file[off..off + plain].to_vec();
+            let Ok(tags) = sealer.seal_detached_here(rg, ChunkKind::Data, &mut chunk) else {
+                continue;
+            };
+            if tags.len() == n - plain {
+                file[off + plain..off + n].copy_from_slice(&tags);
+                entry.tags_digest = *blake3::hash(&tags).as_bytes();
+            }
+        }
+        let encoded = body.encode();
+        if encoded.len() == plain_end - body_start {
+            file[body_start..plain_end].copy_from_slice(&encoded);
+        }
+    }
+    let aad = body_aad(&env_bytes, len as u64, body_len as u64);
+    let tag = crate::crypto::chunk::blake3_tag(None, &aad, &file[body_start..plain_end]);
+    file[plain_end..body_end].copy_from_slice(&tag);
+    Some(file)
+}
+
+/// Target `plain_file`: arbitrary bytes made into a `none` file whose checksums hold
+/// ([`reseal_plain`]), opened and read in full, and scanned with a pruning predicate, so the
+/// Parquet metadata, statistics and page decoders see hostile input.
+pub fn plain_file(data: &[u8]) {
+    let Some(file) = reseal_plain(data) else { return };
+    let Ok(r) = FileReader::open(file, ReaderOptions::default()) else {
+        return;
+    };
+    let _ = r.scan().build().and_then(|b| b.read_all());
+    if let Some(f) = r.schema().fields().first() {
+        let value: arrow::array::ArrayRef = Arc::new(Int64Array::from(vec![7]));
+        let p = crate::read::Predicate::compare(f.name().clone(), crate::read::CmpOp::GtEq, value);
+        let _ = r.scan().filter(p).build().and_then(|b| b.read_all());
     }
 }
 
@@ -236,4 +350,45 @@ pub fn round_trip(data: &[u8]) {
         rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
         "names differ after a round trip"
     );
+}
+
+/// Reads every batch of an import, up to its first error.
+fn drain(import: Result<crate::import::Import>) {
+    if let Ok(i) = import {
+        for b in i.batches {
+            if b.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn import_bytes(data: &[u8], format: crate::import::Format) {
+    use crate::import::{open_bytes, CsvOptions, SchemaFrom};
+    drain(open_bytes(
+        bytes::Bytes::copy_from_slice(data),
+        format,
+        CsvOptions::default(),
+        SchemaFrom::Infer,
+    ));
+}
+
+/// Target `import_csv`: arbitrary bytes imported as CSV with a header (schema inferred).
+pub fn import_csv(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Csv);
+}
+
+/// Target `import_jsonl`: arbitrary bytes imported as JSON lines (schema inferred).
+pub fn import_jsonl(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Jsonl);
+}
+
+/// Target `import_ipc`: arbitrary bytes imported as Arrow IPC (file or stream, by the magic).
+pub fn import_ipc(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Ipc);
+}
+
+/// Target `import_parquet`: arbitrary bytes imported as Parquet.
+pub fn import_parquet(data: &[u8]) {
+    import_bytes(data, crate::import::Format::Parquet);
 }

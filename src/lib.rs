@@ -12,6 +12,7 @@ pub mod format;
 mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod import;
 pub mod kms;
 pub mod project;
 pub mod read;

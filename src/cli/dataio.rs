@@ -2,15 +2,13 @@
 //! lines), fitting batches to a table's schema, and an order-preserving checksum of table contents.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchReader};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use arrow::error::ArrowError;
 use clap::ValueEnum;
 
 use super::error::{io_err, CliError, CliResult};
@@ -199,57 +197,9 @@ pub fn describe_field(f: &Field) -> String {
 // ---------------------------------------------------------------------------------------------
 // Reading.
 
-/// A reader that counts how far into the file it has read.
-struct Counting<R> {
-    inner: R,
-    pos: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-impl<R: Seek> Seek for Counting<R> {
-    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let p = self.inner.seek(to)?;
-        self.pos.store(p, Ordering::Relaxed);
-        Ok(p)
-    }
-}
-
-/// How far a source has got.
-pub enum Position {
-    /// Bytes of the file read so far (the shared counter), of `total`.
-    Bytes(Arc<AtomicU64>),
-    /// Rows: the consumer adds each batch's rows.
-    Rows,
-}
-
-/// Batches read from a file.
-pub struct Source {
-    /// The schema of the batches.
-    pub schema: SchemaRef,
-    /// The batches.
-    pub batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>,
-    /// The progress total (bytes or rows, as `position` says).
-    pub total: u64,
-    /// How progress is measured.
-    pub position: Position,
-}
-
-/// Options of a CSV source.
-#[derive(Clone, Copy, Debug)]
-pub struct CsvOptions {
-    pub delimiter: u8,
-    pub header: bool,
-}
-
-const BATCH_ROWS: usize = 65_536;
-const INFER_ROWS: usize = 100_000;
+/// Batches read from a file (the library's bounded readers, [`colvault::import`]).
+pub type Source = colvault::import::Import;
+pub use colvault::import::{CsvOptions, Progress as Position};
 
 fn open_file(path: &Path) -> CliResult<File> {
     File::open(path).map_err(|e| io_err(format!("opening {}", path.display()), e))
@@ -263,113 +213,27 @@ fn file_len(f: &File, path: &Path) -> CliResult<u64> {
 
 /// Opens `path` as `format`. With `target` (an existing table's schema) CSV and JSON are parsed
 /// with the table's types; otherwise their schema is inferred from the first 100,000 records.
+/// Every reader bounds its memory by what the input can hold ([`colvault::import`]).
 pub fn open_source(path: &Path, format: Format, csv: CsvOptions, target: Option<&SchemaRef>) -> CliResult<Source> {
+    use colvault::import::{self, SchemaFrom};
     let f = open_file(path)?;
     let total = file_len(&f, path)?;
-    let pos = Arc::new(AtomicU64::new(0));
-    match format {
-        Format::Csv => {
-            let fmt = arrow::csv::reader::Format::default()
-                .with_header(csv.header)
-                .with_delimiter(csv.delimiter);
-            let schema: SchemaRef = match target {
-                None => Arc::new(fmt.infer_schema(BufReader::new(&f), Some(INFER_ROWS))?.0),
-                Some(t) if !csv.header => t.clone(),
-                Some(t) => {
-                    // Columns are taken by header name, in the file's order.
-                    let (header, _) = fmt.infer_schema(BufReader::new(&f), Some(0))?;
-                    let fields = header
-                        .fields()
-                        .iter()
-                        .map(|h| {
-                            t.field_with_name(h.name()).cloned().map_err(|_| {
-                                CliError::data(format!(
-                                    "column {:?} of {} is not in the table",
-                                    h.name(),
-                                    path.display()
-                                ))
-                                .hint("add it first with `colvault table add-column PROJECT TABLE NAME:TYPE`")
-                            })
-                        })
-                        .collect::<CliResult<Vec<_>>>()?;
-                    Arc::new(Schema::new(fields))
-                }
-            };
-            let mut f = f;
-            f.seek(SeekFrom::Start(0))
-                .map_err(|e| io_err("rewinding the input", e))?;
-            let reader = arrow::csv::ReaderBuilder::new(schema.clone())
-                .with_format(fmt)
-                .with_batch_size(BATCH_ROWS)
-                .build(Counting {
-                    inner: f,
-                    pos: pos.clone(),
-                })?;
-            Ok(Source {
-                schema,
-                batches: Box::new(reader),
-                total,
-                position: Position::Bytes(pos),
-            })
-        }
-        Format::Jsonl => {
-            let schema: SchemaRef = match target {
-                Some(t) => t.clone(),
-                None => Arc::new(arrow::json::reader::infer_json_schema(BufReader::new(&f), Some(INFER_ROWS))?.0),
-            };
-            let mut f = f;
-            f.seek(SeekFrom::Start(0))
-                .map_err(|e| io_err("rewinding the input", e))?;
-            let reader = arrow::json::ReaderBuilder::new(schema.clone())
-                .with_batch_size(BATCH_ROWS)
-                .with_strict_mode(true)
-                .build(BufReader::new(Counting {
-                    inner: f,
-                    pos: pos.clone(),
-                }))?;
-            Ok(Source {
-                schema,
-                batches: Box::new(reader),
-                total,
-                position: Position::Bytes(pos),
-            })
-        }
-        Format::Parquet => {
-            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?;
-            let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
-            let reader = b.with_batch_size(BATCH_ROWS).build()?;
-            Ok(Source {
-                schema: reader.schema(),
-                batches: Box::new(reader),
-                total: rows,
-                position: Position::Rows,
-            })
-        }
-        Format::Ipc => {
-            let mut head = [0u8; 6];
-            let is_file = (&f).read_exact(&mut head).is_ok() && &head == b"ARROW1";
-            let mut f = f;
-            f.seek(SeekFrom::Start(0))
-                .map_err(|e| io_err("rewinding the input", e))?;
-            let counting = Counting {
-                inner: f,
-                pos: pos.clone(),
-            };
-            let (schema, batches): (SchemaRef, Box<dyn Iterator<Item = _>>) = if is_file {
-                let r = arrow::ipc::reader::FileReader::try_new(counting, None)?;
-                (r.schema(), Box::new(r))
-            } else {
-                let r = arrow::ipc::reader::StreamReader::try_new(BufReader::new(counting), None)?;
-                (r.schema(), Box::new(r))
-            };
-            Ok(Source {
-                schema,
-                batches,
-                total,
-                position: Position::Bytes(pos),
-            })
-        }
-    }
+    let schema = match (target, format) {
+        (None, _) => SchemaFrom::Infer,
+        (Some(t), Format::Csv) if csv.header => SchemaFrom::ByHeader(t.clone()),
+        (Some(t), _) => SchemaFrom::Given(t.clone()),
+    };
+    let opened = match format {
+        Format::Csv => import::csv(BufReader::new(f), total, csv, schema),
+        Format::Jsonl => import::jsonl(f, total, schema),
+        Format::Ipc => import::ipc(BufReader::new(f), total),
+        Format::Parquet => import::parquet(f),
+    };
+    opened.map_err(|e| match e {
+        colvault::Error::SchemaMismatch(m) => CliError::data(format!("{m} ({})", path.display()))
+            .hint("add it first with `colvault table add-column PROJECT TABLE NAME:TYPE`"),
+        other => CliError::from(other),
+    })
 }
 
 /// The schema a new table gets from a file's schema: its fields, without file-level metadata.

@@ -107,6 +107,14 @@ enum Command {
 
 /// Runs the command line and gives the process's exit code.
 pub fn main() -> ExitCode {
+    // A panic in a decoder that the library contains becomes a typed error with its own message:
+    // printing the panic too would only confuse. Any other panic prints as usual.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !colvault::error::panic_is_contained() {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
     let provider = colvault::crypto::providers()
         .into_iter()

@@ -233,7 +233,7 @@ impl Iterator for Feed<'_> {
             Ok(b) => match conform(&b, &self.schema) {
                 Err(e) => self.fail(e),
                 Ok(b) => {
-                    match &self.src.position {
+                    match &self.src.progress {
                         Position::Bytes(p) => self.pb.set_position(p.load(std::sync::atomic::Ordering::Relaxed)),
                         Position::Rows => self.pb.inc(b.num_rows() as u64),
                     }
@@ -280,7 +280,7 @@ fn import(
     let pb = bar(
         src.total,
         &format!("import {table}"),
-        matches!(src.position, Position::Bytes(_)),
+        matches!(src.progress, Position::Bytes(_)),
     );
     let mut failed = None;
     let result = match target {

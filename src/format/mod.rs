@@ -15,6 +15,7 @@ pub mod rewrap;
 pub mod schema;
 pub mod source;
 pub mod stats;
+pub mod thrift;
 
 pub use envelope::{Envelope, KeyEntry, KeyRole};
 pub use footer::{ChunkEntry, FooterBody, SealedStats};

@@ -15,7 +15,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -205,28 +204,31 @@ impl Lane {
     /// decoder (input it did not expect) becomes a typed error and ends the lane.
     fn decode_one(&self, decoder: &mut Decoder) -> Option<Result<RecordBatch>> {
         if let Decoder::Pending(mask) = decoder {
-            let built =
+            let built = crate::error::contain("column chunk", || {
                 ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.shared.metadata.clone())
                     .with_projection(mask.clone())
                     .with_row_groups(vec![self.row_group])
                     .with_batch_size(self.shared.batch_size)
-                    .build();
+                    .build()
+                    .map_err(|e| Error::Parquet(e.to_string()))
+            });
             match built {
                 Ok(r) => *decoder = Decoder::Ready(Box::new(r)),
-                Err(e) => return Some(Err(Error::Parquet(e.to_string()))),
+                Err(e) => return Some(Err(e)),
             }
         }
         let Decoder::Ready(reader) = decoder else {
             return Some(Err(Error::Poisoned));
         };
-        match catch_unwind(AssertUnwindSafe(|| reader.next())) {
+        match crate::error::contain("column chunk", || Ok(reader.next())) {
             Ok(None) => None,
             Ok(Some(Ok(b))) => Some(Ok(b)),
             Ok(Some(Err(e))) => Some(Err(self.typed(e))),
-            Err(_) => Some(Err(Error::malformed(
-                "column chunk",
-                format!("row group {} could not be decoded", self.row_group),
-            ))),
+            Err(Error::Malformed { what, detail }) => Some(Err(Error::Malformed {
+                what,
+                detail: format!("row group {}: {detail}", self.row_group),
+            })),
+            Err(e) => Some(Err(e)),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::crypto::{
     derive_key, plaintext_len, verify_commitment, Algorithm, ChunkKind, ChunkOpener, CipherProvider, FileId, Purpose,
     SecretKey,
 };
-use crate::error::{Error, Result};
+use crate::error::{contain, Error, Result};
 use crate::format::envelope::{Envelope, KeyRole};
 use crate::format::footer::{body_aad, open_body, FooterBody};
 use crate::format::{ReadAt, MAGIC, MAX_BODY_LEN, MAX_ENVELOPE_LEN, TRAILER_LEN};
@@ -252,7 +252,12 @@ impl FileReader {
             return Err(Error::integrity("chunk table (chunks do not tile the file)"));
         }
 
-        let pq = ParquetMetaDataReader::decode_metadata(&body.parquet_metadata).map_err(pq_err)?;
+        // Everything that decodes or rebuilds Parquet metadata runs contained: for `none` these are
+        // bytes only a checksum protects, and a panic in the `parquet` crate becomes Malformed.
+        crate::format::thrift::check_file_metadata(&body.parquet_metadata)?;
+        let pq = contain("footer", || {
+            ParquetMetaDataReader::decode_metadata(&body.parquet_metadata).map_err(pq_err)
+        })?;
         let schema_descr = pq.file_metadata().schema_descr_ptr();
         if pq.num_row_groups() != body.row_groups as usize || schema_descr.num_columns() != body.leaves as usize {
             return Err(Error::integrity(
@@ -312,18 +317,18 @@ impl FileReader {
                     column_deks.insert(f, dek);
                 }
             }
-            pq = restore_stats(pq, &body, &leaf_field, &column_deks, &envelope, opts.provider())?;
+            pq = contain("footer", || {
+                restore_stats(pq, &body, &leaf_field, &column_deks, &envelope, opts.provider())
+            })?;
         }
         // The Arrow schema comes from colvault's own encoding, never from arrow-ipc. Matching it to
         // the Parquet schema is parquet's code over bytes a `none` file only checksums, so a panic
         // there is still contained and reported as malformed input (defence in depth).
         let options = ArrowReaderOptions::new().with_schema(as_parquet_reads(&arrow_schema));
-        // Both values move into the closure and are dropped if it panics: nothing is observed
-        // in a broken state afterwards, so asserting unwind safety is sound.
-        let try_new = std::panic::AssertUnwindSafe(|| ArrowReaderMetadata::try_new(Arc::new(pq), options));
-        let metadata = std::panic::catch_unwind(try_new)
-            .map_err(|_| Error::malformed("footer", "the Arrow schema does not match the Parquet schema"))?
-            .map_err(pq_err)?;
+        // Both values move into the closure and are dropped if it panics.
+        let metadata = contain("footer", || {
+            ArrowReaderMetadata::try_new(Arc::new(pq), options).map_err(pq_err)
+        })?;
         let leaf_key = leaf_field
             .iter()
             .map(

@@ -63,8 +63,13 @@ impl Predicate {
         }
     }
 
-    /// Which row groups may hold a match.
+    /// Which row groups may hold a match. Statistics are decoded by `parquet` from the footer (for
+    /// `none` files, bytes only a checksum protects), so a panic there is contained.
     fn keep(&self, reader: &FileReader) -> Result<Vec<bool>> {
+        crate::error::contain("statistics", || self.keep_inner(reader))
+    }
+
+    fn keep_inner(&self, reader: &FileReader) -> Result<Vec<bool>> {
         let meta = reader.parquet_metadata();
         let n = meta.num_row_groups();
         let schema = reader.schema();
@@ -239,9 +244,14 @@ impl<'a> ScanBuilder<'a> {
                     .copied()
                     .filter(|l| group.contains(&reader.leaf_field[*l]))
                     .collect();
-                (ProjectionMask::roots(schema_descr, group.iter().copied()), group_leaves)
+                Ok((
+                    crate::error::contain("footer", || {
+                        Ok(ProjectionMask::roots(schema_descr, group.iter().copied()))
+                    })?,
+                    group_leaves,
+                ))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let lanes = row_groups
             .iter()
             .enumerate()

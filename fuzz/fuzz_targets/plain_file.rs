@@ -1,0 +1,10 @@
+//! Fuzz target `plain_file`: see `colvault::fuzzing::plain_file`. Panics that colvault contains (turns into
+//! `Error::Malformed`) are not crashes; any other panic is.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    colvault::fuzzing::abort_on_uncontained_panics();
+    colvault::fuzzing::plain_file(data)
+});
