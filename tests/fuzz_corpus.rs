@@ -119,11 +119,7 @@ fn replay_corpus_and_regressions() {
 fn seeds_are_valid_inputs() {
     for alg in Algorithm::ALL {
         let file = fuzzing::write_file(alg, &[(1, Some("a".into()))], 1).unwrap();
-        let r = colvault::FileReader::open(
-            file,
-            colvault::ReaderOptions::default().with_keys(fuzzing::access().clone()),
-        )
-        .unwrap();
+        let r = colvault::FileReader::open(file, fuzzing::reader_options(alg).unwrap()).unwrap();
         assert_eq!(r.num_rows(), 1);
     }
     fuzzing::round_trip(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);

@@ -29,6 +29,7 @@ use arrow::error::ArrowError;
 use crate::crypto::{random_array, FileId};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::kms::KeyId;
 use crate::project::Project;
 use crate::read::{BatchReader, FileReader, Predicate, ReaderOptions};
 use crate::write::{Compression, FileWriter, WriterOptions};
@@ -217,6 +218,14 @@ impl Table {
         (s.cmk.is_some() || migrating_key.is_some()).then(|| self.project.access(&self.table_id))
     }
 
+    /// The CMKs a manifest of this table may be sealed under: the project's, and during a
+    /// migration the one it is leaving. Never taken from the manifest itself.
+    fn manifest_cmks(&self) -> Vec<KeyId> {
+        let s = self.project.settings();
+        let migrating_key = s.migrating_from.as_ref().and_then(|(_, k)| k.as_ref());
+        s.cmk.iter().chain(migrating_key).cloned().collect()
+    }
+
     /// Whether manifests must be sealed under a key (the project is encrypted and not migrating
     /// from plaintext): a checksummed manifest is then a downgrade and refused.
     fn require_sealed(&self) -> bool {
@@ -261,7 +270,10 @@ impl Table {
                 self.name
             )));
         }
-        let m = Manifest::open(&bytes, version, Some(&self.table_id), self.access().as_ref())?;
+        let access = self.access();
+        let cmks = self.manifest_cmks();
+        let keys = access.as_ref().map(|a| (a, cmks.as_slice()));
+        let m = Manifest::open(&bytes, version, Some(&self.table_id), keys)?;
         Ok((m, *blake3::hash(&bytes).as_bytes()))
     }
 
@@ -401,14 +413,14 @@ impl Table {
 
     fn writer_options(&self) -> WriterOptions {
         let s = self.project.settings();
-        let mut b = WriterOptions::builder()
-            .compression(self.write.compression)
+        let b = match &s.cmk {
+            Some(cmk) => WriterOptions::encrypted(s.algorithm, self.project.access(&self.table_id), cmk.clone()),
+            None => WriterOptions::plaintext(),
+        };
+        b.compression(self.write.compression)
             .max_row_group_rows(self.write.row_group_rows)
-            .allow_legacy_rc4(s.allow_legacy_rc4);
-        if let (Some(cmk), Some(access)) = (&s.cmk, self.access()) {
-            b = b.encryption(s.algorithm, access, cmk.clone());
-        }
-        b.build()
+            .allow_legacy_rc4(s.allow_legacy_rc4)
+            .build()
     }
 
     /// Writes `batches` into new data files (published, not yet committed).
@@ -692,6 +704,18 @@ impl Table {
         .read_all()
     }
 
+    /// What a reader of committed file `f` of snapshot `m` must expect: the algorithm of the
+    /// (authenticated) manifest, and the CMKs it records for the file.
+    pub fn reader_options(&self, f: &FileRef, m: &Manifest) -> Result<ReaderOptions> {
+        if !m.algorithm.is_encrypted() {
+            return Ok(ReaderOptions::plaintext());
+        }
+        let access = self.access().ok_or_else(|| Error::KeysRequired {
+            algorithm: m.algorithm.to_string(),
+        })?;
+        Ok(ReaderOptions::encrypted(m.algorithm, access, f.key_ids.iter().cloned()))
+    }
+
     /// Opens one committed file, checking it against the manifest: its id, length and footer digest,
     /// the project's algorithm and the keys the manifest allows.
     fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
@@ -710,11 +734,7 @@ impl Table {
             }
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        let mut opts = ReaderOptions::default().expect_algorithm(m.algorithm);
-        if let Some(access) = self.access() {
-            opts = opts.with_keys(access).allow_keys(f.key_ids.clone());
-        }
-        let r = FileReader::open(file, opts)?;
+        let r = FileReader::open(file, self.reader_options(f, m)?)?;
         if r.file_id() != f.file_id || r.file_len() != f.len || r.footer_digest() != f.footer_digest {
             return Err(Error::integrity(format!(
                 "data file {} (it is not the file the manifest committed)",
