@@ -90,11 +90,11 @@ impl std::str::FromStr for Compression {
 /// code that the data is stored without encryption. Either gives a [`WriterOptionsBuilder`] for
 /// the rest (codec, row groups, column keys ...).
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// // No default that silently means plaintext.
 /// let opts = colvault::WriterOptions::default();
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// // No builder without a choice about encryption either.
 /// let opts = colvault::WriterOptions::builder().build();
 /// ```
@@ -128,6 +128,9 @@ pub struct DeterministicKeys {
     /// The footer nonce.
     pub footer_nonce: [u8; 12],
 }
+
+/// A fresh DEK and its wrapped form.
+type WrappedDek = (SecretKey, Vec<u8>);
 
 /// Builds [`WriterOptions`]; made by [`WriterOptions::encrypted`] or [`WriterOptions::plaintext`].
 ///
@@ -190,7 +193,7 @@ impl WriterOptions {
 
     /// The file id, and the file's DEK with its wrapped form when encrypted (the CMK it is
     /// wrapped under is recorded in `key_ids`).
-    fn file_keys(&self, key_ids: &mut Vec<KeyId>) -> Result<(FileId, Option<(SecretKey, Vec<u8>)>)> {
+    fn file_keys(&self, key_ids: &mut Vec<KeyId>) -> Result<(FileId, Option<WrappedDek>)> {
         #[cfg(feature = "insecure-test-vectors")]
         if let Some(d) = &self.deterministic {
             let keys = self

@@ -410,12 +410,12 @@ impl ColumnKeys {
 /// ```
 ///
 /// A caller cannot choose the file id, so cannot make two sealers that reuse nonces:
-/// ```compile_fail
+/// ```compile_fail,E0061
 /// use colvault::crypto::{Algorithm, ChunkSealer, FileId, SecretKey};
 /// let dek = SecretKey::generate().unwrap();
 /// let a = ChunkSealer::for_file(default_provider(), Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0);
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0624
 /// use colvault::crypto::{default_provider, Algorithm, ChunkSealer, FileId, SecretKey};
 /// let dek = SecretKey::generate().unwrap();
 /// let a = ChunkSealer::for_file(default_provider(), Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0);

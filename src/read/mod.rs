@@ -58,7 +58,7 @@ use crate::kms::KeyId;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// // No default that accepts whatever a file claims.
 /// let opts = colvault::ReaderOptions::default();
 /// ```
