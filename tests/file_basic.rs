@@ -226,6 +226,31 @@ fn a_file_under_another_cmk_is_refused() {
     assert_eq!(r.num_rows(), 10);
 }
 
+/// Rewrapping takes the allowed CMKs too (before, `None` allowed any): a file whose file key or
+/// column key is under a CMK not allowed is refused before anything is re-wrapped.
+#[test]
+fn rewrap_refuses_keys_not_allowed() {
+    use colvault::format::rewrap::rewrap_file;
+    let fx = Fixture::new();
+    let price_key = fx.new_key();
+    let input = batch(0, 10);
+    let mut file = Vec::new();
+    let opts = WriterOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), fx.cmk.clone())
+        .column_key("price", price_key.clone())
+        .build();
+    let mut w = FileWriter::try_new(&mut file, input.schema(), opts).unwrap();
+    w.write(&input).unwrap();
+    w.close().unwrap();
+    let rewrap = |allowed: &[colvault::kms::KeyId]| {
+        rewrap_file(&file, &mut Vec::new(), &fx.access(), allowed, &mut Default::default())
+    };
+    for allowed in [vec![fx.new_key()], vec![fx.cmk.clone()], vec![price_key.clone()]] {
+        let err = rewrap(&allowed).unwrap_err();
+        assert!(matches!(err, Error::KeyNotAllowed { .. }), "{allowed:?}: {err}");
+    }
+    rewrap(&[fx.cmk.clone(), price_key]).unwrap();
+}
+
 /// A column key must be allowed too: a file whose column key is under a CMK the reader does not
 /// allow reads every other column, and that column is refused with `KeyNotAllowed`.
 #[test]
