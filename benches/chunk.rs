@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use colvault::crypto::Algorithm;
-use colvault::{FileReader, FileWriter, ReaderOptions, WriterOptions};
+use colvault::{FileReader, FileWriter, WriterOptions};
 
 const ROWS: usize = 1 << 20;
 
@@ -26,20 +26,19 @@ fn batch() -> RecordBatch {
 }
 
 fn options(alg: Algorithm) -> WriterOptions {
-    let b = WriterOptions::builder()
-        .max_row_group_rows(ROWS)
-        .compression(colvault::Compression::Snappy);
-    if alg.is_encrypted() {
-        b.encryption(
+    let b = if alg.is_encrypted() {
+        WriterOptions::encrypted(
             alg,
             colvault::fuzzing::access().clone(),
             colvault::kms::KeyId::new(colvault::fuzzing::FUZZ_KEY).unwrap(),
         )
         .allow_legacy_rc4(true)
-        .build()
     } else {
-        b.build()
-    }
+        WriterOptions::plaintext()
+    };
+    b.max_row_group_rows(ROWS)
+        .compression(colvault::Compression::Snappy)
+        .build()
 }
 
 fn encode_decode(c: &mut Criterion) {
@@ -56,7 +55,7 @@ fn encode_decode(c: &mut Criterion) {
         let file = Bytes::from(write());
         g.bench_function("decode", |b| {
             b.iter(|| {
-                let opts = ReaderOptions::default().with_keys(colvault::fuzzing::access().clone());
+                let opts = colvault::fuzzing::reader_options(alg).unwrap();
                 let r = FileReader::open(file.clone(), opts).unwrap();
                 let out = r.scan().batch_size(ROWS).build().unwrap().read_all().unwrap();
                 assert_eq!(out[0].num_rows(), ROWS);

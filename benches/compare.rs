@@ -351,24 +351,25 @@ impl Env {
         KeyAccess::new(Arc::new(cache), project.clone(), "prj-bench", "tbl-bench")
     }
     fn colvault_options(&self, alg: Algorithm, provider: Provider, codec: Codec) -> WriterOptions {
-        let b = WriterOptions::builder()
-            .cipher_provider(provider.get())
+        let b = if alg.is_encrypted() {
+            WriterOptions::encrypted(alg, self.access.clone(), self.cmk.clone()).allow_legacy_rc4(alg == Algorithm::Rc4)
+        } else {
+            WriterOptions::plaintext()
+        };
+        b.cipher_provider(provider.get())
             .compression(codec.colvault())
             .max_row_group_rows(ROW_GROUP_ROWS)
             .dictionary(true)
-            .statistics(true);
-        if alg.is_encrypted() {
-            b.encryption(alg, self.access.clone(), self.cmk.clone())
-                .allow_legacy_rc4(alg == Algorithm::Rc4)
-                .build()
-        } else {
-            b.build()
-        }
+            .statistics(true)
+            .build()
     }
-    fn reader_options(&self, provider: Provider) -> ReaderOptions {
-        ReaderOptions::default()
-            .with_keys(self.access.clone())
-            .cipher_provider(provider.get())
+    fn reader_options(&self, alg: Algorithm, provider: Provider) -> ReaderOptions {
+        let opts = if alg.is_encrypted() {
+            ReaderOptions::encrypted(alg, self.access.clone(), [self.cmk.clone()])
+        } else {
+            ReaderOptions::plaintext()
+        };
+        opts.cipher_provider(provider.get())
     }
 }
 
@@ -610,8 +611,8 @@ fn read(c: Contender, file: &Counted, column: Option<usize>, keep: bool, env: &E
             let rows = parts.iter().map(|p| p.0).sum();
             (rows, parts.into_iter().flat_map(|p| p.1).collect())
         }
-        Contender::Colvault(_, provider) => {
-            let r = FileReader::open(file.clone(), env.reader_options(provider)).unwrap();
+        Contender::Colvault(alg, provider) => {
+            let r = FileReader::open(file.clone(), env.reader_options(alg, provider)).unwrap();
             let scan = r.scan().batch_size(READ_BATCH_ROWS);
             let scan = match column {
                 Some(i) => scan.project(vec![i]),
@@ -695,8 +696,8 @@ fn spread(v: &[f64]) -> f64 {
 }
 
 /// For colvault files: each column's sealed chunks plus the footer and the leading magic.
-fn expected_colvault_column_bytes(file: &Counted, env: &Env, leaves: usize) -> Vec<u64> {
-    let r = FileReader::open(file.clone(), env.reader_options(Provider::Default)).unwrap();
+fn expected_colvault_column_bytes(file: &Counted, env: &Env, alg: Algorithm, leaves: usize) -> Vec<u64> {
+    let r = FileReader::open(file.clone(), env.reader_options(alg, Provider::Default)).unwrap();
     let mut per_leaf = vec![0u64; leaves];
     for rg in 0..r.num_row_groups() {
         for (l, len) in r.chunk_lengths(rg).into_iter().enumerate() {
@@ -797,7 +798,7 @@ fn main() {
                 let back = arrow::compute::concat_batches(&schema, &kept).unwrap();
                 assert_eq!(back, whole, "{} {} read back different data", c.name(), codec.name());
                 s.proj_expected = match c {
-                    Contender::Colvault(..) => expected_colvault_column_bytes(&file, &env, ncols),
+                    Contender::Colvault(alg, _) => expected_colvault_column_bytes(&file, &env, alg, ncols),
                     Contender::Pme | Contender::PmeArrowWriter => vec![0; ncols],
                     _ => expected_parquet_column_bytes(&file),
                 };
@@ -860,9 +861,7 @@ fn main() {
     let fresh = Env::access_for(&env.kms, &env.project);
     let small = SampleTable::new(10, 1).batches(10).next().unwrap();
     for _ in 0..1000 {
-        let opts = WriterOptions::builder()
-            .encryption(Algorithm::Aes256Gcm, fresh.clone(), env.cmk.clone())
-            .build();
+        let opts = WriterOptions::encrypted(Algorithm::Aes256Gcm, fresh.clone(), env.cmk.clone()).build();
         let mut w = FileWriter::try_new(Vec::new(), schema.clone(), opts).unwrap();
         w.write(&small).unwrap();
         w.close().unwrap();

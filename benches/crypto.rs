@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use colvault::crypto::{
-    ctr_apply_parallel, default_provider, Algorithm, ChunkKind, ChunkOpener, ChunkSealer, FileId, SecretKey,
+    ctr_apply_parallel, default_provider, Algorithm, ChunkKind, ChunkOpener, ChunkSealer, SecretKey,
 };
 
 const LEN: usize = 64 << 20;
@@ -51,25 +51,24 @@ fn primitives(c: &mut Criterion) {
 
 fn seal_open(c: &mut Criterion) {
     let dek = SecretKey::generate().unwrap();
-    let file = FileId([1; 16]);
     for alg in Algorithm::ALL {
         let len = if alg == Algorithm::Rc4 { 8 << 20 } else { LEN };
         let mut g = c.benchmark_group(format!("chunk/{alg}"));
         g.throughput(Throughput::Bytes(len as u64)).sample_size(10);
         let plain = vec![0x5au8; len];
-        let opener = ChunkOpener::new(alg, &dek, file, 0).unwrap();
         for (name, pool) in pools() {
             let mut buf = plain.clone();
             let mut rg = 0u32;
             g.bench_function(BenchmarkId::new("seal", &name), |b| {
                 // A fresh sealer per file in real use; here one sealer, a new row group per iteration.
-                let sealer = ChunkSealer::new(alg, &dek, file, 0).unwrap();
+                let sealer = ChunkSealer::new(alg, &dek, 0).unwrap();
                 b.iter(|| {
                     rg += 1;
                     pool.install(|| sealer.seal_detached(rg, ChunkKind::Data, &mut buf).unwrap())
                 })
             });
-            let sealer = ChunkSealer::new(alg, &dek, file, 0).unwrap();
+            let sealer = ChunkSealer::new(alg, &dek, 0).unwrap();
+            let opener = ChunkOpener::new(alg, &dek, sealer.file_id(), 0).unwrap();
             let mut sealed = plain.clone();
             sealer.seal(0, ChunkKind::Data, &mut sealed).unwrap();
             g.bench_function(BenchmarkId::new("open", &name), |b| {

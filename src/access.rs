@@ -148,8 +148,10 @@ impl KeyAccess {
         Ok(rewrapped.to_bytes())
     }
 
-    /// Test vectors only: a fresh file DEK and its wrapped form, with the DEK handed out so the
-    /// deterministic writer can reuse it.
+    /// Test vectors only (cargo feature `insecure-test-vectors`, absent from default builds): a
+    /// fresh file DEK and its wrapped form, with the DEK handed out so the deterministic writer can
+    /// reuse it.
+    #[cfg(feature = "insecure-test-vectors")]
     #[doc(hidden)]
     pub fn insecure_new_data_key_for_test_vectors(
         &self,

@@ -147,6 +147,19 @@ pub enum Error {
         /// The key id the file names.
         key: String,
     },
+    /// A table manifest sealed under a key other than the project's CMK (or the CMK a migration is
+    /// leaving): it was not written by this project, whatever it says.
+    #[error(
+        "manifest version {version} is sealed under key {found}, not under the project's key ({expected}); refusing to read it: restore the table's _manifest directory from a trusted copy, or open the project whose key sealed it"
+    )]
+    ManifestKeyMismatch {
+        /// The manifest version.
+        version: u64,
+        /// The CMK the manifest's key is wrapped under.
+        found: String,
+        /// The CMKs the project's settings allow, comma-separated.
+        expected: String,
+    },
     /// Encrypted data was opened without any way to reach its keys.
     #[error("the data is encrypted with {algorithm} and no key access was given; pass the project's key access")]
     KeysRequired {

@@ -132,22 +132,37 @@ pub fn write_file(alg: Algorithm, rows: &[(i64, Option<String>)], rg_rows: usize
         ],
     )
     .map_err(|e| Error::Arrow(e.to_string()))?;
-    let mut b = WriterOptions::builder()
-        .max_row_group_rows(rg_rows.max(1))
-        .allow_legacy_rc4(true);
-    if alg.is_encrypted() {
-        b = b.encryption(alg, access().clone(), KeyId::new(FUZZ_KEY)?);
-    }
+    let b = match alg.is_encrypted() {
+        true => WriterOptions::encrypted(alg, access().clone(), KeyId::new(FUZZ_KEY)?),
+        false => WriterOptions::plaintext(),
+    };
+    let opts = b.max_row_group_rows(rg_rows.max(1)).allow_legacy_rc4(true).build();
     let mut out = Vec::new();
-    let mut w = FileWriter::try_new(&mut out, schema, b.build())?;
+    let mut w = FileWriter::try_new(&mut out, schema, opts)?;
     w.write(&batch)?;
     w.close()?;
     Ok(out)
 }
 
+/// What a reader of a fuzzing file expects: `alg`, and for an encrypted one the fixed key.
+pub fn reader_options(alg: Algorithm) -> Result<ReaderOptions> {
+    Ok(match alg.is_encrypted() {
+        true => ReaderOptions::encrypted(alg, access().clone(), [KeyId::new(FUZZ_KEY)?]),
+        false => ReaderOptions::plaintext(),
+    })
+}
+
 /// Target `file_reader`: arbitrary bytes opened as a file with the fixed key and read in full.
+/// The reader expects the algorithm the envelope names (when it decodes), so every algorithm's
+/// path is reached; the algorithm check itself is covered by the tests.
 pub fn file_reader(data: &[u8]) {
-    if let Ok(r) = FileReader::open(data.to_vec(), ReaderOptions::default().with_keys(access().clone())) {
+    let file = data.to_vec();
+    let alg = match crate::read::read_envelope(&file) {
+        Ok((info, _)) => info.envelope.algorithm,
+        Err(_) => Algorithm::None,
+    };
+    let Ok(opts) = reader_options(alg) else { return };
+    if let Ok(r) = FileReader::open(file, opts) {
         let _ = r.scan().build().and_then(|b| b.read_all());
     }
 }
@@ -200,7 +215,7 @@ pub fn reseal_plain(data: &[u8]) -> Option<Vec<u8>> {
                 continue;
             }
             let (rg, leaf) = ((i / leaves) as u32, (i % leaves) as u32);
-            let Ok(sealer) = ChunkSealer::new(Algorithm::None, &dek, envelope.file_id, leaf) else {
+            let Ok(sealer) = ChunkSealer::for_file(crate::crypto::default_provider(), Algorithm::None, &dek, envelope.file_id, leaf) else {
                 continue;
             };
             let mut chunk = file[off..off + plain].to_vec();
@@ -228,7 +243,7 @@ pub fn reseal_plain(data: &[u8]) -> Option<Vec<u8>> {
 /// Parquet metadata, statistics and page decoders see hostile input.
 pub fn plain_file(data: &[u8]) {
     let Some(file) = reseal_plain(data) else { return };
-    let Ok(r) = FileReader::open(file, ReaderOptions::default()) else {
+    let Ok(r) = FileReader::open(file, ReaderOptions::plaintext()) else {
         return;
     };
     let _ = r.scan().build().and_then(|b| b.read_all());
@@ -248,7 +263,12 @@ pub fn footer_decoder(data: &[u8]) {
 /// Target `manifest_decoder`: arbitrary bytes as a manifest body and as a sealed manifest.
 pub fn manifest_decoder(data: &[u8]) {
     let _ = Manifest::decode_body(data);
-    let _ = Manifest::open(data, 1, None, Some(access()));
+    let _ = Manifest::open(
+        data,
+        1,
+        None,
+        Some((access(), &[KeyId::new(FUZZ_KEY).expect("a valid id")])),
+    );
     let _ = Manifest::sealed_key_version(data);
 }
 
@@ -310,13 +330,8 @@ pub fn round_trip(data: &[u8]) {
         })
         .collect();
     let file = write_file(alg, &rows, rg_rows).expect("writing arbitrary rows works");
-    let r = FileReader::open(
-        file,
-        ReaderOptions::default()
-            .with_keys(access().clone())
-            .expect_algorithm(alg),
-    )
-    .expect("a file just written opens");
+    let opts = reader_options(alg).expect("a valid key id");
+    let r = FileReader::open(file, opts).expect("a file just written opens");
     let got = r
         .scan()
         .build()

@@ -83,7 +83,21 @@ impl std::str::FromStr for Compression {
     }
 }
 
-/// Options of a [`FileWriter`]; build them with [`WriterOptions::builder`].
+/// Options of a [`FileWriter`].
+///
+/// There is no default: start from [`WriterOptions::encrypted`] (an algorithm, key access and the
+/// CMK that wraps each file's data key) or from [`WriterOptions::plaintext`], which says in the
+/// code that the data is stored without encryption. Either gives a [`WriterOptionsBuilder`] for
+/// the rest (codec, row groups, column keys ...).
+///
+/// ```compile_fail,E0599
+/// // No default that silently means plaintext.
+/// let opts = colvault::WriterOptions::default();
+/// ```
+/// ```compile_fail,E0599
+/// // No builder without a choice about encryption either.
+/// let opts = colvault::WriterOptions::builder().build();
+/// ```
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
     algorithm: Algorithm,
@@ -95,12 +109,14 @@ pub struct WriterOptions {
     max_row_group_bytes: usize,
     dictionary: bool,
     statistics: bool,
+    #[cfg(feature = "insecure-test-vectors")]
     deterministic: Option<DeterministicKeys>,
     provider: Option<&'static dyn CipherProvider>,
 }
 
-/// Fixed key material for reproducible test vectors. Never use it for real data: it reuses keys
-/// and nonces by design.
+/// Fixed key material for reproducible test vectors (cargo feature `insecure-test-vectors`, absent
+/// from default builds). Never use it for real data: it reuses keys and nonces by design.
+#[cfg(feature = "insecure-test-vectors")]
 #[derive(Clone, Debug)]
 pub struct DeterministicKeys {
     /// The file id.
@@ -113,43 +129,55 @@ pub struct DeterministicKeys {
     pub footer_nonce: [u8; 12],
 }
 
-impl Default for WriterOptions {
-    fn default() -> Self {
-        WriterOptions {
-            algorithm: Algorithm::None,
+/// A fresh DEK and its wrapped form.
+type WrappedDek = (SecretKey, Vec<u8>);
+
+/// Builds [`WriterOptions`]; made by [`WriterOptions::encrypted`] or [`WriterOptions::plaintext`].
+///
+/// ```
+/// use colvault::{Algorithm, Compression, WriterOptions};
+/// let opts = WriterOptions::plaintext()
+///     .compression(Compression::Snappy)
+///     .max_row_group_rows(100_000)
+///     .build();
+/// assert_eq!(opts.algorithm(), Algorithm::None);
+/// ```
+#[derive(Clone, Debug)]
+pub struct WriterOptionsBuilder(WriterOptions);
+
+impl WriterOptions {
+    fn with(algorithm: Algorithm, keys: Option<(KeyAccess, KeyId)>) -> WriterOptionsBuilder {
+        WriterOptionsBuilder(WriterOptions {
+            algorithm,
             allow_legacy_rc4: false,
-            keys: None,
+            keys,
             column_keys: Vec::new(),
             compression: Compression::default(),
             max_row_group_rows: 1 << 20,
             max_row_group_bytes: 128 << 20,
             dictionary: true,
             statistics: true,
+            #[cfg(feature = "insecure-test-vectors")]
             deterministic: None,
             provider: None,
-        }
+        })
     }
-}
 
-/// Builds [`WriterOptions`].
-///
-/// ```
-/// use colvault::{Algorithm, Compression, WriterOptions};
-/// let opts = WriterOptions::builder()
-///     .compression(Compression::Snappy)
-///     .max_row_group_rows(100_000)
-///     .build();
-/// assert_eq!(opts.algorithm(), Algorithm::None);
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct WriterOptionsBuilder(WriterOptions);
-
-impl WriterOptions {
-    /// A builder with the defaults: no encryption, zstd level 1, row groups of 1,048,576 rows or
-    /// 128 MiB, dictionary encoding and chunk statistics on.
-    pub fn builder() -> WriterOptionsBuilder {
-        WriterOptionsBuilder::default()
+    /// Files encrypted with `algorithm`, each file's fresh data key wrapped under `cmk` through
+    /// `access`. `algorithm` must be an encryption algorithm (not [`Algorithm::None`]: a writer
+    /// refuses that; say [`plaintext`](Self::plaintext) instead). The rest are the defaults of
+    /// [`plaintext`](Self::plaintext).
+    pub fn encrypted(algorithm: Algorithm, access: KeyAccess, cmk: KeyId) -> WriterOptionsBuilder {
+        Self::with(algorithm, Some((access, cmk)))
     }
+
+    /// Files stored without encryption (BLAKE3 checksums catch accidental corruption only), with
+    /// the defaults: zstd level 1, row groups of 1,048,576 rows or 128 MiB, dictionary encoding and
+    /// chunk statistics on.
+    pub fn plaintext() -> WriterOptionsBuilder {
+        Self::with(Algorithm::None, None)
+    }
+
     /// The algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
@@ -162,15 +190,40 @@ impl WriterOptions {
     pub fn max_row_group_rows(&self) -> usize {
         self.max_row_group_rows
     }
+
+    /// The file id, and the file's DEK with its wrapped form when encrypted (the CMK it is
+    /// wrapped under is recorded in `key_ids`).
+    fn file_keys(&self, key_ids: &mut Vec<KeyId>) -> Result<(FileId, Option<WrappedDek>)> {
+        #[cfg(feature = "insecure-test-vectors")]
+        if let Some(d) = &self.deterministic {
+            let keys = self
+                .algorithm
+                .is_encrypted()
+                .then(|| (d.dek.clone(), d.wrapped_dek.clone()));
+            return Ok((d.file_id, keys));
+        }
+        let file_id = FileId::random()?;
+        if !self.algorithm.is_encrypted() {
+            return Ok((file_id, None));
+        }
+        let (access, cmk) = self.keys.as_ref().ok_or_else(|| Error::KeysRequired {
+            algorithm: self.algorithm.to_string(),
+        })?;
+        key_ids.push(cmk.clone());
+        Ok((file_id, Some(access.new_data_key(cmk, &file_id, None)?)))
+    }
+
+    /// The nonce of the footer: fresh and random for every file.
+    fn footer_nonce(&self) -> Result<[u8; 12]> {
+        #[cfg(feature = "insecure-test-vectors")]
+        if let Some(d) = &self.deterministic {
+            return Ok(d.footer_nonce);
+        }
+        random_array()
+    }
 }
 
 impl WriterOptionsBuilder {
-    /// Encrypts with `algorithm`, wrapping each file's DEK under `cmk` through `access`.
-    pub fn encryption(mut self, algorithm: Algorithm, access: KeyAccess, cmk: KeyId) -> Self {
-        self.0.algorithm = algorithm;
-        self.0.keys = Some((access, cmk));
-        self
-    }
     /// Allows writing RC4 (legacy; RFC 7465). Without it an RC4 writer is refused.
     pub fn allow_legacy_rc4(mut self, allow: bool) -> Self {
         self.0.allow_legacy_rc4 = allow;
@@ -211,14 +264,16 @@ impl WriterOptionsBuilder {
     ///
     /// ```
     /// use colvault::{crypto::ring::Ring, WriterOptions};
-    /// let opts = WriterOptions::builder().cipher_provider(&Ring).build();
+    /// let opts = WriterOptions::plaintext().cipher_provider(&Ring).build();
     /// ```
     pub fn cipher_provider(mut self, provider: &'static dyn CipherProvider) -> Self {
         self.0.provider = Some(provider);
         self
     }
-    /// Test vectors only: fixed file id, DEK, wrapped DEK and footer nonce, so output is
-    /// reproducible byte for byte. This reuses (key, nonce) pairs across files by design.
+    /// Test vectors only (cargo feature `insecure-test-vectors`, absent from default builds):
+    /// fixed file id, DEK, wrapped DEK and footer nonce, so output is reproducible byte for byte.
+    /// This reuses (key, nonce) pairs across files by design.
+    #[cfg(feature = "insecure-test-vectors")]
     #[doc(hidden)]
     pub fn insecure_deterministic_for_test_vectors(mut self, algorithm: Algorithm, keys: DeterministicKeys) -> Self {
         self.0.algorithm = algorithm;
@@ -438,12 +493,12 @@ impl<W: Write> FileSink<W> {
 ///     Arc::new(StringArray::from(vec![Some("Oslo"), None, Some("Lima")])),
 /// ])?;
 /// let mut out = Vec::new();
-/// let mut w = FileWriter::try_new(&mut out, schema, WriterOptions::default())?;
+/// let mut w = FileWriter::try_new(&mut out, schema, WriterOptions::plaintext().build())?;
 /// w.write(&batch)?;
 /// let meta = w.close()?;
 /// assert_eq!(meta.num_rows, 3);
 ///
-/// let reader = FileReader::open(out, ReaderOptions::default())?;
+/// let reader = FileReader::open(out, ReaderOptions::plaintext())?;
 /// let batches: Vec<_> = reader.scan().build()?.collect::<Result<_, _>>()?;
 /// assert_eq!(batches[0], batch);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -494,10 +549,10 @@ impl<W: Write> FileWriter<W> {
         if alg.is_legacy() && !opts.allow_legacy_rc4 {
             return Err(Error::LegacyAlgorithmRefused);
         }
-        if alg.is_encrypted() && opts.keys.is_none() && opts.deterministic.is_none() {
-            return Err(Error::KeysRequired {
-                algorithm: alg.to_string(),
-            });
+        if !alg.is_encrypted() && opts.keys.is_some() {
+            return Err(Error::InvalidArgument(
+                "WriterOptions::encrypted was given the algorithm none: name an encryption algorithm (aes256, aesctr, rc4), or write plaintext explicitly with WriterOptions::plaintext()".into(),
+            ));
         }
         if !alg.is_encrypted() && !opts.column_keys.is_empty() {
             return Err(Error::InvalidArgument(
@@ -536,24 +591,12 @@ impl<W: Write> FileWriter<W> {
             .collect();
 
         // Keys: the file DEK, and one DEK per field with its own CMK.
-        let det = opts.deterministic.clone();
-        let file_id = match &det {
-            Some(d) => d.file_id,
-            None => FileId::random()?,
-        };
-        let mut key_entries = Vec::new();
         let mut key_ids = Vec::new();
+        let (file_id, file_key) = opts.file_keys(&mut key_ids)?;
+        let mut key_entries = Vec::new();
         let mut file_dek = None;
         let mut field_deks: HashMap<usize, SecretKey> = HashMap::new();
-        if alg.is_encrypted() {
-            let (dek, wrapped) = match (&det, &opts.keys) {
-                (Some(d), _) => (d.dek.clone(), d.wrapped_dek.clone()),
-                (None, Some((access, cmk))) => {
-                    key_ids.push(cmk.clone());
-                    access.new_data_key(cmk, &file_id, None)?
-                }
-                (None, None) => unreachable!("checked above"),
-            };
+        if let Some((dek, wrapped)) = file_key {
             key_entries.push(KeyEntry {
                 role: KeyRole::File,
                 wrapped,
@@ -586,7 +629,7 @@ impl<W: Write> FileWriter<W> {
             .enumerate()
             .map(|(leaf, field)| {
                 let dek = field_deks.get(field).or(file_dek.as_ref()).unwrap_or(&none_key);
-                ChunkSealer::with_provider(provider, alg, dek, file_id, leaf as u32).map(Arc::new)
+                ChunkSealer::for_file(provider, alg, dek, file_id, leaf as u32).map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
 
@@ -868,10 +911,9 @@ impl<W: Write> FileWriter<W> {
             sealed_stats,
         };
         let alg = self.opts.algorithm;
-        let footer_nonce = match (&self.opts.deterministic, alg.is_encrypted()) {
-            (Some(d), true) => d.footer_nonce,
-            (None, true) => random_array()?,
-            (_, false) => [0u8; 12],
+        let footer_nonce = match alg.is_encrypted() {
+            true => self.opts.footer_nonce()?,
+            false => [0u8; 12],
         };
         let key_version = match self.key_entries.first() {
             Some(k) => crate::kms::DataKeyEnvelope::from_bytes(&k.wrapped)?.key_version(),

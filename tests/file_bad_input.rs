@@ -18,7 +18,7 @@ use colvault::format::footer::{body_aad, seal_body};
 use colvault::format::{FooterBody, MAGIC, TRAILER_LEN};
 use colvault::{Algorithm, Error, FileReader};
 use common::Fixture;
-use data::{options, reader_options, write_file};
+use data::{options, reader_options_as_claimed, write_file};
 
 // ---- a global allocator that records the largest single allocation while tracking is on ----
 
@@ -69,10 +69,11 @@ const HEADROOM: usize = 1 << 20;
 /// 1 MiB. Call with [`serial`] held.
 fn try_open_measured(fx: &Fixture, file: Vec<u8>, what: &str) -> Result<Result<usize, Error>, String> {
     let len = file.len();
+    let opts = reader_options_as_claimed(fx, &file);
     LARGEST.store(0, Ordering::SeqCst);
     TRACKING.store(true, Ordering::SeqCst);
     let r = catch_unwind(AssertUnwindSafe(|| -> Result<usize, Error> {
-        let r = FileReader::open(file, reader_options(fx))?;
+        let r = FileReader::open(file, opts)?;
         let batches = r.scan().build()?.read_all()?;
         Ok(batches.iter().map(|b| b.num_rows()).sum())
     }));

@@ -38,14 +38,23 @@ fn batch(start: i64, n: usize) -> RecordBatch {
     .unwrap()
 }
 
+/// What a reader of the fixture's project expects for `alg`: its key only.
+fn expect(fx: &Fixture, alg: Algorithm) -> ReaderOptions {
+    match alg.is_encrypted() {
+        true => ReaderOptions::encrypted(alg, fx.access(), [fx.cmk.clone()]),
+        false => ReaderOptions::plaintext(),
+    }
+}
+
 fn write(fx: &Fixture, alg: Algorithm, batches: &[RecordBatch], rg_rows: usize) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut b = WriterOptions::builder()
-        .max_row_group_rows(rg_rows)
-        .allow_legacy_rc4(true);
-    if alg.is_encrypted() {
-        b = b.encryption(alg, fx.access(), fx.cmk.clone());
+    let b = if alg.is_encrypted() {
+        WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
+    } else {
+        WriterOptions::plaintext()
     }
+    .max_row_group_rows(rg_rows)
+    .allow_legacy_rc4(true);
     let mut w = FileWriter::try_new(&mut out, batches[0].schema(), b.build()).unwrap();
     for b in batches {
         w.write(b).unwrap();
@@ -61,7 +70,7 @@ fn round_trip_every_algorithm() {
     let input = vec![batch(0, 1000), batch(1000, 2500), batch(3500, 1)];
     for alg in Algorithm::ALL {
         let file = write(&fx, alg, &input, 1024);
-        let r = FileReader::open(file.clone(), ReaderOptions::default().with_keys(fx.access())).unwrap();
+        let r = FileReader::open(file.clone(), expect(&fx, alg)).unwrap();
         assert_eq!(r.algorithm(), alg);
         assert_eq!(r.num_rows(), 3501);
         assert_eq!(r.num_row_groups(), 4);
@@ -80,7 +89,7 @@ fn round_trip_every_algorithm() {
 fn projection_row_groups_and_pruning() {
     let fx = Fixture::new();
     let file = write(&fx, Algorithm::Aes256Gcm, &[batch(0, 4000)], 1000);
-    let r = FileReader::open(file, ReaderOptions::default().with_keys(fx.access())).unwrap();
+    let r = FileReader::open(file, expect(&fx, Algorithm::Aes256Gcm)).unwrap();
     let got = r
         .scan()
         .project_names(&["price"])
@@ -150,39 +159,155 @@ fn projection_row_groups_and_pruning() {
 fn wrong_expectations_are_refused() {
     let fx = Fixture::new();
     let file = write(&fx, Algorithm::Aes256Ctr, &[batch(0, 10)], 1000);
-    let err = FileReader::open(
-        file.clone(),
-        ReaderOptions::default()
-            .with_keys(fx.access())
-            .expect_algorithm(Algorithm::Aes256Gcm),
-    )
-    .unwrap_err();
+    let err = FileReader::open(file.clone(), expect(&fx, Algorithm::Aes256Gcm)).unwrap_err();
     assert!(matches!(err, Error::AlgorithmMismatch { .. }), "{err}");
-    let err = FileReader::open(file.clone(), ReaderOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::KeysRequired { .. }), "{err}");
+    // An encrypted file where plaintext is expected: refused, whatever keys exist.
+    let err = FileReader::open(file.clone(), ReaderOptions::plaintext()).unwrap_err();
+    assert!(matches!(err, Error::AlgorithmMismatch { .. }), "{err}");
     let other = fx.new_key();
     let err = FileReader::open(
         file.clone(),
-        ReaderOptions::default().with_keys(fx.access()).allow_keys(vec![other]),
+        ReaderOptions::encrypted(Algorithm::Aes256Ctr, fx.access(), [other]),
     )
     .unwrap_err();
     assert!(matches!(err, Error::KeyNotAllowed { .. }), "{err}");
     // Another table's context cannot unwrap the DEK.
-    let err = FileReader::open(file, ReaderOptions::default().with_keys(fx.access().for_table("other"))).unwrap_err();
+    let err = FileReader::open(
+        file,
+        ReaderOptions::encrypted(Algorithm::Aes256Ctr, fx.access().for_table("other"), [fx.cmk.clone()]),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err}");
-    // A plaintext file where encryption is expected (a downgrade) is refused.
+}
+
+/// A reader must name what it expects, so a file downgraded to `none` is refused by every reader
+/// that expects encryption (before, `ReaderOptions::default()`, with or without keys, read it).
+#[test]
+fn a_plaintext_file_is_refused_where_encryption_is_expected() {
+    let fx = Fixture::new();
     let plain = write(&fx, Algorithm::None, &[batch(0, 10)], 1000);
-    let err = FileReader::open(plain, ReaderOptions::default().expect_algorithm(Algorithm::Aes256Gcm)).unwrap_err();
-    assert!(matches!(err, Error::AlgorithmMismatch { .. }), "{err}");
+    for alg in [Algorithm::Aes256Gcm, Algorithm::Aes256Ctr, Algorithm::Rc4] {
+        let err = FileReader::open(plain.clone(), expect(&fx, alg)).unwrap_err();
+        match err {
+            Error::AlgorithmMismatch { expected, found } => {
+                assert_eq!((expected, found), (alg.to_string(), "none".to_string()));
+            }
+            other => panic!("{alg}: expected AlgorithmMismatch, got {other}"),
+        }
+    }
+    // Plaintext expected: it reads.
+    let r = FileReader::open(plain, ReaderOptions::plaintext()).unwrap();
+    assert_eq!(r.num_rows(), 10);
+}
+
+/// A file whose keys are wrapped under a CMK the project does not use is refused, even when the
+/// project's principal may use that CMK (before, a reader without an explicit allow-list read it).
+#[test]
+fn a_file_under_another_cmk_is_refused() {
+    let fx = Fixture::new();
+    let other = fx.new_key();
+    let mut file = Vec::new();
+    let opts = WriterOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), other.clone()).build();
+    let b = batch(0, 10);
+    let mut w = FileWriter::try_new(&mut file, b.schema(), opts).unwrap();
+    w.write(&b).unwrap();
+    w.close().unwrap();
+    let err = FileReader::open(file.clone(), expect(&fx, Algorithm::Aes256Gcm)).unwrap_err();
+    match err {
+        Error::KeyNotAllowed { key } => assert_eq!(key, other.to_string()),
+        other => panic!("expected KeyNotAllowed, got {other}"),
+    }
+    // The same file where its key is expected: it reads (the refusal above is the key check's).
+    let r = FileReader::open(
+        file,
+        ReaderOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), [other]),
+    )
+    .unwrap();
+    assert_eq!(r.num_rows(), 10);
+}
+
+/// Rewrapping takes the allowed CMKs too (before, `None` allowed any): a file whose file key or
+/// column key is under a CMK not allowed is refused before anything is re-wrapped.
+#[test]
+fn rewrap_refuses_keys_not_allowed() {
+    use colvault::format::rewrap::rewrap_file;
+    let fx = Fixture::new();
+    let price_key = fx.new_key();
+    let input = batch(0, 10);
+    let mut file = Vec::new();
+    let opts = WriterOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), fx.cmk.clone())
+        .column_key("price", price_key.clone())
+        .build();
+    let mut w = FileWriter::try_new(&mut file, input.schema(), opts).unwrap();
+    w.write(&input).unwrap();
+    w.close().unwrap();
+    let rewrap = |allowed: &[colvault::kms::KeyId]| {
+        rewrap_file(&file, &mut Vec::new(), &fx.access(), allowed, &mut Default::default())
+    };
+    for allowed in [vec![fx.new_key()], vec![fx.cmk.clone()], vec![price_key.clone()]] {
+        let err = rewrap(&allowed).unwrap_err();
+        assert!(matches!(err, Error::KeyNotAllowed { .. }), "{allowed:?}: {err}");
+    }
+    rewrap(&[fx.cmk.clone(), price_key]).unwrap();
+}
+
+/// A column key must be allowed too: a file whose column key is under a CMK the reader does not
+/// allow reads every other column, and that column is refused with `KeyNotAllowed`.
+#[test]
+fn a_column_key_under_a_cmk_not_allowed_is_refused() {
+    let fx = Fixture::new();
+    let price_key = fx.new_key();
+    let input = batch(0, 100);
+    let mut file = Vec::new();
+    let opts = WriterOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), fx.cmk.clone())
+        .column_key("price", price_key)
+        .build();
+    let mut w = FileWriter::try_new(&mut file, input.schema(), opts).unwrap();
+    w.write(&input).unwrap();
+    w.close().unwrap();
+    let r = FileReader::open(file, expect(&fx, Algorithm::Aes256Gcm)).unwrap();
+    let err = r.scan().project_names(&["price"]).unwrap().build().unwrap_err();
+    assert!(matches!(err, Error::KeyNotAllowed { .. }), "{err}");
+    let got = r
+        .scan()
+        .project_names(&["id", "city"])
+        .unwrap()
+        .build()
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 100);
+}
+
+/// Options that cannot describe any file are refused with a message that says what to use.
+#[test]
+fn empty_or_plaintext_expectations_are_invalid() {
+    let fx = Fixture::new();
+    let file = write(&fx, Algorithm::Aes256Gcm, &[batch(0, 10)], 1000);
+    let none = ReaderOptions::encrypted(Algorithm::None, fx.access(), [fx.cmk.clone()]);
+    let err = FileReader::open(file.clone(), none).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("ReaderOptions::plaintext")),
+        "{err}"
+    );
+    let no_keys = ReaderOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), []);
+    let err = FileReader::open(file, no_keys).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    // And a writer told to "encrypt" with none.
+    let b = batch(0, 10);
+    let opts = WriterOptions::encrypted(Algorithm::None, fx.access(), fx.cmk.clone()).build();
+    let err = FileWriter::try_new(Vec::new(), b.schema(), opts).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("WriterOptions::plaintext")),
+        "{err}"
+    );
 }
 
 #[test]
 fn rc4_needs_the_opt_in() {
     let fx = Fixture::new();
     let b = batch(0, 10);
-    let opts = WriterOptions::builder()
-        .encryption(Algorithm::Rc4, fx.access(), fx.cmk.clone())
-        .build();
+    let opts = WriterOptions::encrypted(Algorithm::Rc4, fx.access(), fx.cmk.clone()).build();
     let err = FileWriter::try_new(Vec::new(), b.schema(), opts).unwrap_err();
     assert!(matches!(err, Error::LegacyAlgorithmRefused));
 }
@@ -194,8 +319,7 @@ fn column_keys() {
     let price_key = fx.new_key();
     let input = batch(0, 3000);
     let mut file = Vec::new();
-    let opts = WriterOptions::builder()
-        .encryption(Algorithm::Aes256Gcm, fx.access(), fx.cmk.clone())
+    let opts = WriterOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), fx.cmk.clone())
         .column_key("price", price_key.clone())
         .max_row_group_rows(1000)
         .build();
@@ -205,7 +329,8 @@ fn column_keys() {
     assert_eq!(meta.key_ids, vec![fx.cmk.clone(), price_key.clone()]);
 
     // With access to both keys: everything reads, and price statistics prune.
-    let r = FileReader::open(file.clone(), ReaderOptions::default().with_keys(fx.access())).unwrap();
+    let both = || ReaderOptions::encrypted(Algorithm::Aes256Gcm, fx.access(), [fx.cmk.clone(), price_key.clone()]);
+    let r = FileReader::open(file.clone(), both()).unwrap();
     let got = r.scan().build().unwrap().read_all().unwrap();
     assert_eq!(arrow::compute::concat_batches(&input.schema(), &got).unwrap(), input);
     assert!(r.parquet_metadata().row_group(0).column(2).statistics().is_some());
@@ -222,7 +347,7 @@ fn column_keys() {
     // its statistics are not visible.
     fx.kms.revoke(&price_key, &fx.project).unwrap();
     fx.cache.invalidate();
-    let r = FileReader::open(file.clone(), ReaderOptions::default().with_keys(fx.access())).unwrap();
+    let r = FileReader::open(file.clone(), both()).unwrap();
     assert!(r.parquet_metadata().row_group(0).column(2).statistics().is_none());
     assert!(r.parquet_metadata().row_group(0).column(0).statistics().is_some());
     let got = r

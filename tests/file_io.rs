@@ -180,7 +180,7 @@ fn open_counted(fx: &Fixture, alg: Algorithm) -> Opened {
     let env_start = body_start - env_len;
 
     let src = Counting::new(bytes);
-    let reader = FileReader::open(src.clone(), reader_options(fx)).unwrap();
+    let reader = FileReader::open(src.clone(), reader_options(fx, alg)).unwrap();
     assert_eq!(reader.file_len(), len, "{alg}");
     assert_eq!(reader.num_row_groups(), 4, "{alg}");
 
@@ -325,7 +325,7 @@ fn reads_from_a_real_file_and_from_bytes() {
         drop(f);
 
         let file = std::fs::File::open(&path).unwrap();
-        let r = FileReader::open(file, reader_options(&fx)).unwrap();
+        let r = FileReader::open(file, reader_options(&fx, alg)).unwrap();
         assert_eq!(r.file_len(), bytes.len() as u64, "{alg}");
         let got = r.scan().batch_size(128).build().unwrap().read_all().unwrap();
         assert!(got.iter().all(|b| b.num_rows() <= 128), "{alg}: batch size");
@@ -349,7 +349,7 @@ fn reads_from_a_real_file_and_from_bytes() {
             "{alg}: projection from a file"
         );
 
-        let r = FileReader::open(bytes::Bytes::from(bytes.clone()), reader_options(&fx)).unwrap();
+        let r = FileReader::open(bytes::Bytes::from(bytes.clone()), reader_options(&fx, alg)).unwrap();
         let got = r.scan().build().unwrap().read_all().unwrap();
         assert_eq!(
             arrow::compute::concat_batches(&schema(), &got).unwrap(),
@@ -399,7 +399,7 @@ fn source_errors_are_io_errors() {
             from: 4,
             to: 5,
         },
-        reader_options(&fx),
+        reader_options(&fx, Algorithm::Aes256Gcm),
     )
     .unwrap();
     let e = r.scan().build().unwrap().read_all().unwrap_err();
@@ -411,7 +411,7 @@ fn source_errors_are_io_errors() {
             from: len - 1,
             to: len,
         },
-        reader_options(&fx),
+        reader_options(&fx, Algorithm::Aes256Gcm),
     )
     .unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "trailer read failure: {e:?}");
@@ -443,7 +443,7 @@ fn long_chunks_are_read_a_segment_at_a_time() {
             .build();
         let bytes = write_file(schema.clone(), std::slice::from_ref(&input), opts).unwrap();
         let src = Counting::new(bytes.clone());
-        let reader = FileReader::open(src.clone(), reader_options(&fx)).unwrap();
+        let reader = FileReader::open(src.clone(), reader_options(&fx, alg)).unwrap();
         src.take();
         let chunk = reader.chunk_lengths(0)[0] as usize;
         let plain = (0..).find(|&n| sealed_len(alg, n) == chunk).unwrap();
@@ -481,7 +481,7 @@ fn long_chunks_are_read_a_segment_at_a_time() {
             ("tag byte", tag_flipped),
             ("segments swapped", swapped),
         ] {
-            let reader = FileReader::open(bad, reader_options(&fx)).unwrap();
+            let reader = FileReader::open(bad, reader_options(&fx, alg)).unwrap();
             let e = reader.scan().build().unwrap().read_all().unwrap_err();
             assert!(matches!(e, Error::Integrity { .. }), "{alg} {what}: {e:?}");
         }
@@ -507,12 +507,12 @@ fn files_cross_cipher_providers() {
             let bytes = write_file(schema.clone(), std::slice::from_ref(&input), opts).unwrap();
             for reader in providers() {
                 let what = format!("{alg}: written by {}, read by {}", writer.name(), reader.name());
-                let r = FileReader::open(bytes.clone(), reader_options(&fx).cipher_provider(reader)).unwrap();
+                let r = FileReader::open(bytes.clone(), reader_options(&fx, alg).cipher_provider(reader)).unwrap();
                 let got = r.scan().build().unwrap().read_all().unwrap();
                 assert_eq!(arrow::compute::concat_batches(&schema, &got).unwrap(), input, "{what}");
                 let mut bad = bytes.clone();
                 bad[MAGIC.len() + 1_500_000] ^= 0x10;
-                let got = FileReader::open(bad, reader_options(&fx).cipher_provider(reader))
+                let got = FileReader::open(bad, reader_options(&fx, alg).cipher_provider(reader))
                     .and_then(|r| r.scan().build()?.read_all());
                 assert!(matches!(got, Err(Error::Integrity { .. })), "{what}: {got:?}");
             }

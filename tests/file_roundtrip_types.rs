@@ -237,7 +237,7 @@ fn null_type_and_nulls_everywhere() {
         .collect();
     let batch = gen_batch(&schema, 50, 1.0, &mut Rng::new(9));
     let file = write_simple(&fx, Algorithm::Aes256Gcm, schema.clone(), &[batch], 20);
-    let (_, got) = read_file(&fx, file).unwrap();
+    let (_, got) = read_file(&fx, Algorithm::Aes256Gcm, file).unwrap();
     let got = arrow::compute::concat_batches(&schema, &got).unwrap();
     assert_eq!(got.num_rows(), 50);
     for i in nullable {
@@ -268,7 +268,7 @@ fn empty_batches_between_others() {
     for alg in MAIN_ALGORITHMS {
         check_round_trip(&fx, alg, &schema, &batches, 30).unwrap_or_else(|e| panic!("{e}"));
         let file = write_simple(&fx, alg, schema.clone(), &batches, 30);
-        let r = FileReader::open(file, reader_options(&fx)).unwrap();
+        let r = FileReader::open(file, reader_options(&fx, alg)).unwrap();
         assert_eq!(r.num_rows(), 90, "{alg}");
         assert_eq!(r.num_row_groups(), 3, "{alg}: empty batches must not create row groups");
     }
@@ -286,7 +286,7 @@ fn zero_row_file() {
     let schema = schema_of(&types);
     for alg in Algorithm::ALL {
         let file = write_simple(&fx, alg, schema.clone(), &[], 100);
-        let r = FileReader::open(file.clone(), reader_options(&fx))
+        let r = FileReader::open(file.clone(), reader_options(&fx, alg))
             .unwrap_or_else(|e| panic!("{alg}: opening a zero-row file: {e}"));
         assert_eq!(r.num_rows(), 0, "{alg}");
         assert_eq!(r.num_row_groups(), 0, "{alg}");
@@ -416,7 +416,7 @@ fn run_end_encoded_matches_plain_parquet() {
         options(&fx, Algorithm::Aes256Gcm).build(),
     )
     .map_err(|e| e.to_string())
-    .and_then(|f| read_file(&fx, f).map_err(|e| e.to_string()));
+    .and_then(|f| read_file(&fx, Algorithm::Aes256Gcm, f).map_err(|e| e.to_string()));
     match (pq, cv) {
         (Ok((ps, pb)), Ok((cs, cb))) => {
             assert_eq!(
@@ -466,7 +466,7 @@ fn required_group_under_null_parent_matches_plain_parquet() {
         assert!(pq_err.contains("invalid"), "{name}: {pq_err}");
         for alg in MAIN_ALGORITHMS {
             let file = write_simple(&fx, alg, schema.clone(), std::slice::from_ref(&batch), 100);
-            let (cs, cb) = read_file(&fx, file).unwrap_or_else(|e| panic!("{name} {alg}: {e}"));
+            let (cs, cb) = read_file(&fx, alg, file).unwrap_or_else(|e| panic!("{name} {alg}: {e}"));
             assert_eq!(cs, ps, "{name} {alg}");
             assert_eq!(cb.len(), pb.len(), "{name} {alg}");
             for (c, p) in cb.iter().zip(&pb) {

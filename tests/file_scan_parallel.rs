@@ -40,10 +40,12 @@ fn input(seed: i64) -> RecordBatch {
 
 fn write(fx: &Fixture, alg: Algorithm, batch: &RecordBatch) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut opts = WriterOptions::builder().max_row_group_rows(GROUP_ROWS);
-    if alg.is_encrypted() {
-        opts = opts.encryption(alg, fx.access(), fx.cmk.clone());
+    let opts = if alg.is_encrypted() {
+        WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
+    } else {
+        WriterOptions::plaintext()
     }
+    .max_row_group_rows(GROUP_ROWS);
     let mut w = FileWriter::try_new(&mut out, batch.schema(), opts.build()).unwrap();
     // Odd-sized input batches, so row groups do not line up with them.
     let mut at = 0;
@@ -56,8 +58,12 @@ fn write(fx: &Fixture, alg: Algorithm, batch: &RecordBatch) -> Vec<u8> {
     out
 }
 
-fn open(fx: &Fixture, file: Vec<u8>) -> FileReader {
-    FileReader::open(file, ReaderOptions::default().with_keys(fx.access())).unwrap()
+fn open(fx: &Fixture, alg: Algorithm, file: Vec<u8>) -> FileReader {
+    let opts = match alg.is_encrypted() {
+        true => ReaderOptions::encrypted(alg, fx.access(), [fx.cmk.clone()]),
+        false => ReaderOptions::plaintext(),
+    };
+    FileReader::open(file, opts).unwrap()
 }
 
 #[test]
@@ -65,7 +71,7 @@ fn batches_come_in_file_order_and_never_span_row_groups() {
     let fx = Fixture::new();
     let want = input(0);
     let file = write(&fx, Algorithm::Aes256Gcm, &want);
-    let reader = open(&fx, file);
+    let reader = open(&fx, Algorithm::Aes256Gcm, file);
     assert_eq!(reader.num_row_groups(), GROUPS);
     let expected_lengths: Vec<usize> = (0..GROUPS).flat_map(|_| [300, 300, 300, 100]).collect();
     for threads in [1, 2, 4] {
@@ -109,14 +115,14 @@ fn batches_come_in_file_order_and_never_span_row_groups() {
 fn scans_consumed_inside_rayon_tasks_finish() {
     let fx = Fixture::new();
     let inputs: Vec<RecordBatch> = (0..6).map(input).collect();
-    let files: Vec<Vec<u8>> = inputs
+    let files: Vec<(Algorithm, Vec<u8>)> = inputs
         .iter()
         .zip(
             [Algorithm::Aes256Ctr, Algorithm::Aes256Gcm, Algorithm::None]
                 .iter()
                 .cycle(),
         )
-        .map(|(b, alg)| write(&fx, *alg, b))
+        .map(|(b, alg)| (*alg, write(&fx, *alg, b)))
         .collect();
     for threads in [1, 2, 3] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -124,8 +130,8 @@ fn scans_consumed_inside_rayon_tasks_finish() {
         let got: Vec<RecordBatch> = pool.install(|| {
             files
                 .par_iter()
-                .map(|f| {
-                    let r = open(&fx, f.clone());
+                .map(|(alg, f)| {
+                    let r = open(&fx, *alg, f.clone());
                     let mut out = Vec::new();
                     let mut scan = r.scan().batch_size(128).build().unwrap();
                     while let Some(b) = scan.next_batch().unwrap() {
@@ -143,9 +149,9 @@ fn scans_consumed_inside_rayon_tasks_finish() {
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .iter()
-            .map(|f| {
+            .map(|(alg, f)| {
                 s.spawn(|| {
-                    open(&fx, f.clone())
+                    open(&fx, *alg, f.clone())
                         .scan()
                         .batch_size(500)
                         .build()
@@ -168,14 +174,14 @@ fn damage_in_a_later_row_group_is_reported_after_the_earlier_batches() {
     let want = input(3);
     for alg in [Algorithm::Aes256Gcm, Algorithm::Aes256Ctr, Algorithm::None] {
         let mut file = write(&fx, alg, &want);
-        let reader = open(&fx, file.clone());
+        let reader = open(&fx, alg, file.clone());
         // Chunks tile the file from byte 4 on, row group by row group: damage row group 2's
         // `note` chunk (leaf 1).
         let before: u64 = (0..2).flat_map(|rg| reader.chunk_lengths(rg)).sum();
         let rg2 = reader.chunk_lengths(2);
         let at = 4 + before + rg2[0] + rg2[1] / 2;
         file[at as usize] ^= 0x01;
-        let damaged = open(&fx, file);
+        let damaged = open(&fx, alg, file);
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let mut scan = pool.install(|| damaged.scan().batch_size(250).build().unwrap());

@@ -30,13 +30,14 @@ fn parquet_size(codec: PqCompression) -> usize {
 }
 
 fn colvault_size(fx: &Fixture, alg: Algorithm, codec: Compression) -> usize {
-    let mut b = WriterOptions::builder()
-        .compression(codec)
-        .max_row_group_rows(RG)
-        .allow_legacy_rc4(true);
-    if alg.is_encrypted() {
-        b = b.encryption(alg, fx.access(), fx.cmk.clone());
+    let b = if alg.is_encrypted() {
+        WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
+    } else {
+        WriterOptions::plaintext()
     }
+    .compression(codec)
+    .max_row_group_rows(RG)
+    .allow_legacy_rc4(true);
     let mut out = Vec::new();
     let mut w = FileWriter::try_new(&mut out, SampleTable::schema(), b.build()).unwrap();
     for b in SampleTable::new(ROWS, 1).batches(8192) {

@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use colvault::format::TRAILER_LEN;
 use colvault::{Algorithm, Compression, Error, FileReader};
 use common::Fixture;
-use data::{options, reader_options, write_file};
+use data::{options, reader_options, reader_options_as_claimed, write_file};
 
 /// The errors a damaged file may give: integrity and format errors, and key errors where the damage
 /// lands in a key reference (a key id that does not exist, is not allowed, or is not granted).
@@ -46,8 +46,9 @@ enum Outcome {
 }
 
 fn full_read(fx: &Fixture, file: Vec<u8>) -> Outcome {
+    let opts = reader_options_as_claimed(fx, &file);
     let r = catch_unwind(AssertUnwindSafe(|| -> Result<usize, Error> {
-        let r = FileReader::open(file, reader_options(fx))?;
+        let r = FileReader::open(file, opts)?;
         let batches = r.scan().build()?.read_all()?;
         Ok(batches.iter().map(|b| b.num_rows()).sum())
     }));
@@ -125,7 +126,7 @@ fn region(fx: &Fixture, file: &[u8], offset: usize) -> String {
     if offset >= env_start {
         return envelope_field(&file[env_start..env_start + env_len], offset - env_start);
     }
-    let r = FileReader::open(file.to_vec(), reader_options(fx)).unwrap();
+    let r = FileReader::open(file.to_vec(), reader_options_as_claimed(fx, file)).unwrap();
     let mut at = 4usize;
     for rg in 0..r.num_row_groups() {
         for (leaf, l) in r.chunk_lengths(rg).into_iter().enumerate() {
@@ -329,7 +330,7 @@ fn int_file(fx: &Fixture, alg: Algorithm, base: i64) -> Vec<u8> {
 
 /// (offset, length) of every chunk, row group major.
 fn chunk_spans(fx: &Fixture, file: &[u8]) -> Vec<(usize, usize)> {
-    let r = FileReader::open(file.to_vec(), reader_options(fx)).unwrap();
+    let r = FileReader::open(file.to_vec(), reader_options_as_claimed(fx, file)).unwrap();
     let mut at = 4usize;
     let mut out = Vec::new();
     for rg in 0..r.num_row_groups() {
@@ -342,8 +343,9 @@ fn chunk_spans(fx: &Fixture, file: &[u8]) -> Vec<(usize, usize)> {
 }
 
 fn expect_integrity(fx: &Fixture, file: Vec<u8>, what: &str) {
+    let opts = reader_options_as_claimed(fx, &file);
     let r = catch_unwind(AssertUnwindSafe(|| -> Result<usize, Error> {
-        let r = FileReader::open(file, reader_options(fx))?;
+        let r = FileReader::open(file, opts)?;
         let batches = r.scan().build()?.read_all()?;
         Ok(batches.iter().map(|b| b.num_rows()).sum())
     }));
@@ -423,7 +425,7 @@ fn damage_is_found_where_it_is_read() {
         let mut f = file.clone();
         // Damage column b of row group 1 (chunk 3).
         f[spans[3].0 + spans[3].1 / 2] ^= 0x40;
-        let r = FileReader::open(f, reader_options(&fx)).unwrap();
+        let r = FileReader::open(f, reader_options(&fx, alg)).unwrap();
         let a = r.scan().project(vec![0]).build().unwrap().read_all().unwrap();
         assert_eq!(a.iter().map(|b| b.num_rows()).sum::<usize>(), 8, "{alg}");
         let b0 = r

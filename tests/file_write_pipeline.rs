@@ -28,12 +28,13 @@ fn input() -> Vec<RecordBatch> {
 }
 
 fn options(fx: &Fixture, alg: Algorithm) -> WriterOptions {
-    let mut b = WriterOptions::builder()
-        .max_row_group_rows(RG_ROWS)
-        .allow_legacy_rc4(true);
-    if alg.is_encrypted() {
-        b = b.encryption(alg, fx.access(), fx.cmk.clone());
+    let b = if alg.is_encrypted() {
+        WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
+    } else {
+        WriterOptions::plaintext()
     }
+    .max_row_group_rows(RG_ROWS)
+    .allow_legacy_rc4(true);
     b.build()
 }
 
@@ -52,7 +53,11 @@ fn write_all<W: Write>(sink: W, batches: &[RecordBatch], opts: WriterOptions) ->
 }
 
 fn check(fx: &Fixture, alg: Algorithm, file: Vec<u8>, want: &RecordBatch) {
-    let r = FileReader::open(file, ReaderOptions::default().with_keys(fx.access())).unwrap();
+    let opts = match alg.is_encrypted() {
+        true => ReaderOptions::encrypted(alg, fx.access(), [fx.cmk.clone()]),
+        false => ReaderOptions::plaintext(),
+    };
+    let r = FileReader::open(file, opts).unwrap();
     assert_eq!(r.num_row_groups(), ROWS.div_ceil(RG_ROWS), "{alg}");
     let got = r.scan().batch_size(RG_ROWS).build().unwrap().read_all().unwrap();
     // Batches never span row groups, so each one is a whole row group here.

@@ -16,7 +16,7 @@ use arrow::array::{ArrayRef, Int32Array, ListArray, RecordBatch, StringArray, St
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use colvault::crypto::{default_provider, providers, CipherProvider, FileId, SecretKey};
 use colvault::kms::{
-    CacheOptions, CreateKeyRequest, KeyCache, KmsAdmin, LocalKms, LocalKmsOptions, Principal, RootSecret,
+    CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal, RootSecret,
 };
 use colvault::write::DeterministicKeys;
 use colvault::{Algorithm, Compression, FileReader, FileWriter, KeyAccess, ReaderOptions, WriterOptions};
@@ -86,7 +86,7 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn write_vector(alg: Algorithm, keys: Option<DeterministicKeys>, provider: &'static dyn CipherProvider) -> Vec<u8> {
-    let mut b = WriterOptions::builder()
+    let mut b = WriterOptions::plaintext()
         .cipher_provider(provider)
         .compression(Compression::None)
         .max_row_group_rows(3)
@@ -259,14 +259,12 @@ fn vectors_open_with_their_keys() {
     );
     for (alg, p) in Algorithm::ALL.into_iter().flat_map(|a| providers().map(|p| (a, p))) {
         let bytes = std::fs::read(dir().join(&m[alg.name()]["file"])).unwrap();
-        let r = FileReader::open(
-            bytes,
-            ReaderOptions::default()
-                .with_keys(access.clone())
-                .expect_algorithm(alg)
-                .cipher_provider(p),
-        )
-        .unwrap();
+        let cmk = KeyId::new(&common["cmk"]).unwrap();
+        let opts = match alg.is_encrypted() {
+            true => ReaderOptions::encrypted(alg, access.clone(), [cmk]),
+            false => ReaderOptions::plaintext(),
+        };
+        let r = FileReader::open(bytes, opts.cipher_provider(p)).unwrap();
         assert_eq!(r.num_row_groups(), 2);
         let got = r.scan().build().unwrap().read_all().unwrap();
         let data = contents();

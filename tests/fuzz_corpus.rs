@@ -186,11 +186,7 @@ fn replay_corpus_and_regressions() {
 fn seeds_are_valid_inputs() {
     for alg in Algorithm::ALL {
         let file = fuzzing::write_file(alg, &[(1, Some("a".into()))], 1).unwrap();
-        let r = colvault::FileReader::open(
-            file,
-            colvault::ReaderOptions::default().with_keys(fuzzing::access().clone()),
-        )
-        .unwrap();
+        let r = colvault::FileReader::open(file, fuzzing::reader_options(alg).unwrap()).unwrap();
         assert_eq!(r.num_rows(), 1);
     }
     fuzzing::round_trip(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
@@ -205,7 +201,7 @@ fn reseal_plain_reaches_the_parquet_decoder() {
     let file = fuzzing::write_file(Algorithm::None, &rows, 7).unwrap();
     // Unchanged bytes stay unchanged.
     assert_eq!(fuzzing::reseal_plain(&file).unwrap(), file);
-    let open = |f: Vec<u8>| colvault::FileReader::open(f, colvault::ReaderOptions::default());
+    let open = |f: Vec<u8>| colvault::FileReader::open(f, colvault::ReaderOptions::plaintext());
     // A byte of the first chunk flipped: the checksum catches it; resealed, it opens.
     let mut damaged = file.clone();
     damaged[6] ^= 0x40;
@@ -247,6 +243,6 @@ fn plain_file_with_a_huge_row_group_count_is_malformed() {
     out.extend_from_slice(&file[n - 4..]);
     assert!(env_start > 4);
     let out = fuzzing::reseal_plain(&out).unwrap();
-    let r = colvault::FileReader::open(out, colvault::ReaderOptions::default());
+    let r = colvault::FileReader::open(out, colvault::ReaderOptions::plaintext());
     assert!(matches!(r, Err(colvault::Error::Malformed { .. })), "{r:?}");
 }

@@ -305,9 +305,12 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
                     p.settings().project_id.clone(),
                     t.table_id(),
                 );
-                let control = FileReader::open(bytes.clone(), ReaderOptions::default().with_keys(right))
-                    .and_then(|r| r.scan().build()?.read_all())
-                    .map(|b| b.iter().map(|b| b.num_rows()).sum::<usize>());
+                let control = FileReader::open(
+                    bytes.clone(),
+                    ReaderOptions::encrypted(Algorithm::Aes256Gcm, right, [cmk.clone()]),
+                )
+                .and_then(|r| r.scan().build()?.read_all())
+                .map(|b| b.iter().map(|b| b.num_rows()).sum::<usize>());
                 assert_eq!(control.unwrap(), rows, "control: the right context reads the file");
                 fx.cache.invalidate();
                 let wrong = KeyAccess::new(
@@ -316,9 +319,12 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
                     "another_project_id",
                     t.table_id(),
                 );
-                let r = FileReader::open(bytes, ReaderOptions::default().with_keys(wrong))
-                    .and_then(|r| r.scan().build()?.read_all())
-                    .map(|_| ());
+                let r = FileReader::open(
+                    bytes,
+                    ReaderOptions::encrypted(Algorithm::Aes256Gcm, wrong, [cmk.clone()]),
+                )
+                .and_then(|r| r.scan().build()?.read_all())
+                .map(|_| ());
                 return (true, r);
             }
             // A second project on the same CMK with its own project id; the table's directory

@@ -307,6 +307,72 @@ fn downgraded_manifest_is_refused() {
     assert!(matches!(err, Error::Integrity { .. }), "{err}");
 }
 
+/// A manifest sealed under a CMK other than the project's is refused with `ManifestKeyMismatch`,
+/// even when the project's principal may use that CMK and everything else about the manifest is
+/// right (this project, table and version, chained after the head). Before, a manifest's key was
+/// never compared with the project's CMK.
+#[test]
+fn a_manifest_under_another_cmk_is_refused() {
+    use colvault::table::Manifest;
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let t = p.create_table("t", schema()).unwrap();
+    t.append([rows(0, 10)]).unwrap();
+    let head = t.head().unwrap();
+    let cmk = p.settings().cmk.clone().unwrap();
+    // Another key this project may use (a column key, or a BYOK granted to it).
+    let other = fx
+        .kms
+        .create_key(CreateKeyRequest::project_default(p.principal().clone()))
+        .unwrap()
+        .id;
+    let path = |v: u64| p.dir().join(format!("tables/t/_manifest/v{v:020}.cvm"));
+    let mut next = head.clone();
+    next.version = head.version + 1;
+    next.prev_digest = *blake3::hash(&std::fs::read(path(head.version)).unwrap()).as_bytes();
+    next.operation = "append".into();
+    let access = p.access(t.table_id());
+    let under_other = next.seal(Some((&access, &other))).unwrap();
+
+    // The function itself: refused under the project's key, before any other check; opens when
+    // that key is the one allowed (so the refusal is the key check's, not the seal's).
+    let err = Manifest::open(
+        &under_other,
+        next.version,
+        Some(t.table_id()),
+        Some((&access, std::slice::from_ref(&cmk))),
+    )
+    .unwrap_err();
+    match &err {
+        Error::ManifestKeyMismatch {
+            version,
+            found,
+            expected,
+        } => {
+            assert_eq!(*version, next.version);
+            assert_eq!(found, other.as_str());
+            assert_eq!(expected, cmk.as_str());
+        }
+        e => panic!("expected ManifestKeyMismatch, got {e}"),
+    }
+    let opened = Manifest::open(
+        &under_other,
+        next.version,
+        Some(t.table_id()),
+        Some((&access, std::slice::from_ref(&other))),
+    )
+    .unwrap();
+    assert_eq!(opened, next);
+
+    // Through the table: the same next version sealed under the project's key is accepted ...
+    std::fs::write(path(next.version), next.seal(Some((&access, &cmk))).unwrap()).unwrap();
+    assert_eq!(p.table("t").unwrap().head().unwrap().version, next.version);
+    // ... and under the other key refused, with the typed error.
+    std::fs::write(path(next.version), &under_other).unwrap();
+    let err = p.table("t").unwrap().head().unwrap_err();
+    assert!(matches!(err, Error::ManifestKeyMismatch { .. }), "{err}");
+}
+
 #[test]
 fn scan_options_and_expiry_by_age() {
     use colvault::{CmpOp, Predicate};

@@ -85,7 +85,7 @@ fn bad_schemas_are_refused_by_tables_and_writers() {
         assert!(p.list_tables().unwrap().is_empty(), "{what}");
     }
     for schema in [dup, empty_name] {
-        let err = FileWriter::try_new(Vec::new(), schema, WriterOptions::default()).unwrap_err();
+        let err = FileWriter::try_new(Vec::new(), schema, WriterOptions::plaintext().build()).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
     // Adding a column whose name is empty is refused too (the manifest's schema is checked).

@@ -108,6 +108,7 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::NotColvault(_)
         | Error::UnsupportedVersion { .. }
         | Error::AlgorithmMismatch { .. }
+        | Error::ManifestKeyMismatch { .. }
         | Error::UnknownAlgorithmId { .. }
         | Error::SchemaMismatch(_)
         | Error::Parquet(_)

@@ -8,10 +8,13 @@ use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::DataType;
 use arrow::util::display::ArrayFormatter;
 use clap::Args;
+use colvault::crypto::FileId;
 use colvault::format::envelope::KeyRole;
 use colvault::kms::DataKeyEnvelope;
+use colvault::kms::KeyId;
 use colvault::read::read_envelope;
-use colvault::{Algorithm, FileReader, KeyAccess, ReaderOptions};
+use colvault::table::Table;
+use colvault::{Algorithm, FileReader, ReaderOptions};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use serde_json::{json, Value};
 
@@ -57,8 +60,9 @@ fn open(path: &Path) -> CliResult<File> {
     File::open(path).map_err(|e| io_err(format!("opening {}", path.display()), e))
 }
 
-/// Inspects `path`; with `access` (or for an unencrypted file) also its row groups and statistics.
-pub fn inspect(path: &Path, access: Option<KeyAccess>) -> CliResult<Inspection> {
+/// Inspects `path`; with its table (or for an unencrypted file) also its row groups and statistics,
+/// the file read as the table expects it (see [`expectation`]).
+pub fn inspect(path: &Path, table: Option<&Table>) -> CliResult<Inspection> {
     let f = open(path)?;
     let (info, env_bytes) = read_envelope(&f)?;
     let env = &info.envelope;
@@ -120,16 +124,16 @@ pub fn inspect(path: &Path, access: Option<KeyAccess>) -> CliResult<Inspection> 
         "envelope_len": env_bytes.len(),
         "sealed_footer_len": info.sealed_body_len,
     });
-    if access.is_none() && env.algorithm.is_encrypted() {
+    if table.is_none() && env.algorithm.is_encrypted() {
         lines.push(
             "(row groups, chunks and statistics are sealed: pass --project PROJECT to read them with the key)".into(),
         );
         return Ok(Inspection { lines, json: out });
     }
-    let mut opts = ReaderOptions::default();
-    if let Some(a) = access {
-        opts = opts.with_keys(a);
-    }
+    let opts = match table {
+        Some(t) => expectation(t, env.file_id)?,
+        None => ReaderOptions::plaintext(),
+    };
     let reader = FileReader::open(f, opts)?;
     let (body_lines, body_json) = footer(&reader)?;
     lines.extend(body_lines);
@@ -251,8 +255,34 @@ fn footer(r: &FileReader) -> CliResult<(Vec<String>, Value)> {
     Ok((lines, v))
 }
 
-/// The key access for a file of a project's table: the table is named, or taken from the path.
-fn access_for(ctx: &super::context::Ctx, project: &Path, table: Option<&str>, file: &Path) -> CliResult<KeyAccess> {
+/// What a reader of file `file_id` of `table` must expect: what the table's current version records
+/// for it, or for a file it does not list, the project's settings (its algorithm and CMK, and the
+/// ones a migration is leaving). Never what the file itself claims.
+fn expectation(table: &Table, file_id: FileId) -> CliResult<ReaderOptions> {
+    let head = table.head()?;
+    if let Some(f) = head.files.iter().find(|f| f.file_id == file_id) {
+        return Ok(table.reader_options(f, &head)?);
+    }
+    let s = table.project().settings();
+    let migrating = s.migrating_from.as_ref();
+    let cmks: Vec<KeyId> = s
+        .cmk
+        .iter()
+        .chain(migrating.and_then(|(_, k)| k.as_ref()))
+        .cloned()
+        .collect();
+    let algorithm = match migrating {
+        Some((from, _)) if !s.algorithm.is_encrypted() => *from,
+        _ => s.algorithm,
+    };
+    Ok(match algorithm.is_encrypted() {
+        true => ReaderOptions::encrypted(algorithm, table.project().access(table.table_id()), cmks),
+        false => ReaderOptions::plaintext(),
+    })
+}
+
+/// The table of a file of a project: the table is named, or taken from the path.
+fn table_for(ctx: &super::context::Ctx, project: &Path, table: Option<&str>, file: &Path) -> CliResult<Table> {
     let p = ctx.project(project)?;
     let name = match table {
         Some(t) => t.to_string(),
@@ -280,19 +310,18 @@ fn access_for(ctx: &super::context::Ctx, project: &Path, table: Option<&str>, fi
             })?
         }
     };
-    let t = p.table(&name)?;
-    Ok(p.access(t.table_id()))
+    Ok(p.table(&name)?)
 }
 
 pub fn run(args: InspectArgs, opts: &KeyOpts) -> CliResult {
-    let access = match &args.project {
+    let table = match &args.project {
         Some(project) => {
             let ctx = opts.open_existing()?;
-            Some(access_for(&ctx, project, args.table.as_deref(), &args.file)?)
+            Some(table_for(&ctx, project, args.table.as_deref(), &args.file)?)
         }
         None => None,
     };
-    let i = inspect(&args.file, access)?;
+    let i = inspect(&args.file, table.as_ref())?;
     if args.json {
         print_json(&i.json)?;
     } else {

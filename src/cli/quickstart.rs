@@ -222,7 +222,7 @@ pub fn run(args: QuickstartArgs, opts: &KeyOpts) -> CliResult {
         file.display(),
         dir.display()
     );
-    let keyed = inspect(&file, Some(project.access(table.table_id())))?;
+    let keyed = inspect(&file, Some(&table))?;
     let start = keyed.lines.iter().position(|l| l.starts_with("rows ")).unwrap_or(0);
     for l in keyed.lines[start..]
         .iter()

@@ -2,12 +2,11 @@
 
 use std::time::Instant;
 
-use colvault::crypto::{providers, Algorithm, ChunkKind, ChunkOpener, ChunkSealer, FileId, SecretKey};
+use colvault::crypto::{providers, Algorithm, ChunkKind, ChunkOpener, ChunkSealer, SecretKey};
 
 pub fn speed(mib: u32, runs: u32) -> colvault::Result<()> {
     let len = mib as usize * (1 << 20);
     let dek = SecretKey::generate()?;
-    let file = FileId::random()?;
     println!(
         "{:<8} {:<10} {:>12} {:>12}   ({mib} MiB chunk, best of {runs}, {} threads)",
         "algorithm",
@@ -25,8 +24,8 @@ pub fn speed(mib: u32, runs: u32) -> colvault::Result<()> {
             .map(move |p| (alg, p, uses_aes))
     });
     for (alg, provider, uses_aes) in cases {
-        let sealer = ChunkSealer::with_provider(provider, alg, &dek, file, alg.id() as u32)?;
-        let opener = ChunkOpener::with_provider(provider, alg, &dek, file, alg.id() as u32)?;
+        let sealer = ChunkSealer::with_provider(provider, alg, &dek, alg.id() as u32)?;
+        let opener = ChunkOpener::with_provider(provider, alg, &dek, sealer.file_id(), alg.id() as u32)?;
         let (mut best_seal, mut best_open) = (f64::MAX, f64::MAX);
         let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         for run in 0..runs {

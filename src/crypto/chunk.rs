@@ -393,17 +393,32 @@ impl ColumnKeys {
 /// sealing it again would reuse a nonce and is refused. A sealer that fails is poisoned and refuses
 /// all further work, so a failed write is never retried under the same data key.
 ///
+/// A sealer draws its own random file id, which every key and nonce it uses is derived from, so two
+/// sealers never share a (key, nonce) pair even when handed the same data key and column. Open what
+/// it sealed with a [`ChunkOpener`] for [`file_id`](Self::file_id).
+///
 /// ```
-/// use colvault::crypto::{Algorithm, ChunkKind, ChunkOpener, ChunkSealer, FileId, SecretKey};
+/// use colvault::crypto::{Algorithm, ChunkKind, ChunkOpener, ChunkSealer, SecretKey};
 /// let dek = SecretKey::generate()?;
-/// let file = FileId::random()?;
-/// let sealer = ChunkSealer::new(Algorithm::Aes256Gcm, &dek, file, 0)?;
+/// let sealer = ChunkSealer::new(Algorithm::Aes256Gcm, &dek, 0)?;
 /// let mut chunk = b"column bytes".to_vec();
 /// sealer.seal(0, ChunkKind::Data, &mut chunk)?;
-/// let opener = ChunkOpener::new(Algorithm::Aes256Gcm, &dek, file, 0)?;
+/// let opener = ChunkOpener::new(Algorithm::Aes256Gcm, &dek, sealer.file_id(), 0)?;
 /// opener.open(0, ChunkKind::Data, &mut chunk)?;
 /// assert_eq!(chunk, b"column bytes");
 /// # Ok::<(), colvault::Error>(())
+/// ```
+///
+/// A caller cannot choose the file id, so cannot make two sealers that reuse nonces:
+/// ```compile_fail,E0061
+/// use colvault::crypto::{Algorithm, ChunkSealer, FileId, SecretKey};
+/// let dek = SecretKey::generate().unwrap();
+/// let a = ChunkSealer::for_file(default_provider(), Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0);
+/// ```
+/// ```compile_fail,E0624
+/// use colvault::crypto::{default_provider, Algorithm, ChunkSealer, FileId, SecretKey};
+/// let dek = SecretKey::generate().unwrap();
+/// let a = ChunkSealer::for_file(default_provider(), Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0);
 /// ```
 pub struct ChunkSealer {
     keys: ColumnKeys,
@@ -423,13 +438,26 @@ impl fmt::Debug for ChunkSealer {
 }
 
 impl ChunkSealer {
-    /// A sealer for column `column` of file `file_id`, whose keys derive from `dek`.
-    pub fn new(algorithm: Algorithm, dek: &SecretKey, file_id: FileId, column: u32) -> Result<Self> {
-        Self::with_provider(default_provider(), algorithm, dek, file_id, column)
+    /// A sealer for column `column` of a new file with a fresh random id, whose keys derive from
+    /// `dek` and that id.
+    pub fn new(algorithm: Algorithm, dek: &SecretKey, column: u32) -> Result<Self> {
+        Self::with_provider(default_provider(), algorithm, dek, column)
     }
 
     /// The same, with an explicit AES provider.
     pub fn with_provider(
+        provider: &dyn CipherProvider,
+        algorithm: Algorithm,
+        dek: &SecretKey,
+        column: u32,
+    ) -> Result<Self> {
+        Self::for_file(provider, algorithm, dek, FileId::random()?, column)
+    }
+
+    /// A sealer for column `column` of file `file_id`. Crate-private: the file writer (and test
+    /// vectors) choose the id of the file they write, once per file and fresh DEK, with one
+    /// sealer per column.
+    pub(crate) fn for_file(
         provider: &dyn CipherProvider,
         algorithm: Algorithm,
         dek: &SecretKey,
@@ -441,6 +469,11 @@ impl ChunkSealer {
             sealed: Mutex::new(HashSet::new()),
             poisoned: AtomicBool::new(false),
         })
+    }
+
+    /// The id of the file this sealer seals for (what a [`ChunkOpener`] needs).
+    pub fn file_id(&self) -> FileId {
+        self.keys.file_id
     }
 
     /// The algorithm.
@@ -674,7 +707,7 @@ mod tests {
         let n = 2 * SEGMENT_LEN + 1234;
         let plain: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
         for alg in Algorithm::ALL {
-            let sealer = ChunkSealer::new(alg, &dek, file, 4).unwrap();
+            let sealer = ChunkSealer::for_file(default_provider(), alg, &dek, file, 4).unwrap();
             let opener = ChunkOpener::new(alg, &dek, file, 4).unwrap();
             let mut sealed = plain.clone();
             let tags = sealer.seal_detached(6, ChunkKind::Data, &mut sealed).unwrap();
@@ -734,7 +767,7 @@ mod tests {
         let n = 2 * SEGMENT_LEN + SEGMENT_LEN / 2 + 5;
         let plain: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
         for alg in Algorithm::ALL {
-            let sealer = ChunkSealer::new(alg, &dek, FileId([9; 16]), 1).unwrap();
+            let sealer = ChunkSealer::for_file(default_provider(), alg, &dek, FileId([9; 16]), 1).unwrap();
             let opener = ChunkOpener::new(alg, &dek, FileId([9; 16]), 1).unwrap();
             let mut buf = plain.clone();
             sealer.seal(4, ChunkKind::Data, &mut buf).unwrap();
@@ -751,7 +784,7 @@ mod tests {
         let dek = SecretKey::generate().unwrap();
         for alg in Algorithm::ALL {
             let opener = ChunkOpener::new(alg, &dek, FileId([1; 16]), 0).unwrap();
-            let sealer = ChunkSealer::new(alg, &dek, FileId([1; 16]), 0).unwrap();
+            let sealer = ChunkSealer::for_file(default_provider(), alg, &dek, FileId([1; 16]), 0).unwrap();
             let mut sealed = b"0123456789abcdefghij-some column bytes".to_vec();
             sealer.seal(0, ChunkKind::Data, &mut sealed).unwrap();
             for bit in 0..sealed.len() * 8 {
@@ -784,7 +817,7 @@ mod tests {
         let dek = SecretKey::generate().unwrap();
         let other = SecretKey::generate().unwrap();
         for alg in Algorithm::ALL {
-            let sealer = ChunkSealer::new(alg, &dek, FileId([1; 16]), 4).unwrap();
+            let sealer = ChunkSealer::for_file(default_provider(), alg, &dek, FileId([1; 16]), 4).unwrap();
             let mut sealed = vec![42u8; 100];
             sealer.seal(3, ChunkKind::Data, &mut sealed).unwrap();
             let same = ChunkOpener::new(alg, &dek, FileId([1; 16]), 4).unwrap();
@@ -844,12 +877,33 @@ mod tests {
     #[test]
     fn sealing_a_position_twice_is_refused() {
         let dek = SecretKey::generate().unwrap();
-        let s = ChunkSealer::new(Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0).unwrap();
+        let s = ChunkSealer::for_file(default_provider(), Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0).unwrap();
         s.seal(0, ChunkKind::Data, &mut vec![1, 2, 3]).unwrap();
         s.seal(0, ChunkKind::Metadata, &mut vec![1, 2, 3]).unwrap();
         s.seal(1, ChunkKind::Data, &mut vec![1, 2, 3]).unwrap();
         let err = s.seal(0, ChunkKind::Data, &mut vec![1, 2, 3]).unwrap_err();
         assert!(matches!(err, Error::NonceReuse { .. }), "{err}");
+    }
+
+    /// Two sealers given the same data key and column draw different file ids, so the same
+    /// plaintext at the same position seals to different bytes under different keys: no
+    /// (key, nonce) pair is shared. (Before, the caller chose the file id and could repeat it.)
+    #[test]
+    fn sealers_with_one_dek_never_share_a_nonce() {
+        let dek = SecretKey::generate().unwrap();
+        for alg in [Algorithm::Aes256Gcm, Algorithm::Aes256Ctr, Algorithm::Rc4] {
+            let a = ChunkSealer::new(alg, &dek, 0).unwrap();
+            let b = ChunkSealer::new(alg, &dek, 0).unwrap();
+            assert_ne!(a.file_id(), b.file_id(), "{alg}");
+            let (mut x, mut y) = (vec![0u8; 64], vec![0u8; 64]);
+            a.seal(0, ChunkKind::Data, &mut x).unwrap();
+            b.seal(0, ChunkKind::Data, &mut y).unwrap();
+            assert_ne!(x, y, "{alg}: two sealers produced the same ciphertext");
+            let opener = ChunkOpener::new(alg, &dek, b.file_id(), 0).unwrap();
+            assert!(opener.open(0, ChunkKind::Data, &mut x).is_err(), "{alg}");
+            opener.open(0, ChunkKind::Data, &mut y).unwrap();
+            assert_eq!(y, vec![0u8; 64]);
+        }
     }
 
     /// A provider whose GCM fails after a few uses: the sealer is poisoned for good.
@@ -882,7 +936,7 @@ mod tests {
     #[test]
     fn a_failed_sealer_is_poisoned() {
         let dek = SecretKey::generate().unwrap();
-        let s = ChunkSealer::with_provider(&Flaky, Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0).unwrap();
+        let s = ChunkSealer::for_file(&Flaky, Algorithm::Aes256Gcm, &dek, FileId([1; 16]), 0).unwrap();
         s.seal(0, ChunkKind::Data, &mut vec![1, 2, 3]).unwrap();
         let mut buf = vec![5u8; 10];
         assert!(matches!(s.seal(1, ChunkKind::Data, &mut buf), Err(Error::Crypto(_))));

@@ -53,8 +53,10 @@ impl SecretKey {
     }
 }
 
+#[cfg(feature = "insecure-test-vectors")]
 impl SecretKey {
-    /// Test vectors only: the raw key bytes, to record a test key next to the files it opens.
+    /// Test vectors only (cargo feature `insecure-test-vectors`, absent from default builds): the
+    /// raw key bytes, to record a test key next to the files it opens.
     #[doc(hidden)]
     pub fn insecure_expose_for_test_vectors(&self) -> &[u8; KEY_LEN] {
         &self.0

@@ -8,7 +8,7 @@
 //! wiped, and so are the RustCrypto AES-CTR round keys). That is why [`AwsLc`](super::aws_lc::AwsLc)
 //! stays the default; choose this provider with
 //! [`WriterOptionsBuilder::cipher_provider`](crate::write::WriterOptionsBuilder::cipher_provider),
-//! [`ReaderOptionsBuilder::cipher_provider`](crate::read::ReaderOptionsBuilder::cipher_provider) or
+//! [`ReaderOptions::cipher_provider`](crate::read::ReaderOptions::cipher_provider) or
 //! [`install_default_provider`](super::install_default_provider).
 
 use ::aes::cipher::{InnerIvInit, KeyInit, StreamCipher};

@@ -28,11 +28,14 @@ pub struct RewrapInfo {
 
 /// Writes to `sink` the file in `source` with every wrapped key moved to its CMK's current version.
 /// Column data is neither decrypted nor re-encrypted. `memo` carries re-wrapped KEKs across files.
+/// Every key of the file (the file key and each column key) must be wrapped under one of
+/// `allowed` (the CMKs the table's manifest records for the file): any other is refused with
+/// [`Error::KeyNotAllowed`] before anything is re-wrapped.
 pub fn rewrap_file(
     source: &dyn ReadAt,
     sink: &mut dyn Write,
     access: &KeyAccess,
-    allowed: Option<&[KeyId]>,
+    allowed: &[KeyId],
     memo: &mut HashMap<Vec<u8>, DataKeyEnvelope>,
 ) -> Result<RewrapInfo> {
     let (info, env_bytes) = read_envelope(source)?;
@@ -42,9 +45,18 @@ pub fn rewrap_file(
             "a file without encryption has no keys to rewrap".into(),
         ));
     }
+    for k in &env.keys {
+        let key = DataKeyEnvelope::from_bytes(&k.wrapped)?.key_id().clone();
+        if !allowed.contains(&key) {
+            return Err(Error::KeyNotAllowed { key: key.to_string() });
+        }
+    }
     // The file key, to open and re-seal the footer body.
-    let entry = &env.keys[0];
-    let dek = access.open_data_key(&entry.wrapped, &env.file_id, None, allowed)?;
+    let entry = env
+        .keys
+        .first()
+        .ok_or_else(|| Error::integrity("envelope (an encrypted file without a file key)"))?;
+    let dek = access.open_data_key(&entry.wrapped, &env.file_id, None, Some(allowed))?;
     verify_commitment(&dek, &entry.commitment)?;
     let footer_key = derive_key(&dek, Purpose::FooterKey, &[&env.file_id.0])?;
     let body_start = info.file_len - TRAILER_LEN as u64 - info.sealed_body_len;

@@ -28,40 +28,135 @@ use crate::format::footer::{body_aad, open_body, FooterBody};
 use crate::format::{ReadAt, MAGIC, MAX_BODY_LEN, MAX_ENVELOPE_LEN, TRAILER_LEN};
 use crate::kms::KeyId;
 
-/// What a reader expects and how it reaches keys.
-#[derive(Clone, Debug, Default)]
+/// What a reader expects of a file, and how it reaches keys.
+///
+/// There is no default: a reader must say what the file has to be, from the authenticated project
+/// settings or table manifest, never from the file itself. [`ReaderOptions::encrypted`] names the
+/// algorithm and the CMKs the file's keys may be wrapped under; [`ReaderOptions::plaintext`] says
+/// the data is not encrypted. A file protected otherwise is refused with
+/// [`Error::AlgorithmMismatch`] or [`Error::KeyNotAllowed`] before any of it is trusted, so a file
+/// downgraded to `none` or re-keyed under another CMK cannot be slipped to a reader.
+///
+/// ```
+/// use colvault::{Algorithm, FileReader, FileWriter, ReaderOptions, WriterOptions, Error};
+/// # use std::sync::Arc;
+/// # use arrow::array::{Int64Array, RecordBatch};
+/// # use arrow::datatypes::{DataType, Field, Schema};
+/// # let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+/// # let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])?;
+/// let mut file = Vec::new();
+/// let mut w = FileWriter::try_new(&mut file, schema, WriterOptions::plaintext().build())?;
+/// w.write(&batch)?;
+/// w.close()?;
+/// // Read as plaintext: fine.
+/// FileReader::open(file.clone(), ReaderOptions::plaintext())?;
+/// # let access = colvault::fuzzing::access().clone();
+/// # let cmk = colvault::kms::KeyId::new(colvault::fuzzing::FUZZ_KEY)?;
+/// // Where AES-256-GCM under `cmk` is expected, the same file is a downgrade and refused.
+/// let err = FileReader::open(file, ReaderOptions::encrypted(Algorithm::Aes256Gcm, access, [cmk])).unwrap_err();
+/// assert!(matches!(err, Error::AlgorithmMismatch { .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// ```compile_fail,E0599
+/// // No default that accepts whatever a file claims.
+/// let opts = colvault::ReaderOptions::default();
+/// ```
+#[derive(Clone, Debug)]
 pub struct ReaderOptions {
-    keys: Option<KeyAccess>,
-    expected_algorithm: Option<Algorithm>,
-    allowed_keys: Option<Vec<KeyId>>,
+    expected: Expected,
     provider: Option<&'static dyn CipherProvider>,
 }
 
+/// What the file must be.
+#[derive(Clone, Debug)]
+enum Expected {
+    Plaintext,
+    Encrypted {
+        algorithm: Algorithm,
+        access: KeyAccess,
+        allowed_cmks: Vec<KeyId>,
+    },
+}
+
 impl ReaderOptions {
-    /// Reads encrypted files through `access`.
-    pub fn with_keys(mut self, access: KeyAccess) -> Self {
-        self.keys = Some(access);
-        self
+    /// Reads only files encrypted with `algorithm` whose keys (the file key and every column key)
+    /// are wrapped under one of `allowed_cmks`, reaching the keys through `access`. Take both from
+    /// the authenticated project settings or table manifest: a file naming another algorithm or
+    /// key is refused. `algorithm` must not be [`Algorithm::None`] (use
+    /// [`plaintext`](Self::plaintext)) and `allowed_cmks` must not be empty; opening a file with
+    /// such options fails with [`Error::InvalidArgument`].
+    pub fn encrypted(algorithm: Algorithm, access: KeyAccess, allowed_cmks: impl IntoIterator<Item = KeyId>) -> Self {
+        ReaderOptions {
+            expected: Expected::Encrypted {
+                algorithm,
+                access,
+                allowed_cmks: allowed_cmks.into_iter().collect(),
+            },
+            provider: None,
+        }
     }
-    /// Refuses any file not written with `algorithm` (no downgrade: project settings say which).
-    pub fn expect_algorithm(mut self, algorithm: Algorithm) -> Self {
-        self.expected_algorithm = Some(algorithm);
-        self
+
+    /// Reads only files that are not encrypted (algorithm `none`, checksummed): an encrypted file
+    /// is refused, since nothing here can reach its keys.
+    pub fn plaintext() -> Self {
+        ReaderOptions {
+            expected: Expected::Plaintext,
+            provider: None,
+        }
     }
-    /// Refuses any file whose keys are wrapped under a CMK not in `keys`.
-    pub fn allow_keys(mut self, keys: Vec<KeyId>) -> Self {
-        self.allowed_keys = Some(keys);
-        self
-    }
+
     /// The AES implementation that opens the chunks, instead of the process-wide
     /// [`default_provider`](crate::crypto::default_provider). Any provider opens any file.
     pub fn cipher_provider(mut self, provider: &'static dyn CipherProvider) -> Self {
         self.provider = Some(provider);
         self
     }
+
+    /// The algorithm a file must have.
+    pub fn expected_algorithm(&self) -> Algorithm {
+        match &self.expected {
+            Expected::Plaintext => Algorithm::None,
+            Expected::Encrypted { algorithm, .. } => *algorithm,
+        }
+    }
+
     /// The provider in use: the one set here, else the process-wide default.
     pub(crate) fn provider(&self) -> &'static dyn CipherProvider {
         self.provider.unwrap_or_else(crate::crypto::default_provider)
+    }
+
+    /// Refuses options that cannot describe any file, then a file whose algorithm is not the
+    /// expected one; gives the key access and allowed CMKs of an encrypted file.
+    fn check(&self, found: Algorithm) -> Result<Option<(&KeyAccess, &[KeyId])>> {
+        let keys = match &self.expected {
+            Expected::Plaintext => None,
+            Expected::Encrypted {
+                algorithm,
+                access,
+                allowed_cmks,
+            } => {
+                if !algorithm.is_encrypted() {
+                    return Err(Error::InvalidArgument(
+                        "ReaderOptions::encrypted was given the algorithm none: name the project's encryption algorithm, or read plaintext data with ReaderOptions::plaintext()".into(),
+                    ));
+                }
+                if allowed_cmks.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "ReaderOptions::encrypted was given no CMK: name the keys the project's settings or the table's manifest allow".into(),
+                    ));
+                }
+                Some((access, allowed_cmks.as_slice()))
+            }
+        };
+        let expected = self.expected_algorithm();
+        if found != expected {
+            return Err(Error::AlgorithmMismatch {
+                expected: expected.to_string(),
+                found: found.to_string(),
+            });
+        }
+        Ok(keys)
     }
 }
 
@@ -204,25 +299,19 @@ impl FileReader {
         let (info, env_bytes) = read_envelope(&*source)?;
         let envelope = info.envelope;
         let alg = envelope.algorithm;
-        if let Some(expected) = opts.expected_algorithm {
-            if expected != alg {
-                return Err(Error::AlgorithmMismatch {
-                    expected: expected.to_string(),
-                    found: alg.to_string(),
-                });
-            }
-        }
+        let keys = opts.check(alg)?;
         let file_id = envelope.file_id;
-        let file_dek = if alg.is_encrypted() {
-            let access = opts.keys.as_ref().ok_or_else(|| Error::KeysRequired {
-                algorithm: alg.to_string(),
-            })?;
-            let entry = &envelope.keys[0];
-            let dek = access.open_data_key(&entry.wrapped, &file_id, None, opts.allowed_keys.as_deref())?;
-            verify_commitment(&dek, &entry.commitment)?;
-            Some(dek)
-        } else {
-            None
+        let file_dek = match keys {
+            Some((access, allowed)) => {
+                let entry = envelope
+                    .keys
+                    .first()
+                    .ok_or_else(|| Error::integrity("envelope (an encrypted file without a file key)"))?;
+                let dek = access.open_data_key(&entry.wrapped, &file_id, None, Some(allowed))?;
+                verify_commitment(&dek, &entry.commitment)?;
+                Some(dek)
+            }
+            None => None,
         };
         let body_start = info.file_len - TRAILER_LEN as u64 - info.sealed_body_len;
         let mut body = read_vec(&*source, body_start, info.sealed_body_len as usize)?;
@@ -428,17 +517,17 @@ fn unwrap_column_key(
     field: usize,
     name: &str,
 ) -> Result<SecretKey> {
-    let access = opts.keys.as_ref().ok_or_else(|| Error::KeysRequired {
-        algorithm: envelope.algorithm.to_string(),
-    })?;
+    let Expected::Encrypted {
+        access, allowed_cmks, ..
+    } = &opts.expected
+    else {
+        return Err(Error::KeysRequired {
+            algorithm: envelope.algorithm.to_string(),
+        });
+    };
     let e = &envelope.keys[entry];
     let dek = access
-        .open_data_key(
-            &e.wrapped,
-            &envelope.file_id,
-            Some(field as u32),
-            opts.allowed_keys.as_deref(),
-        )
+        .open_data_key(&e.wrapped, &envelope.file_id, Some(field as u32), Some(allowed_cmks))
         .map_err(|err| match err {
             Error::AccessDenied { principal, key } => Error::AccessDenied {
                 principal: format!("{principal} (reading column {name:?})"),

@@ -110,7 +110,10 @@ impl Table {
                     self.name
                 )));
             }
-            let m = Manifest::open(&bytes, version, Some(&self.table_id), self.access().as_ref())?;
+            let access = self.access();
+            let cmks = self.manifest_cmks();
+            let keys = access.as_ref().map(|a| (a, cmks.as_slice()));
+            let m = Manifest::open(&bytes, version, Some(&self.table_id), keys)?;
             return Ok(Found::Ok(Box::new(m)));
         }
         Ok(found)

@@ -60,7 +60,7 @@ impl Table {
                 .map_err(|e| Error::io("creating a rewrapped file", e))?;
             // The reader's checks apply: the file must be the one the manifest committed.
             self.open_file(f, &head)?;
-            let info = rewrap_file(&src, &mut out, &access, Some(&f.key_ids), &mut memo)?;
+            let info = rewrap_file(&src, &mut out, &access, &f.key_ids, &mut memo)?;
             out.sync_all().map_err(|e| Error::io("syncing a rewrapped file", e))?;
             fs::rename(&tmp, &dest).map_err(|e| Error::io("publishing a rewrapped file", e))?;
             report.files += 1;

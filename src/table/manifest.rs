@@ -190,8 +190,16 @@ impl Manifest {
         Ok(e.finish())
     }
 
-    /// Opens a sealed manifest that should be `version` of table `table_id`.
-    pub fn open(bytes: &[u8], version: u64, table_id: Option<&str>, access: Option<&KeyAccess>) -> Result<Self> {
+    /// Opens a sealed manifest that should be `version` of table `table_id`. `keys` is the key
+    /// access and the CMKs the project allows for its manifests (its CMK, and during a migration the
+    /// CMK it is leaving): a manifest whose key is wrapped under any other CMK is refused with
+    /// [`Error::ManifestKeyMismatch`] before its key is unwrapped.
+    pub fn open(
+        bytes: &[u8],
+        version: u64,
+        table_id: Option<&str>,
+        keys: Option<(&KeyAccess, &[KeyId])>,
+    ) -> Result<Self> {
         let mut d = Decoder::new(bytes, "manifest");
         if d.array::<4>()? != MAGIC {
             return Err(Error::NotColvault("not a colvault manifest".into()));
@@ -224,10 +232,17 @@ impl Manifest {
             }
             body.to_vec()
         } else {
-            let access = access.ok_or_else(|| Error::KeysRequired {
+            let (access, allowed) = keys.ok_or_else(|| Error::KeysRequired {
                 algorithm: "the table manifest".into(),
             })?;
             let env = DataKeyEnvelope::from_bytes(env)?;
+            if !allowed.contains(env.key_id()) {
+                return Err(Error::ManifestKeyMismatch {
+                    version,
+                    found: env.key_id().to_string(),
+                    expected: allowed.iter().map(KeyId::as_str).collect::<Vec<_>>().join(", "),
+                });
+            }
             let key = access.open_aux_key(&env, &format!("manifest {version}"))?;
             let table_id = table_id.unwrap_or(access.table_id());
             let k = derive_key(&key, Purpose::ManifestKey, &[table_id.as_bytes()])?;

@@ -32,6 +32,7 @@ use crate::catalog::{new_id, TableHead, TableRecord};
 use crate::crypto::FileId;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::kms::KeyId;
 use crate::project::Project;
 use crate::write::{Compression, FileWriter, WriterOptions};
 use crate::KeyAccess;
@@ -262,6 +263,14 @@ impl Table {
         (s.cmk.is_some() || migrating_key.is_some()).then(|| self.project.access(&self.table_id))
     }
 
+    /// The CMKs a manifest of this table may be sealed under: the project's, and during a
+    /// migration the one it is leaving. Never taken from the manifest itself.
+    fn manifest_cmks(&self) -> Vec<KeyId> {
+        let s = self.project.settings();
+        let migrating_key = s.migrating_from.as_ref().and_then(|(_, k)| k.as_ref());
+        s.cmk.iter().chain(migrating_key).cloned().collect()
+    }
+
     /// Whether manifests must be sealed under a key (the project is encrypted and not migrating
     /// from plaintext): a checksummed manifest is then a downgrade and refused.
     fn require_sealed(&self) -> bool {
@@ -275,14 +284,14 @@ impl Table {
 
     fn writer_options(&self) -> WriterOptions {
         let s = self.project.settings();
-        let mut b = WriterOptions::builder()
-            .compression(self.write.compression)
+        let b = match &s.cmk {
+            Some(cmk) => WriterOptions::encrypted(s.algorithm, self.project.access(&self.table_id), cmk.clone()),
+            None => WriterOptions::plaintext(),
+        };
+        b.compression(self.write.compression)
             .max_row_group_rows(self.write.row_group_rows)
-            .allow_legacy_rc4(s.allow_legacy_rc4);
-        if let (Some(cmk), Some(access)) = (&s.cmk, self.access()) {
-            b = b.encryption(s.algorithm, access, cmk.clone());
-        }
-        b.build()
+            .allow_legacy_rc4(s.allow_legacy_rc4)
+            .build()
     }
 
     /// Writes `batches` into new data files (published, not yet committed).

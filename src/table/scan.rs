@@ -45,6 +45,18 @@ impl Table {
 
     /// Opens one committed file, checking it against the manifest: its id, length and footer digest,
     /// the project's algorithm and the keys the manifest allows.
+    /// What a reader of committed file `f` of snapshot `m` must expect: the algorithm of the
+    /// (authenticated) manifest, and the CMKs it records for the file.
+    pub fn reader_options(&self, f: &FileRef, m: &Manifest) -> Result<ReaderOptions> {
+        if !m.algorithm.is_encrypted() {
+            return Ok(ReaderOptions::plaintext());
+        }
+        let access = self.access().ok_or_else(|| Error::KeysRequired {
+            algorithm: m.algorithm.to_string(),
+        })?;
+        Ok(ReaderOptions::encrypted(m.algorithm, access, f.key_ids.iter().cloned()))
+    }
+
     /// Checks one committed file's footer against the manifest (its id, length, footer digest,
     /// algorithm and keys).
     pub(crate) fn check_file(&self, f: &FileRef, m: &Manifest) -> Result<()> {
@@ -67,11 +79,7 @@ impl Table {
             }
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        let mut opts = ReaderOptions::default().expect_algorithm(m.algorithm);
-        if let Some(access) = self.access() {
-            opts = opts.with_keys(access).allow_keys(f.key_ids.clone());
-        }
-        let r = FileReader::open(file, opts)?;
+        let r = FileReader::open(file, self.reader_options(f, m)?)?;
         if r.file_id() != f.file_id || r.file_len() != f.len || r.footer_digest() != f.footer_digest {
             return Err(Error::integrity(format!(
                 "data file {} (it is not the file the manifest committed)",

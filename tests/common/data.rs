@@ -14,6 +14,7 @@ use arrow::array::{
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::*;
 use bytes::Bytes;
+use colvault::kms::KeyId;
 use colvault::{Algorithm, Error, FileReader, FileWriter, ReaderOptions, WriterOptions, WriterOptionsBuilder};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -23,12 +24,12 @@ use crate::common::Fixture;
 
 /// Writer options for `alg` with the fixture's project key (RC4 allowed).
 pub fn options(fx: &Fixture, alg: Algorithm) -> WriterOptionsBuilder {
-    let b = WriterOptions::builder().allow_legacy_rc4(true);
-    if alg.is_encrypted() {
-        b.encryption(alg, fx.access(), fx.cmk.clone())
+    let b = if alg.is_encrypted() {
+        WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
     } else {
-        b
-    }
+        WriterOptions::plaintext()
+    };
+    b.allow_legacy_rc4(true)
 }
 
 /// Writes `batches` into a colvault file.
@@ -59,14 +60,45 @@ pub fn write_simple(
     write_file(schema, batches, opts).unwrap_or_else(|e| panic!("{alg}: writing failed: {e}"))
 }
 
-/// Reader options with the fixture's key access.
-pub fn reader_options(fx: &Fixture) -> ReaderOptions {
-    ReaderOptions::default().with_keys(fx.access())
+/// Reader options expecting `alg` under the fixture's project key.
+pub fn reader_options(fx: &Fixture, alg: Algorithm) -> ReaderOptions {
+    reader_options_allowing(fx, alg, [fx.cmk.clone()])
 }
 
-/// Opens `file` and reads every row: the reader's schema and the batches.
-pub fn read_file(fx: &Fixture, file: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
-    let r = FileReader::open(file, reader_options(fx))?;
+/// Reader options expecting `alg` under any of `cmks`, with the fixture's key access.
+pub fn reader_options_allowing(fx: &Fixture, alg: Algorithm, cmks: impl IntoIterator<Item = KeyId>) -> ReaderOptions {
+    if alg.is_encrypted() {
+        ReaderOptions::encrypted(alg, fx.access(), cmks)
+    } else {
+        ReaderOptions::plaintext()
+    }
+}
+
+/// For tests of damaged and hostile files only: expects the algorithm the file's envelope names
+/// (AES-256-GCM when it does not decode) and allows the fixture's key and every key the envelope
+/// names, so the checks behind the expectation are what the damage meets. Real readers take their
+/// expectation from the project's settings, never from the file.
+pub fn reader_options_as_claimed(fx: &Fixture, file: &[u8]) -> ReaderOptions {
+    let file = file.to_vec();
+    let Ok((info, _)) = colvault::read::read_envelope(&file) else {
+        return reader_options(fx, Algorithm::Aes256Gcm);
+    };
+    let named = info
+        .envelope
+        .keys
+        .iter()
+        .filter_map(|k| colvault::kms::DataKeyEnvelope::from_bytes(&k.wrapped).ok())
+        .map(|e| e.key_id().clone());
+    reader_options_allowing(
+        fx,
+        info.envelope.algorithm,
+        std::iter::once(fx.cmk.clone()).chain(named),
+    )
+}
+
+/// Opens `file`, expecting `alg`, and reads every row: the reader's schema and the batches.
+pub fn read_file(fx: &Fixture, alg: Algorithm, file: Vec<u8>) -> Result<(SchemaRef, Vec<RecordBatch>), Error> {
+    let r = FileReader::open(file, reader_options(fx, alg))?;
     let schema = r.schema();
     let batches = r.scan().build()?.read_all()?;
     Ok((schema, batches))
@@ -203,7 +235,7 @@ pub fn check_round_trip(
     let opts = options(fx, alg).max_row_group_rows(rg_rows).build();
     let result = match write_file(schema.clone(), batches, opts) {
         Err(e) => Err(format!("colvault write failed: {e}")),
-        Ok(file) => match read_file(fx, file) {
+        Ok(file) => match read_file(fx, alg, file) {
             Err(e) => Err(format!("colvault read failed: {e}")),
             Ok((got_schema, got)) => compare(schema, batches, &got_schema, &got),
         },
