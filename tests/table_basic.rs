@@ -326,10 +326,9 @@ fn a_manifest_under_another_cmk_is_refused() {
         .create_key(CreateKeyRequest::project_default(p.principal().clone()))
         .unwrap()
         .id;
-    let path = |v: u64| p.dir().join(format!("tables/t/_manifest/v{v:020}.cvm"));
     let mut next = head.clone();
     next.version = head.version + 1;
-    next.prev_digest = *blake3::hash(&std::fs::read(path(head.version)).unwrap()).as_bytes();
+    next.prev_digest = *blake3::hash(&std::fs::read(t.manifest_file(head.version).unwrap()).unwrap()).as_bytes();
     next.operation = "append".into();
     let access = p.access(t.table_id());
     let under_other = next.seal(Some((&access, &other))).unwrap();
@@ -364,11 +363,23 @@ fn a_manifest_under_another_cmk_is_refused() {
     .unwrap();
     assert_eq!(opened, next);
 
-    // Through the table: the same next version sealed under the project's key is accepted ...
-    std::fs::write(path(next.version), next.seal(Some((&access, &cmk))).unwrap()).unwrap();
+    // Through the table, with the catalog's head pointed at it (as only someone who can write the
+    // catalog could): the same next version sealed under the project's key is accepted ...
+    let commit = |bytes: &[u8]| {
+        let digest = *blake3::hash(bytes).as_bytes();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(t.dir().join(format!("_manifest/v{:020}-{hex}.cvm", next.version)), bytes).unwrap();
+        let cur = fx.catalog.table_by_id(t.table_id()).unwrap().unwrap().head;
+        let new = colvault::catalog::TableHead {
+            version: next.version,
+            digest,
+        };
+        assert!(fx.catalog.swap_head(t.table_id(), &cur, &new).unwrap());
+    };
+    commit(&next.seal(Some((&access, &cmk))).unwrap());
     assert_eq!(p.table("t").unwrap().head().unwrap().version, next.version);
     // ... and under the other key refused, with the typed error.
-    std::fs::write(path(next.version), &under_other).unwrap();
+    commit(&under_other);
     let err = p.table("t").unwrap().head().unwrap_err();
     assert!(matches!(err, Error::ManifestKeyMismatch { .. }), "{err}");
 }
