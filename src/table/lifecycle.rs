@@ -184,6 +184,12 @@ impl Project {
     /// project's own. Returns how many files were removed.
     pub fn vacuum(&self, grace: std::time::Duration) -> Result<usize> {
         let mut removed = fsutil::remove_stale_temps(self.dir(), grace)?;
+        // Settings files the catalog no longer records (superseded by a migration): an older
+        // authentic copy is refused anyway, but none is left lying around.
+        let current = crate::project::settings::file_name(&self.settings().digest());
+        removed += fsutil::remove_files_where(self.dir(), grace, |name| {
+            name.starts_with("project-") && name.ends_with(".cv") && name != current
+        })?;
         removed += self.remove_stale_staged_tables(grace)?;
         for name in self.list_tables()? {
             removed += self.table(&name)?.vacuum(grace)?;
