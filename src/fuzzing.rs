@@ -215,7 +215,13 @@ pub fn reseal_plain(data: &[u8]) -> Option<Vec<u8>> {
                 continue;
             }
             let (rg, leaf) = ((i / leaves) as u32, (i % leaves) as u32);
-            let Ok(sealer) = ChunkSealer::for_file(crate::crypto::default_provider(), Algorithm::None, &dek, envelope.file_id, leaf) else {
+            let Ok(sealer) = ChunkSealer::for_file(
+                crate::crypto::default_provider(),
+                Algorithm::None,
+                &dek,
+                envelope.file_id,
+                leaf,
+            ) else {
                 continue;
             };
             let mut chunk = file[off..off + plain].to_vec();

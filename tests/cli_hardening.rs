@@ -18,7 +18,13 @@ impl Env {
     fn data_files(&self, project: &str, table: &str) -> Vec<PathBuf> {
         // The table's directory, from the catalog.
         let show = self.json(&["catalog", "show", project, "--json"]);
-        let t = show["tables"].as_array().unwrap().iter().find(|t| t["name"] == table).unwrap().clone();
+        let t = show["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == table)
+            .unwrap()
+            .clone();
         let dir = PathBuf::from(show["location"].as_str().unwrap())
             .join(t["location"].as_str().unwrap())
             .join("data");
@@ -85,7 +91,10 @@ fn failed_import_leaves_no_table() {
     env.write("wide.csv", &format!("{}\n{}\n", header.join(","), row.join(",")));
     let (code, err) = stderr_of(&env, &["table", "import", "./imp", "imp6", "wide.csv"]);
     assert_ne!(code, 0, "{err}");
-    assert!(err.contains("no table was created") || err.contains("more than 10000 columns"), "{err}");
+    assert!(
+        err.contains("no table was created") || err.contains("more than 10000 columns"),
+        "{err}"
+    );
     // A failure while the rows are written: the type is inferred from the first 100,000 rows, and
     // a later value does not parse, after the table was created and data files were written.
     env.write("late.csv", &format!("id\n{}x\n", "1\n".repeat(100_001)));
@@ -189,7 +198,10 @@ fn empty_csv_and_bad_column_names_are_refused() {
     env.run(&["project", "create", "./bad", "--name", "bad"]);
     env.write("empty.csv", "");
     let err = env.fails(&["table", "import", "./bad", "e", "empty.csv"], 4);
-    assert!(err.contains("no columns") || err.contains("the input is empty"), "{err}");
+    assert!(
+        err.contains("no columns") || err.contains("the input is empty"),
+        "{err}"
+    );
     env.write("dup.csv", "a,a\n1,2\n");
     let (code, err) = stderr_of(&env, &["table", "import", "./bad", "d", "dup.csv"]);
     assert_ne!(code, 0, "{err}");
@@ -294,7 +306,9 @@ fn integrity_messages_are_noun_phrases() {
     let err = env.fails(&["table", "count", "./msg", "t"], 4);
     assert!(!err.contains("table t has no manifest:"), "{err}");
     assert!(
-        err.contains("table t: storage does not hold version 1, the head the catalog records (its manifest is missing)"),
+        err.contains(
+            "table t: storage does not hold version 1, the head the catalog records (its manifest is missing)"
+        ),
         "{err}"
     );
     std::fs::remove_dir(&manifests).unwrap();

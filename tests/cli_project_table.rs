@@ -25,7 +25,13 @@ impl Env {
     fn data_files(&self, project: &str, table: &str) -> Vec<PathBuf> {
         // The table's directory, from the catalog.
         let show = self.json(&["catalog", "show", project, "--json"]);
-        let t = show["tables"].as_array().unwrap().iter().find(|t| t["name"] == table).unwrap().clone();
+        let t = show["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == table)
+            .unwrap()
+            .clone();
         let dir = PathBuf::from(show["location"].as_str().unwrap())
             .join(t["location"].as_str().unwrap())
             .join("data");
@@ -330,7 +336,16 @@ fn error_paths_and_exit_codes() {
     assert!(err.contains(&format!("colvault kms grant {key} {id}")), "{err}");
     assert!(!env.path().join("hrdept").exists());
     env.run(&["kms", "grant", "byok", &id]);
-    env.run(&["project", "create", "./hrdept", "--encrypt", "--key", "byok", "--id", &id]);
+    env.run(&[
+        "project",
+        "create",
+        "./hrdept",
+        "--encrypt",
+        "--key",
+        "byok",
+        "--id",
+        &id,
+    ]);
     env.write("a.csv", CSV);
     env.run(&["table", "import", "./hrdept", "staff", "a.csv"]);
 

@@ -2,9 +2,9 @@
 //! typed error, because what a reader expects comes from the catalog (the control plane), never
 //! from the storage it reads. After a rollback attempt, vacuum deletes nothing.
 
-mod common;
 #[path = "common/cli_env.rs"]
 mod cli_env;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -133,7 +133,10 @@ fn forged_settings_with_victims_id_and_migration_are_refused() {
         std::fs::copy(&forged_file, &target).unwrap();
         let err = Project::open(&fx.catalog, "victim", keys(&fx)).unwrap_err();
         assert!(
-            matches!(err, Error::Downgrade { .. } | Error::Integrity { .. } | Error::SettingsRollback { .. }),
+            matches!(
+                err,
+                Error::Downgrade { .. } | Error::Integrity { .. } | Error::SettingsRollback { .. }
+            ),
             "{err}"
         );
         kinds.push(format!("{err:?}").split_whitespace().next().unwrap().to_string());
@@ -141,7 +144,10 @@ fn forged_settings_with_victims_id_and_migration_are_refused() {
     // The plaintext one is a downgrade; the authenticated encrypted ones are not what the catalog
     // records (their MACs verify: only the catalog's digest refuses them).
     assert!(kinds.iter().any(|k| k.starts_with("Downgrade")), "{kinds:?}");
-    assert!(kinds.iter().filter(|k| k.starts_with("Integrity")).count() >= 2, "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| k.starts_with("Integrity")).count() >= 2,
+        "{kinds:?}"
+    );
     std::fs::write(&target, good).unwrap();
     Project::open(&fx.catalog, "victim", keys(&fx)).unwrap();
 }
@@ -181,7 +187,10 @@ fn older_authentic_settings_are_a_settings_rollback() {
     // Before the key change (rc4 under the default key, authentic, MAC valid): a rollback.
     std::fs::write(&current, &gen1).unwrap();
     let err = Project::open(&fx.catalog, "rolling", keys(&fx)).unwrap_err();
-    assert!(matches!(err, Error::Downgrade { .. } | Error::SettingsRollback { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Downgrade { .. } | Error::SettingsRollback { .. }),
+        "{err}"
+    );
     // Before the migration (plaintext): a downgrade.
     std::fs::write(&current, &gen0).unwrap();
     let err = Project::open(&fx.catalog, "rolling", keys(&fx)).unwrap_err();
@@ -212,7 +221,11 @@ fn forged_checksummed_manifest_appended_is_ignored_and_vacuumed() {
     let path = t.dir().join(format!("_manifest/v{:020}-{hex}.cvm", forged.version));
     std::fs::write(&path, &bytes).unwrap();
     let t = p.table("t").unwrap();
-    assert_eq!(t.head().unwrap().version, head.version, "readers follow the catalog's head");
+    assert_eq!(
+        t.head().unwrap().version,
+        head.version,
+        "readers follow the catalog's head"
+    );
     assert_eq!(rows(&t).unwrap(), 10);
     // The next commit builds on the catalog's head, not on the forged file.
     let c = t.append([batch(10, 5)]).unwrap();
@@ -324,8 +337,15 @@ fn a_reused_project_name_gets_none_of_the_old_grants() {
     let id = colvault::project::new_project_id().unwrap();
     fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
-    let old = Project::create_with_id(&fx.catalog, fx.dir.path().join("old"), "payroll", s.clone(), keys(&fx), id)
-        .unwrap();
+    let old = Project::create_with_id(
+        &fx.catalog,
+        fx.dir.path().join("old"),
+        "payroll",
+        s.clone(),
+        keys(&fx),
+        id,
+    )
+    .unwrap();
     old.drop_project().unwrap();
     // The name is free again; a new project under it is a new principal, with no grant.
     let err = Project::create(&fx.catalog, fx.dir.path().join("new"), "payroll", s, keys(&fx)).unwrap_err();
@@ -344,7 +364,13 @@ impl Env {
     }
     fn table_dir(&self, project: &str, table: &str) -> PathBuf {
         let show = self.catalog_show(project);
-        let t = show["tables"].as_array().unwrap().iter().find(|t| t["name"] == table).unwrap().clone();
+        let t = show["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == table)
+            .unwrap()
+            .clone();
         PathBuf::from(show["location"].as_str().unwrap()).join(t["location"].as_str().unwrap())
     }
     fn settings_file(&self, project: &str) -> PathBuf {
@@ -356,7 +382,10 @@ impl Env {
 
 fn stderr_of(env: &Env, args: &[&str]) -> (i32, String) {
     let out = env.cmd().args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -389,7 +418,11 @@ fn cli_refuses_every_storage_attack() {
     // 2. The newest manifest deleted: a rollback; vacuum deletes nothing.
     let a_dir = env.table_dir("sales", "a");
     let newest: PathBuf = {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(a_dir.join("_manifest")).unwrap().flatten().map(|e| e.path()).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(a_dir.join("_manifest"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         v.sort();
         v.pop().unwrap()
     };
@@ -432,7 +465,10 @@ fn cli_refuses_every_storage_attack() {
 
     // 5. The catalog lists what it anchors.
     let list = env.run(&["catalog", "list"]);
-    assert!(list.contains("project sales") && list.contains("project plain"), "{list}");
+    assert!(
+        list.contains("project sales") && list.contains("project plain"),
+        "{list}"
+    );
 }
 
 #[test]

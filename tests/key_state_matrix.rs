@@ -332,7 +332,9 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
             // table's head pointed at the copied manifests: the ids bound into every manifest and
             // wrap still refuse it.
             let other_id = colvault::project::new_project_id().unwrap();
-            fx.kms.grant(&cmk, &colvault::kms::Principal::new(&other_id).unwrap()).unwrap();
+            fx.kms
+                .grant(&cmk, &colvault::kms::Principal::new(&other_id).unwrap())
+                .unwrap();
             let other = Project::create_with_id(
                 &fx.catalog,
                 fx.dir.path().join("other"),

@@ -73,7 +73,14 @@ fn project(fx: &Fixture, alg: Algorithm) -> Project {
 fn project_names_and_settings() {
     let fx = Fixture::new();
     for bad in ["ab", "1abc", "has-dash", "a234567890123456789012345678", "spa ce"] {
-        let err = Project::create(&fx.catalog, fx.dir.path().join(bad), bad, ProjectSettings::plaintext(), keys(&fx)).unwrap_err();
+        let err = Project::create(
+            &fx.catalog,
+            fx.dir.path().join(bad),
+            bad,
+            ProjectSettings::plaintext(),
+            keys(&fx),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("starts with a letter"), "{bad}: {err}");
     }
     let p = project(&fx, Algorithm::Aes256Ctr);
@@ -108,8 +115,15 @@ fn byok_needs_a_grant() {
     let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
     let id = colvault::project::new_project_id().unwrap();
-    let err = Project::create_with_id(&fx.catalog, fx.dir.path().join("b1"), "byok_proj", s.clone(), keys(&fx), id.clone())
-        .unwrap_err();
+    let err = Project::create_with_id(
+        &fx.catalog,
+        fx.dir.path().join("b1"),
+        "byok_proj",
+        s.clone(),
+        keys(&fx),
+        id.clone(),
+    )
+    .unwrap_err();
     match &err {
         Error::AccessDenied { .. } => {
             // The grant command for this very project, said once.
@@ -122,7 +136,14 @@ fn byok_needs_a_grant() {
     // A grant to the project's name does not count: grants name ids.
     fx.kms.grant(&key, &Principal::new("byok_proj").unwrap()).unwrap();
     assert!(matches!(
-        Project::create_with_id(&fx.catalog, fx.dir.path().join("b1"), "byok_proj", s.clone(), keys(&fx), id.clone()),
+        Project::create_with_id(
+            &fx.catalog,
+            fx.dir.path().join("b1"),
+            "byok_proj",
+            s.clone(),
+            keys(&fx),
+            id.clone()
+        ),
         Err(Error::AccessDenied { .. })
     ));
     fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
@@ -368,7 +389,11 @@ fn a_manifest_under_another_cmk_is_refused() {
     let commit = |bytes: &[u8]| {
         let digest = *blake3::hash(bytes).as_bytes();
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(t.dir().join(format!("_manifest/v{:020}-{hex}.cvm", next.version)), bytes).unwrap();
+        std::fs::write(
+            t.dir().join(format!("_manifest/v{:020}-{hex}.cvm", next.version)),
+            bytes,
+        )
+        .unwrap();
         let cur = fx.catalog.table_by_id(t.table_id()).unwrap().unwrap().head;
         let new = colvault::catalog::TableHead {
             version: next.version,

@@ -239,9 +239,7 @@ fn sigkill_at_random_points() {
             "kill {kill}: orphan files after vacuum"
         );
         assert!(
-            files_in(&t.dir().join("_manifest"))
-                .iter()
-                .all(|f| f.ends_with(".cvm")),
+            files_in(&t.dir().join("_manifest")).iter().all(|f| f.ends_with(".cvm")),
             "kill {kill}"
         );
         assert!(

@@ -388,13 +388,18 @@ impl Ctx {
         let wanted = [std::path::absolute(name_or_dir).ok(), name_or_dir.canonicalize().ok()];
         for rec in self.catalog.list_projects()? {
             let loc = Path::new(&rec.location);
-            if wanted.iter().flatten().any(|w| w == loc || loc.canonicalize().ok().as_deref() == Some(w)) {
+            if wanted
+                .iter()
+                .flatten()
+                .any(|w| w == loc || loc.canonicalize().ok().as_deref() == Some(w))
+            {
                 return Ok(rec);
             }
         }
         let looks_like_project = name_or_dir.join("project.cv").is_file()
             || std::fs::read_dir(name_or_dir).is_ok_and(|rd| {
-                rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("project-"))
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("project-"))
             });
         let err = CliError::other(format!(
             "{arg} is not a project registered in catalog {}",

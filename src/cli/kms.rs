@@ -353,7 +353,10 @@ pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
             // Every project the catalog knows is checked first: nothing retained may need the version.
             let id = ctx.resolve_key(&key)?;
             colvault::table::lifecycle::destroy_key_version(&ctx.catalog, &ctx.keys, &id, version)?;
-            println!("version {version} of key {} is destroyed; no project in the catalog needed it", id.as_str());
+            println!(
+                "version {version} of key {} is destroyed; no project in the catalog needed it",
+                id.as_str()
+            );
         }
         KmsCmd::Grant { key, project } => {
             let p = project_principal(&ctx, &project)?;
@@ -363,7 +366,11 @@ pub fn run(cmd: KmsCmd, opts: &KeyOpts) -> CliResult {
         KmsCmd::Revoke { key, project } => {
             let p = project_principal(&ctx, &project)?;
             let m = kms.revoke(&ctx.resolve_key(&key)?, &p)?;
-            println!("project {project} (id {}) may no longer use key {}", p.as_str(), m.id.as_str());
+            println!(
+                "project {project} (id {}) may no longer use key {}",
+                p.as_str(),
+                m.id.as_str()
+            );
         }
         KmsCmd::Audit { key, last, json } => {
             let filter = key.map(|k| ctx.resolve_key(&k)).transpose()?;

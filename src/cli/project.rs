@@ -236,7 +236,7 @@ pub fn run(cmd: ProjectCmd, opts: &KeyOpts) -> CliResult {
                     colvault::Error::AccessDenied { ref key, .. } => {
                         let key = key.clone();
                         CliError::from(e).hint(format!(
-                        "grants name the project's id: once the key's owner has granted {key} to it, run the same \
+                            "grants name the project's id: once the key's owner has granted {key} to it, run the same \
                          command again with --id {id}"
                         ))
                     }

@@ -58,7 +58,8 @@ fn clear_previous(dir: &Path, ctx: &super::context::Ctx) -> CliResult<Option<Str
         ctx.catalog.drop_project(&rec.project_id)?;
         let old = Path::new(&rec.location);
         if old.exists() && std::path::absolute(old).ok() != std::path::absolute(dir).ok() {
-            std::fs::remove_dir_all(old).map_err(|e| io_err(format!("removing the previous demo {}", old.display()), e))?;
+            std::fs::remove_dir_all(old)
+                .map_err(|e| io_err(format!("removing the previous demo {}", old.display()), e))?;
         }
     }
     if !dir.exists() {

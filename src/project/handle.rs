@@ -67,7 +67,12 @@ fn is_empty_dir(dir: &Path) -> Result<bool> {
 
 impl Project {
     /// A project handle over `settings` at `dir` (nothing checked yet).
-    pub(super) fn assemble(dir: PathBuf, settings: StoredSettings, keys: Keys, catalog: Arc<dyn Catalog>) -> Result<Project> {
+    pub(super) fn assemble(
+        dir: PathBuf,
+        settings: StoredSettings,
+        keys: Keys,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<Project> {
         Ok(Project {
             dir,
             principal: Principal::new(&settings.project_id)?,
@@ -215,7 +220,12 @@ impl Project {
                 let access = self.access("");
                 let (key, env) = access.new_aux_key(cmk, "settings").map_err(|e| self.byok_hint(e))?;
                 let mac_key = derive_key(&key, Purpose::SettingsMac, &[self.settings.project_id.as_bytes()])?;
-                Ok(SettingsFile::encode(&body, 1, &env.to_bytes(), &mac(mac_key.expose(), &body)))
+                Ok(SettingsFile::encode(
+                    &body,
+                    1,
+                    &env.to_bytes(),
+                    &mac(mac_key.expose(), &body),
+                ))
             }
         }
     }

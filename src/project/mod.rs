@@ -119,7 +119,6 @@ pub struct StoredSettings {
     pub migrating_from: Option<(Algorithm, Option<KeyId>)>,
 }
 
-
 /// A fresh random project id (32 hex digits), for [`Project::create_with_id`] when a
 /// bring-your-own key must be granted to the project before it is created.
 pub fn new_project_id() -> Result<String> {
@@ -145,4 +144,3 @@ pub(crate) fn check_identifier(name: &str, kind: &str, min: usize, max: usize) -
         )))
     }
 }
-

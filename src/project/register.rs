@@ -42,7 +42,7 @@ fn settings_candidates(dir: &Path) -> Result<Vec<(Vec<u8>, StoredSettings)>> {
         }
         out.push((raw, settings));
     }
-    out.sort_by(|a, b| b.1.generation.cmp(&a.1.generation));
+    out.sort_by_key(|c| std::cmp::Reverse(c.1.generation));
     Ok(out)
 }
 
@@ -55,13 +55,20 @@ impl Project {
     /// A project created before the catalog named its KMS principal by name; a project default key
     /// is granted to the project's id here. A bring-your-own key must be granted to the id by its
     /// owner first (the error says which id).
-    pub fn register(catalog: &Arc<dyn Catalog>, dir: impl AsRef<Path>, keys: Keys) -> Result<(Project, RegisterReport)> {
+    pub fn register(
+        catalog: &Arc<dyn Catalog>,
+        dir: impl AsRef<Path>,
+        keys: Keys,
+    ) -> Result<(Project, RegisterReport)> {
         let dir = dir.as_ref();
-        let dir = dir.canonicalize().map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
         anchor_kms(catalog.as_ref(), keys.kms.as_ref())?;
-        let (raw, settings) = settings_candidates(&dir)?.into_iter().next().ok_or_else(|| {
-            Error::InvalidArgument(format!("{} holds no colvault project settings", dir.display()))
-        })?;
+        let (raw, settings) = settings_candidates(&dir)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidArgument(format!("{} holds no colvault project settings", dir.display())))?;
         check_id(&settings.project_id, "project")?;
         if catalog.project(&settings.name)?.is_some() || catalog.project_by_id(&settings.project_id)?.is_some() {
             return Err(Error::AlreadyExists {

@@ -79,11 +79,13 @@ impl Table {
     /// The head the catalog records.
     pub(super) fn catalog_head(&self) -> Result<TableHead> {
         let catalog = self.project.catalog();
-        let rec = catalog.table_by_id(&self.table_id)?.ok_or_else(|| Error::NotRegistered {
-            kind: "table",
-            name: self.name.clone(),
-            hint: " (it was dropped)".into(),
-        })?;
+        let rec = catalog
+            .table_by_id(&self.table_id)?
+            .ok_or_else(|| Error::NotRegistered {
+                kind: "table",
+                name: self.name.clone(),
+                hint: " (it was dropped)".into(),
+            })?;
         Ok(rec.head)
     }
 
@@ -144,7 +146,10 @@ impl Table {
                 }
             }
         }
-        Err(Error::integrity(format!("manifest version {version} of table {} (it is missing)", self.name)))
+        Err(Error::integrity(format!(
+            "manifest version {version} of table {} (it is missing)",
+            self.name
+        )))
     }
 
     fn verified_digest(&self, version: u64) -> Result<[u8; 32]> {
@@ -266,7 +271,10 @@ impl Table {
         let digest = *blake3::hash(&sealed).as_bytes();
         let path = self.manifest_dir().join(manifest_name(next.version, &digest));
         if !fsutil::write_new_atomic(&path, &sealed)? {
-            return Err(Error::integrity(format!("manifest {} (it already exists)", path.display())));
+            return Err(Error::integrity(format!(
+                "manifest {} (it already exists)",
+                path.display()
+            )));
         }
         Ok((next, digest))
     }
@@ -328,9 +336,10 @@ impl Table {
     /// an error, never a silent step back to an older version.
     pub(crate) fn adopt_head(&self) -> Result<(TableHead, Manifest)> {
         let files = self.manifest_files()?;
-        let newest = files.last().map(|(v, _)| *v).ok_or_else(|| {
-            Error::integrity(format!("table {} (it has no manifest)", self.name))
-        })?;
+        let newest = files
+            .last()
+            .map(|(v, _)| *v)
+            .ok_or_else(|| Error::integrity(format!("table {} (it has no manifest)", self.name)))?;
         let mut last_err = None;
         for (_, name) in files.iter().filter(|(v, _)| *v == newest) {
             let path = self.manifest_dir().join(name);
@@ -413,7 +422,13 @@ impl Table {
         let head = self.head()?;
         let mut live_data = HashSet::new();
         let mut live_manifests = HashSet::new();
-        let digests: HashMap<u64, [u8; 32]> = self.verified.lock().map_err(|_| Error::Poisoned)?.clone().into_iter().collect();
+        let digests: HashMap<u64, [u8; 32]> = self
+            .verified
+            .lock()
+            .map_err(|_| Error::Poisoned)?
+            .clone()
+            .into_iter()
+            .collect();
         for v in head.oldest_retained.max(1)..=head.version {
             for f in self.snapshot(v)?.files {
                 live_data.insert(f.name);
@@ -425,7 +440,8 @@ impl Table {
         }
         let mut removed = fsutil::remove_files_where(&self.dir.join("data"), grace, |name| !live_data.contains(name))?;
         removed += fsutil::remove_files_where(&self.manifest_dir(), grace, |name| {
-            (version_of(name).is_some() && !live_manifests.contains(name)) || (name.starts_with('.') && name.ends_with(".tmp"))
+            (version_of(name).is_some() && !live_manifests.contains(name))
+                || (name.starts_with('.') && name.ends_with(".tmp"))
         })?;
         Ok(removed)
     }

@@ -280,7 +280,10 @@ impl Project {
                 users.push(format!("project {}'s unfinished migration", self.name()));
             }
         }
-        Ok(users.into_iter().map(|u| format!("project {}: {u}", self.name())).collect())
+        Ok(users
+            .into_iter()
+            .map(|u| format!("project {}: {u}", self.name()))
+            .collect())
     }
 }
 

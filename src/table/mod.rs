@@ -131,7 +131,12 @@ impl Project {
 
     /// The table of `rec`.
     pub(crate) fn table_from(&self, rec: &TableRecord) -> Table {
-        Table::new(self.clone(), &rec.name, self.dir().join(&rec.location), rec.table_id.clone())
+        Table::new(
+            self.clone(),
+            &rec.name,
+            self.dir().join(&rec.location),
+            rec.table_id.clone(),
+        )
     }
 
     /// The names of the tables, sorted.
@@ -481,7 +486,4 @@ impl Table {
         })?;
         Ok(Some(m.version))
     }
-
-
 }
-

@@ -137,7 +137,8 @@ impl TableScan {
             if m.version < min {
                 return Err(Error::integrity(format!(
                     "table {} (at version {}, older than the minimum {min}: a rollback?)",
-                    self.table.name(), m.version
+                    self.table.name(),
+                    m.version
                 )));
             }
         }
