@@ -1,7 +1,12 @@
 //! Tables across processes: concurrent appenders in two processes, and a writer killed with
 //! SIGKILL at random points while it appends, compacts, rewraps and migrates.
 //!
-//! The test binary re-runs itself as the child process (selected by environment variables).
+//! The test binary re-runs itself as the child process (selected by environment variables). Each
+//! runs against the embedded SQLite catalog and, with the `postgres` feature, against a throwaway
+//! PostgreSQL server (`tests/common/pg.rs`).
+
+#[allow(dead_code)]
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -38,16 +43,22 @@ fn keys(dir: &Path) -> Keys {
     Keys { kms, cache }
 }
 
-/// The catalog of the test's directory (SQLite; each call is a new handle, as another process's).
-fn catalog(dir: &Path) -> Arc<dyn colvault::catalog::Catalog> {
-    colvault::catalog::open(&format!("sqlite:{}", dir.join("catalog.db").display())).unwrap()
+/// The catalog URL of a test: the one its parent gave a child, else SQLite in the test's directory.
+fn catalog_url(dir: &Path) -> String {
+    std::env::var("COLVAULT_TEST_CATALOG").unwrap_or_else(|_| format!("sqlite:{}", dir.join("catalog.db").display()))
 }
 
-fn child(test: &str, dir: &Path, mode: &str) -> Command {
+/// The test's catalog (each call is a new handle, as another process's).
+fn catalog(dir: &Path) -> Arc<dyn colvault::catalog::Catalog> {
+    colvault::catalog::open(&catalog_url(dir)).unwrap()
+}
+
+fn child(test: &str, dir: &Path, mode: &str, url: &str) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env("COLVAULT_TEST_CHILD", mode)
         .env("COLVAULT_TEST_DIR", dir)
+        .env("COLVAULT_TEST_CATALOG", url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     c
@@ -70,43 +81,69 @@ fn ids(p: &Project, table: &str) -> Vec<i64> {
     out
 }
 
-#[test]
-fn appenders_in_two_processes() {
+/// `procs` processes append `per_proc` commits each to one table through the catalog at `url`:
+/// every commit is there exactly once, and the versions are contiguous.
+fn appenders(test: &str, procs: i64, per_proc: i64, url: Option<String>) {
     if let Ok(mode) = std::env::var("COLVAULT_TEST_CHILD") {
         let dir = PathBuf::from(std::env::var("COLVAULT_TEST_DIR").unwrap());
         let who: i64 = mode.strip_prefix("append:").unwrap().parse().unwrap();
-        let p = Project::open(&catalog(&dir), "two_procs", keys(&dir)).unwrap();
+        let p = Project::open(&catalog(&dir), "appending", keys(&dir)).unwrap();
         let t = p.table("t").unwrap();
-        for i in 0..50 {
+        for i in 0..per_proc {
             t.append([batch(who * 100_000 + i * 10, 10)]).unwrap();
         }
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
+    let url = url.unwrap_or_else(|| catalog_url(tmp.path()));
+    let catalog = colvault::catalog::open(&url).unwrap();
     let p = Project::create(
-        &catalog(tmp.path()),
+        &catalog,
         tmp.path().join("proj"),
-        "two_procs",
+        "appending",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
         keys(tmp.path()),
     )
     .unwrap();
     p.create_table("t", batch(0, 1).schema()).unwrap();
-    let kids: Vec<_> = (0..2)
-        .map(|i| {
-            child("appenders_in_two_processes", tmp.path(), &format!("append:{i}"))
-                .spawn()
-                .unwrap()
-        })
+    let kids: Vec<_> = (0..procs)
+        .map(|i| child(test, tmp.path(), &format!("append:{i}"), &url).spawn().unwrap())
         .collect();
     for mut k in kids {
         assert!(k.wait().unwrap().success());
     }
-    let head = p.table("t").unwrap().head().unwrap();
-    assert_eq!(head.version, 101, "100 appends committed on top of the create");
-    let mut want: Vec<i64> = (0..2).flat_map(|w| (0..500).map(move |i| w * 100_000 + i)).collect();
+    let t = p.table("t").unwrap();
+    let head = t.head().unwrap();
+    let commits = (procs * per_proc) as u64;
+    assert_eq!(head.version, commits + 1, "{commits} appends committed on top of the create");
+    // Versions contiguous: every retained version reads, one append each after the create.
+    for v in 1..=head.version {
+        assert_eq!(t.snapshot(v).unwrap().files.len() as u64, v - 1, "version {v}");
+    }
+    let mut want: Vec<i64> = (0..procs)
+        .flat_map(|w| (0..per_proc * 10).map(move |i| w * 100_000 + i))
+        .collect();
     want.sort_unstable();
-    assert_eq!(ids(&p, "t"), want);
+    assert_eq!(ids(&p, "t"), want, "every commit present exactly once");
+}
+
+#[test]
+fn appenders_in_two_processes() {
+    appenders("appenders_in_two_processes", 2, 100, None);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn appenders_in_four_processes_on_postgres() {
+    let url = if std::env::var("COLVAULT_TEST_CHILD").is_ok() {
+        None
+    } else {
+        match common::pg::database("appenders_in_four_processes_on_postgres") {
+            Some(url) => Some(url),
+            None => return,
+        }
+    };
+    appenders("appenders_in_four_processes_on_postgres", 4, 100, url);
 }
 
 /// The child: appends forever, with compactions, rewraps and migrations in between, printing each
@@ -161,13 +198,35 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn sigkill_at_random_points() {
+    sigkill("sigkill_at_random_points", None);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn sigkill_at_random_points_on_postgres() {
+    let url = if std::env::var("COLVAULT_TEST_CHILD").is_ok() {
+        None
+    } else {
+        match common::pg::database("sigkill_at_random_points_on_postgres") {
+            Some(url) => Some(url),
+            None => return,
+        }
+    };
+    sigkill("sigkill_at_random_points_on_postgres", url);
+}
+
+/// A writer killed at 30+ random points of its commits, with the catalog at `url`: afterwards a
+/// reader sees a head the catalog holds, whole commits only, and every reported commit.
+fn sigkill(test: &str, url: Option<String>) {
     if std::env::var("COLVAULT_TEST_CHILD").is_ok() {
         crash_child(&PathBuf::from(std::env::var("COLVAULT_TEST_DIR").unwrap()));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
+    let url = url.unwrap_or_else(|| catalog_url(tmp.path()));
+    let catalog = || colvault::catalog::open(&url).unwrap();
     let p = Project::create(
-        &catalog(tmp.path()),
+        &catalog(),
         tmp.path().join("proj"),
         "crashing",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
@@ -193,7 +252,7 @@ fn sigkill_at_random_points() {
         }
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let delay = Duration::from_millis(30 + (seed >> 33) % 400);
-        let mut kid = child("sigkill_at_random_points", tmp.path(), "crash").spawn().unwrap();
+        let mut kid = child(test, tmp.path(), "crash", &url).spawn().unwrap();
         let stdout = kid.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             BufReader::new(stdout)
@@ -209,7 +268,7 @@ fn sigkill_at_random_points() {
 
         // Everything opens; the table holds exactly whole commits, every printed one included.
         let k = keys(tmp.path());
-        let p = Project::open(&catalog(tmp.path()), "crashing", k).unwrap();
+        let p = Project::open(&catalog(), "crashing", k).unwrap();
         let got = ids(&p, "t");
         assert_eq!(got.len() % 10, 0, "kill {kill}: a commit is whole or absent");
         assert_eq!(
@@ -249,7 +308,7 @@ fn sigkill_at_random_points() {
     }
     // Every commit a child reported is there (a commit may land just before a kill without being
     // reported, never the other way round).
-    let p = Project::open(&catalog(tmp.path()), "crashing", keys(tmp.path())).unwrap();
+    let p = Project::open(&catalog(), "crashing", keys(tmp.path())).unwrap();
     let head = p.table("t").unwrap().head().unwrap();
     eprintln!(
         "{kills} kills: {printed_total} commits reported, {} rows, table at version {}, settings generation {}",
