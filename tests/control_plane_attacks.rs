@@ -502,3 +502,29 @@ fn register_adopts_an_existing_directory_by_trust_on_first_use() {
     assert!(Project::register(&common::catalog_in(&third), p.dir(), keys(&fx)).is_err());
     assert!(common::catalog_in(&third).project("adopted").unwrap().is_none());
 }
+
+/// The keystore's own cross-check, which works without a catalog: an older copy of the keystore
+/// beside an audit log that records changes committed after it is refused at open (here opened at
+/// a new path, so no per-process or catalog mark has seen it: only the log can tell).
+#[test]
+fn an_older_keystore_beside_a_newer_audit_log_is_refused() {
+    use colvault::kms::{Argon2Params, LocalKms, LocalKmsOptions, RootSecret};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || LocalKmsOptions::new().with_argon2(Argon2Params::insecure_for_tests());
+    let pass = || RootSecret::passphrase("a passphrase long enough");
+    let ks = dir.path().join("keystore");
+    let kms = LocalKms::create(&ks, pass(), opts()).unwrap();
+    kms.create_key(CreateKeyRequest::byok()).unwrap();
+    let old = std::fs::read(&ks).unwrap();
+    kms.create_key(CreateKeyRequest::byok()).unwrap();
+    drop(kms);
+    let elsewhere = dir.path().join("restored");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("keystore"), &old).unwrap();
+    std::fs::copy(dir.path().join("keystore.audit"), elsewhere.join("keystore.audit")).unwrap();
+    let err = LocalKms::open(elsewhere.join("keystore"), pass(), opts()).unwrap_err();
+    assert!(matches!(err, Error::KeystoreRollback { .. }), "{err}");
+    // Control: the current keystore with the same log opens.
+    std::fs::copy(&ks, elsewhere.join("keystore")).unwrap();
+    LocalKms::open(elsewhere.join("keystore"), pass(), opts()).unwrap();
+}

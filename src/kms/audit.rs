@@ -601,10 +601,15 @@ pub(crate) fn append_resolving(
 /// the log's size), the anchor's MAC must be the keystore's, and every record after it must chain to
 /// it. An incomplete final record is cut first, as an append would. The caller holds the keystore's
 /// exclusive lock, so no intent is being written meanwhile.
+///
+/// A success that resolves an intent after the anchor is a change the keystore does not hold: the
+/// keystore was rolled back, and that is [`Error::KeystoreRollback`] (`anchor_generation` is the
+/// keystore's generation, for the message).
 pub(crate) fn unresolved_intents(
     path: &Path,
     audit_key: &SecretKey,
     anchor: AuditHead,
+    anchor_generation: u64,
     time: SystemTime,
 ) -> Result<Vec<AuditRecord>> {
     let chain = chain_key(audit_key)?;
@@ -666,6 +671,26 @@ pub(crate) fn unresolved_intents(
         }
         prev = AuditHead { seq: rec.seq, mac };
         if let Some(r) = rec.resolves {
+            // A change committed after the keystore's last one: the log goes on past the keystore,
+            // so the keystore file is an older copy (restored from a backup or snapshot).
+            if r != anchor.seq && rec.outcome == AuditOutcome::Success {
+                let generation = intents
+                    .iter()
+                    .find(|i| i.seq == r)
+                    .and_then(|i| match i.outcome {
+                        AuditOutcome::Intent { generation } => Some(generation),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
+                return Err(Error::KeystoreRollback {
+                    kms: format!(
+                        "{} (its audit log records administrative change {r}, committed after the keystore's last)",
+                        path.display()
+                    ),
+                    expected: generation,
+                    found: anchor_generation,
+                });
+            }
             resolved.push(r);
         }
         if matches!(rec.outcome, AuditOutcome::Intent { .. }) {
@@ -973,7 +998,7 @@ mod tests {
             &AuditOutcome::Intent { generation: 2 },
         )
         .unwrap();
-        assert_eq!(unresolved_intents(&path, &key, i1, t).unwrap().len(), 1);
+        assert_eq!(unresolved_intents(&path, &key, i1, 1, t).unwrap().len(), 1);
         append_resolving(
             &path,
             &key,
@@ -991,7 +1016,7 @@ mod tests {
             &AuditOutcome::Success,
         )
         .unwrap();
-        assert!(unresolved_intents(&path, &key, i1, t).unwrap().is_empty());
+        assert!(unresolved_intents(&path, &key, i1, 1, t).unwrap().is_empty());
         let i2 = append(
             &path,
             &key,
@@ -1000,7 +1025,7 @@ mod tests {
             &AuditOutcome::Intent { generation: 3 },
         )
         .unwrap();
-        let open = unresolved_intents(&path, &key, i1, t).unwrap();
+        let open = unresolved_intents(&path, &key, i1, 1, t).unwrap();
         assert_eq!(open.iter().map(|r| r.seq).collect::<Vec<_>>(), [i2.seq]);
         assert_eq!(open[0].outcome, AuditOutcome::Intent { generation: 3 });
         let recs = read_verified(&path, &key, i1).unwrap();
@@ -1008,12 +1033,12 @@ mod tests {
         let mut forged = i1;
         forged.mac[0] ^= 1;
         assert!(matches!(
-            unresolved_intents(&path, &key, forged, t),
+            unresolved_intents(&path, &key, forged, 1, t),
             Err(Error::Integrity { .. })
         ));
         let missing = AuditHead { seq: 9, mac: i1.mac };
         assert!(matches!(
-            unresolved_intents(&path, &key, missing, t),
+            unresolved_intents(&path, &key, missing, 1, t),
             Err(Error::Integrity { .. })
         ));
     }

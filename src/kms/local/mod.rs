@@ -382,7 +382,7 @@ impl LocalKms {
     /// effect. The caller holds the exclusive lock and has just loaded `ks`.
     fn reconcile(&self, ks: &Keystore) -> Result<()> {
         let now = self.clock.now();
-        for intent in audit::unresolved_intents(&self.audit_path, &ks.audit_key, ks.audit_head, now)? {
+        for intent in audit::unresolved_intents(&self.audit_path, &ks.audit_key, ks.audit_head, ks.generation, now)? {
             let AuditOutcome::Intent { generation } = intent.outcome else {
                 continue;
             };
