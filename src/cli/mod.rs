@@ -27,10 +27,12 @@ Getting started:
   colvault table head ./sales orders -n 5
   colvault kms list
 
-Bring your own key:
-  colvault kms create-key --alias hr-key --json        # prints {\"key_id\": ...}
-  colvault kms grant hr-key payroll                    # grant the project (its name, or its directory)
+Bring your own key (grants name the project's id, not its name):
+  colvault kms create-key --alias hr-key
   colvault project create ./payroll --name payroll --encrypt --key hr-key
+                                                       # refused, creates nothing, prints the id ID to grant
+  colvault kms grant hr-key ID
+  colvault project create ./payroll --name payroll --encrypt --key hr-key --id ID
 
 Keys and secrets:
   The keystore (--keystore, COLVAULT_KEYSTORE, default ~/.colvault/keystore) is created when missing
