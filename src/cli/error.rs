@@ -142,9 +142,9 @@ fn hint_of(e: &Error) -> Option<String> {
             .into(),
         Error::KeyPendingDeletion { key, .. } => format!("colvault kms cancel-deletion {key}"),
         Error::InvalidKeyState(_) => "`colvault kms describe KEY_ID` shows the key's state and versions".into(),
-        Error::KeysRequired { .. } => "the data is encrypted but the project's settings say it is not: its \
-             project.cv may have been replaced by a downgraded copy; restore project.cv from a backup (the data \
-             itself is untouched)"
+        Error::KeysRequired { .. } => "the data is encrypted but the project's settings say it is not: the \
+             catalog refuses a downgraded settings file, so this is a file read outside a project; open it through \
+             its project (`--project PROJECT` on inspect)"
             .into(),
         Error::KeyNotAllowed { .. } | Error::AlgorithmMismatch { .. } => {
             "the file does not belong to this table (or was swapped for a downgraded one); restore it from a backup"

@@ -68,13 +68,14 @@ pub enum KmsCmd {
     /// Destroy the material of an old (non-primary) key version; data only it protects is lost.
     /// For a project's key, prefer `colvault project destroy-key-version`, which checks first
     DestroyVersion { key: String, version: u32 },
-    /// Let a project use a key (PROJECT: the project's directory, or its name)
-    #[command(
-        after_help = "Example:\n  colvault kms grant KEY_ID sales      # by name, before the project exists; then:\n  colvault project create ./sales --name sales \
-                            --encrypt --key KEY_ID"
-    )]
+    /// Let a project use a key (PROJECT: the project's name or directory, or the id of a project to be
+    /// created with `project create --id`); grants name the project's immutable id
+    #[command(after_help = "Example (a project that does not exist yet):\n  \
+                      colvault project create ./sales --name sales --encrypt --key KEY_ID   # refused: prints the id to grant\n  \
+                      colvault kms grant KEY_ID ID\n  \
+                      colvault project create ./sales --name sales --encrypt --key KEY_ID --id ID")]
     Grant { key: String, project: String },
-    /// Stop a project from using a key (PROJECT: the project's directory, or its name)
+    /// Stop a project from using a key (PROJECT: the project's name, directory or id)
     Revoke { key: String, project: String },
     /// Show the audit log of the keystore, after verifying its hash chain
     Audit {

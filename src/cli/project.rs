@@ -74,8 +74,9 @@ pub enum ProjectCmd {
     #[command(
         after_help = "Examples:\n  colvault project create ./sales --name sales --encrypt\n  \
                             colvault project create ./plain --name plain\n  \
-                            colvault kms grant KEY_ID payroll && colvault project create ./payroll --name payroll --encrypt --key \
-                            KEY_ID --algorithm aesctr"
+                            colvault project create ./payroll --name payroll --encrypt --key KEY_ID   # BYOK: prints the id to grant\n  \
+                            colvault kms grant KEY_ID ID && colvault project create ./payroll --name payroll --encrypt --key \
+                            KEY_ID --algorithm aesctr --id ID"
     )]
     Create {
         /// The project's directory (created; must be empty or missing)
