@@ -451,6 +451,34 @@ fn cli_refuses_every_storage_attack() {
     std::fs::rename(&tmp, &b_dir).unwrap();
     assert_eq!(env.json(&["table", "count", "./sales", "b", "--json"])["rows"], 6);
 
+    // 5. A forged manifest appended after the head: ignored (the count is the catalog's head's),
+    //    and vacuumed as an orphan.
+    let forged = a_dir.join(format!("_manifest/v{:020}-{}.cvm", 3, "0".repeat(32)));
+    std::fs::write(&forged, b"CVMF forged").unwrap();
+    assert_eq!(env.json(&["table", "count", "./sales", "a", "--json"])["rows"], 6);
+    env.run(&["project", "vacuum", "./sales", "--grace-seconds", "0"]);
+    assert!(!forged.exists());
+
+    // 6. An old _manifest directory restored: a rollback.
+    let saved = env.path().join("saved_manifest");
+    copy_dir(&a_dir.join("_manifest"), &saved);
+    env.run(&["table", "import", "./sales", "a", "a.csv"]);
+    std::fs::remove_dir_all(a_dir.join("_manifest")).unwrap();
+    copy_dir(&saved, &a_dir.join("_manifest"));
+    let (code, err) = stderr_of(&env, &["table", "count", "./sales", "a"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("storage does not hold version 3"), "{err}");
+
+    // 7. Older authentic settings (before a migration): refused.
+    env.run(&["project", "create", "./mig", "--name", "mig"]);
+    env.run(&["table", "import", "./mig", "t", "a.csv"]);
+    let before_migration = std::fs::read(env.settings_file("mig")).unwrap();
+    env.run(&["project", "migrate", "./mig", "--encrypt"]);
+    std::fs::write(env.settings_file("mig"), before_migration).unwrap();
+    let (code, err) = stderr_of(&env, &["table", "count", "./mig", "t"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("downgrade refused"), "{err}");
+
     // 4. An older copy of the keystore restored: refused by the catalog's generation mark, in a
     //    new process (the per-process check cannot see it).
     let ks = env.home().join(".colvault/keystore");
@@ -463,7 +491,7 @@ fn cli_refuses_every_storage_attack() {
     let (code, err) = stderr_of(&env, &["table", "count", "./sales", "a"]);
     assert_eq!(code, 4, "{err}");
 
-    // 5. The catalog lists what it anchors.
+    // 8. The catalog lists what it anchors.
     let list = env.run(&["catalog", "list"]);
     assert!(
         list.contains("project sales") && list.contains("project plain"),
