@@ -15,27 +15,6 @@ impl Env {
     fn write(&self, name: &str, text: &str) {
         std::fs::write(self.path().join(name), text).unwrap();
     }
-    fn data_files(&self, project: &str, table: &str) -> Vec<PathBuf> {
-        // The table's directory, from the catalog.
-        let show = self.json(&["catalog", "show", project, "--json"]);
-        let t = show["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == table)
-            .unwrap()
-            .clone();
-        let dir = PathBuf::from(show["location"].as_str().unwrap())
-            .join(t["location"].as_str().unwrap())
-            .join("data");
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "cvlt"))
-            .collect();
-        v.sort();
-        v
-    }
     /// A project `name` with table `t` of CSV's three rows.
     fn project_with_table(&self, name: &str, encrypt: bool) {
         let dir = format!("./{name}");

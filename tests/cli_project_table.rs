@@ -4,7 +4,7 @@
 #[path = "common/cli_env.rs"]
 mod cli_env;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cli_env::Env;
 use predicates::prelude::*;
@@ -21,27 +21,6 @@ impl Env {
     }
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path().join(name)).unwrap()
-    }
-    fn data_files(&self, project: &str, table: &str) -> Vec<PathBuf> {
-        // The table's directory, from the catalog.
-        let show = self.json(&["catalog", "show", project, "--json"]);
-        let t = show["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == table)
-            .unwrap()
-            .clone();
-        let dir = PathBuf::from(show["location"].as_str().unwrap())
-            .join(t["location"].as_str().unwrap())
-            .join("data");
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "cvlt"))
-            .collect();
-        v.sort();
-        v
     }
 }
 

@@ -362,17 +362,6 @@ impl Env {
     fn catalog_show(&self, project: &str) -> serde_json::Value {
         self.json(&["catalog", "show", project, "--json"])
     }
-    fn table_dir(&self, project: &str, table: &str) -> PathBuf {
-        let show = self.catalog_show(project);
-        let t = show["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == table)
-            .unwrap()
-            .clone();
-        PathBuf::from(show["location"].as_str().unwrap()).join(t["location"].as_str().unwrap())
-    }
     fn settings_file(&self, project: &str) -> PathBuf {
         let show = self.catalog_show(project);
         let digest = show["settings_digest"].as_str().unwrap();

@@ -5,7 +5,6 @@
 //! runs against the embedded SQLite catalog and, with the `postgres` feature, against a throwaway
 //! PostgreSQL server (`tests/common/pg.rs`).
 
-#[allow(dead_code)]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -115,7 +114,11 @@ fn appenders(test: &str, procs: i64, per_proc: i64, url: Option<String>) {
     let t = p.table("t").unwrap();
     let head = t.head().unwrap();
     let commits = (procs * per_proc) as u64;
-    assert_eq!(head.version, commits + 1, "{commits} appends committed on top of the create");
+    assert_eq!(
+        head.version,
+        commits + 1,
+        "{commits} appends committed on top of the create"
+    );
     // Versions contiguous: every retained version reads, one append each after the create.
     for v in 1..=head.version {
         assert_eq!(t.snapshot(v).unwrap().files.len() as u64, v - 1, "version {v}");

@@ -50,4 +50,26 @@ impl Env {
         let out = self.cmd().args(args).assert().code(code).get_output().stderr.clone();
         String::from_utf8(out).unwrap()
     }
+    /// A table's directory, from the catalog (`catalog show`).
+    pub fn table_dir(&self, project: &str, table: &str) -> PathBuf {
+        let show = self.json(&["catalog", "show", project, "--json"]);
+        let t = show["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == table)
+            .unwrap()
+            .clone();
+        PathBuf::from(show["location"].as_str().unwrap()).join(t["location"].as_str().unwrap())
+    }
+    /// A table's data files, sorted.
+    pub fn data_files(&self, project: &str, table: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.table_dir(project, table).join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cvlt"))
+            .collect();
+        v.sort();
+        v
+    }
 }
