@@ -2,13 +2,15 @@
 //! against the rest of their work, on SQLite and (optionally) PostgreSQL.
 //!
 //! ```sh
-//! cargo bench --bench catalog --profile release                 # SQLite only, about 15 s here
+//! cargo bench --bench catalog --profile release                 # SQLite only, about 15 s here (2 cores)
 //! cargo bench --bench catalog --profile release --features postgres -- --postgres postgres://user@127.0.0.1:5432/db
 //! cargo bench --bench catalog --profile release -- --ops 200 --dir /some/disk
 //! ```
 //!
 //! (`--profile release` reuses the release build of the dependencies; without it the bench
-//! profile, which adds debuginfo, builds them all again.)
+//! profile, which adds debuginfo, builds them all again.) With PostgreSQL it takes 30 to 60 s here.
+//! Appends are bound by fsync (each syncs a data file, its directory, a manifest and the catalog's
+//! commit), so on a shared disk the means vary from run to run; the medians are steadier.
 //!
 //! For each catalog and for an `aes256` and a plaintext project it times:
 //!
@@ -229,91 +231,142 @@ fn scan_rows(t: &Table) -> usize {
         .sum()
 }
 
-/// One timed series: each operation's time, and the catalog calls made meanwhile.
+/// Operations between two runs of their catalog calls made alone (so both see the same state of
+/// a shared machine's disk and CPUs).
+const BLOCK: usize = 50;
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn mean_us(d: &[Duration]) -> f64 {
+    us(d.iter().sum::<Duration>()) / d.len() as f64
+}
+
+fn median_us(d: &[Duration]) -> f64 {
+    let mut t = d.to_vec();
+    t.sort();
+    us(t[t.len() / 2])
+}
+
+/// One timed series of operations.
 struct Series {
+    /// Each operation's wall time.
     times: Vec<Duration>,
+    /// The time of each operation's catalog calls, inside it (the wrapper's clock).
+    inside: Vec<Duration>,
+    /// The time of each operation's catalog calls made again alone.
+    alone: Vec<Duration>,
+    /// Of `alone`, summed: the `table_by_id`s and the `swap_head`s.
+    alone_split: (Duration, Duration),
+    /// The catalog calls of the whole series.
     calls: Calls,
+    /// Per operation: `table_by_id` and `swap_head` calls.
+    per_op: (u64, u64),
 }
 
 impl Series {
     fn total(&self) -> Duration {
         self.times.iter().sum()
     }
-    fn per_op_us(&self) -> f64 {
-        self.total().as_secs_f64() * 1e6 / self.times.len() as f64
-    }
-    fn median_us(&self) -> f64 {
-        let mut t = self.times.clone();
-        t.sort();
-        t[t.len() / 2].as_secs_f64() * 1e6
-    }
     /// Mean µs of the first and the last tenth of the operations.
     fn first_last_us(&self) -> (f64, f64) {
         let k = (self.times.len() / 10).max(1);
-        let mean = |s: &[Duration]| s.iter().sum::<Duration>().as_secs_f64() * 1e6 / s.len() as f64;
-        (mean(&self.times[..k]), mean(&self.times[self.times.len() - k..]))
-    }
-    /// Catalog calls per operation, which must be whole numbers for the replay.
-    fn calls_per_op(&self) -> (u64, u64) {
-        let n = self.times.len() as u64;
-        let (r, s) = (self.calls.table_by_id.0, self.calls.swap_head.0);
-        assert!(
-            r % n == 0 && s % n == 0 && self.calls.other.0 == 0,
-            "unexpected catalog calls in {n} operations: {:?}",
-            self.calls
-        );
-        (r / n, s / n)
+        (mean_us(&self.times[..k]), mean_us(&self.times[self.times.len() - k..]))
     }
 }
 
-fn series(timed: &Timed, n: usize, mut op: impl FnMut(usize)) -> Series {
-    for i in 0..WARMUP {
-        op(i);
-    }
-    timed.take();
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n {
-        let t0 = Instant::now();
-        op(WARMUP + i);
-        times.push(t0.elapsed());
-    }
-    Series {
-        times,
-        calls: timed.take(),
-    }
+/// Catalog calls per operation in `calls` over `n` operations: whole numbers, and only the two
+/// kinds a commit and a scan make.
+fn per_op(calls: &Calls, n: u64) -> (u64, u64) {
+    let (r, s) = (calls.table_by_id.0, calls.swap_head.0);
+    assert!(
+        r % n == 0 && s % n == 0 && calls.other.0 == 0,
+        "unexpected catalog calls in {n} operations: {calls:?}"
+    );
+    (r / n, s / n)
 }
 
-/// The catalog calls of `n` operations (`reads` `table_by_id` and `swaps` `swap_head` each), made
-/// alone on `catalog`: reads of table `table_id`, swaps on the probe record `probe`. Returns the
-/// time of the reads and of the swaps.
-fn replay(
+/// The catalog calls of one operation (`reads` `table_by_id` and `swaps` `swap_head`), made alone
+/// on `catalog`: reads of table `table_id`, swaps of the probe record `probe` from `head` on.
+/// Returns the time of the reads and of the swaps.
+fn replay_one(
     catalog: &dyn Catalog,
-    n: usize,
     (reads, swaps): (u64, u64),
     table_id: &str,
     probe: &str,
+    head: &mut TableHead,
 ) -> (Duration, Duration) {
-    let mut head = catalog.table_by_id(probe).unwrap().unwrap().head;
-    let (mut read_time, mut swap_time) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..n {
-        let t0 = Instant::now();
-        for _ in 0..reads {
-            std::hint::black_box(catalog.table_by_id(table_id).unwrap().unwrap());
-        }
-        let t1 = Instant::now();
-        for _ in 0..swaps {
-            let mut next = TableHead {
-                version: head.version + 1,
-                digest: head.digest,
-            };
-            next.digest[..8].copy_from_slice(&next.version.to_le_bytes());
-            assert!(catalog.swap_head(probe, &head, &next).unwrap(), "probe head moved");
-            head = next;
-        }
-        read_time += t1 - t0;
-        swap_time += t1.elapsed();
+    let t0 = Instant::now();
+    for _ in 0..reads {
+        std::hint::black_box(catalog.table_by_id(table_id).unwrap().unwrap());
     }
-    (read_time, swap_time)
+    let t1 = Instant::now();
+    for _ in 0..swaps {
+        let mut next = TableHead {
+            version: head.version + 1,
+            digest: head.digest,
+        };
+        next.digest[..8].copy_from_slice(&next.version.to_le_bytes());
+        assert!(catalog.swap_head(probe, head, &next).unwrap(), "probe head moved");
+        *head = next;
+    }
+    (t1 - t0, t1.elapsed())
+}
+
+/// `n` operations `op` through the counting catalog `timed` (after a warm-up that finds how many
+/// catalog calls each makes), and in blocks between them the same calls made alone on `inner`.
+fn series(
+    timed: &Timed,
+    inner: &dyn Catalog,
+    n: usize,
+    table_id: &str,
+    probe: &str,
+    mut op: impl FnMut(usize),
+) -> Series {
+    timed.take();
+    for i in 0..WARMUP {
+        op(i);
+    }
+    let calls_per_op = per_op(&timed.take(), WARMUP as u64);
+    let mut head = inner.table_by_id(probe).unwrap().unwrap().head;
+    let mut s = Series {
+        times: Vec::with_capacity(n),
+        inside: Vec::with_capacity(n),
+        alone: Vec::with_capacity(n),
+        alone_split: (Duration::ZERO, Duration::ZERO),
+        calls: Calls::default(),
+        per_op: calls_per_op,
+    };
+    let add = |a: &mut (u64, Duration), b: (u64, Duration)| {
+        a.0 += b.0;
+        a.1 += b.1;
+    };
+    for start in (0..n).step_by(BLOCK) {
+        let block = BLOCK.min(n - start);
+        for i in start..start + block {
+            let t0 = Instant::now();
+            op(WARMUP + i);
+            s.times.push(t0.elapsed());
+            let c = timed.take();
+            s.inside.push(c.total());
+            add(&mut s.calls.table_by_id, c.table_by_id);
+            add(&mut s.calls.swap_head, c.swap_head);
+            add(&mut s.calls.other, c.other);
+        }
+        for _ in 0..block {
+            let (r, w) = replay_one(inner, calls_per_op, table_id, probe, &mut head);
+            s.alone.push(r + w);
+            s.alone_split.0 += r;
+            s.alone_split.1 += w;
+        }
+    }
+    assert_eq!(
+        per_op(&s.calls, n as u64),
+        calls_per_op,
+        "catalog calls per operation changed"
+    );
+    s
 }
 
 /// One row of the report.
@@ -322,17 +375,6 @@ struct Row {
     algorithm: Algorithm,
     op: &'static str,
     series: Series,
-    /// The same catalog calls, timed alone: the `table_by_id`s and the `swap_head`s.
-    bare: (Duration, Duration),
-}
-
-impl Row {
-    fn bare_us(&self) -> f64 {
-        (self.bare.0 + self.bare.1).as_secs_f64() * 1e6 / self.series.times.len() as f64
-    }
-    fn inside_us(&self) -> f64 {
-        self.series.calls.total().as_secs_f64() * 1e6 / self.series.times.len() as f64
-    }
 }
 
 /// A fresh record id (32 lowercase hex digits, as the catalog requires).
@@ -381,28 +423,26 @@ fn run_catalog(label: &'static str, url: &str, root: &std::path::Path, keys: &Ke
         inner.create_table(&probe).unwrap();
 
         eprintln!("{label} {algorithm}: {n} appends ...");
-        let s = series(&timed, n, |i| {
+        let series_a = series(&timed, inner.as_ref(), n, appends.table_id(), &probe.table_id, |i| {
             appends.append([rows(i as i64 * BATCH_ROWS)]).unwrap();
         });
-        let bare = replay(inner.as_ref(), n, s.calls_per_op(), appends.table_id(), &probe.table_id);
         out.push(Row {
             catalog: label,
             algorithm,
             op: "append",
-            series: s,
-            bare,
+            series: series_a,
         });
 
         eprintln!("{label} {algorithm}: {n} scans ...");
         let expected = (SCAN_FILES * BATCH_ROWS) as usize;
-        let s = series(&timed, n, |_| assert_eq!(scan_rows(&scanned), expected));
-        let bare = replay(inner.as_ref(), n, s.calls_per_op(), scanned.table_id(), &probe.table_id);
+        let series_s = series(&timed, inner.as_ref(), n, scanned.table_id(), &probe.table_id, |_| {
+            assert_eq!(scan_rows(&scanned), expected)
+        });
         out.push(Row {
             catalog: label,
             algorithm,
             op: "scan",
-            series: s,
-            bare,
+            series: series_s,
         });
 
         inner.drop_table(&probe.table_id).unwrap();
@@ -450,79 +490,80 @@ fn main() {
     );
     let _ = writeln!(
         s,
-        "\n| catalog  | algorithm | op     | total ms | µs/op | median | first / last 10% | catalog calls per op       | catalog alone µs/op | in run µs/op    | without catalog µs/op |"
+        "\n| catalog  | algorithm | op     | total ms | µs/op mean (median) | first / last 10% | catalog calls per op       | catalog alone µs/op (median) | share  | catalog in run µs/op (median) | share  | without catalog µs/op |"
     );
     let _ = writeln!(
         s,
-        "|----------|-----------|--------|---------:|------:|-------:|-----------------:|----------------------------|--------------------:|----------------:|----------------------:|"
+        "|----------|-----------|--------|---------:|--------------------:|-----------------:|----------------------------|-----------------------------:|-------:|------------------------------:|-------:|----------------------:|"
     );
     for r in &rows_out {
-        let per = r.series.per_op_us();
-        let (first, last) = r.series.first_last_us();
-        let (reads, swaps) = r.series.calls_per_op();
+        let t = &r.series;
+        let per = mean_us(&t.times);
+        let (first, last) = t.first_last_us();
+        let (reads, swaps) = t.per_op;
         let calls = if swaps > 0 {
             format!("{reads} table_by_id, {swaps} swap_head")
         } else {
             format!("{reads} table_by_id")
         };
-        let (alone, inside) = (r.bare_us(), r.inside_us());
+        let (alone, inside) = (mean_us(&t.alone), mean_us(&t.inside));
         let _ = writeln!(
             s,
-            "| {:<8} | {:<9} | {:<6} | {:>8.1} | {:>5.0} | {:>6.0} | {:>7.0} / {:<6.0} | {:<26} | {:>7.1} ({:>5.1} %) | {:>6.1} ({:>4.1} %) | {:>21.0} |",
+            "| {:<8} | {:<9} | {:<6} | {:>8.1} | {:>8.0} ({:>8.0}) | {:>7.0} / {:<6.0} | {:<26} | {:>14.1} ({:>11.1}) | {:>4.1} % | {:>15.1} ({:>11.1}) | {:>4.1} % | {:>21.0} |",
             r.catalog,
             r.algorithm.to_string(),
             r.op,
-            r.series.total().as_secs_f64() * 1e3,
+            us(t.total()) / 1e3,
             per,
-            r.series.median_us(),
+            median_us(&t.times),
             first,
             last,
             calls,
             alone,
+            median_us(&t.alone),
             100.0 * alone / per,
             inside,
+            median_us(&t.inside),
             100.0 * inside / per,
             per - alone,
         );
     }
     let _ = writeln!(s);
     for r in &rows_out {
-        let per = r.series.per_op_us();
-        let n = r.series.times.len() as f64;
-        let (reads, swaps) = r.series.calls_per_op();
-        let each = |d: Duration, k: u64| d.as_secs_f64() * 1e6 / (n * k.max(1) as f64);
+        let t = &r.series;
+        let per = mean_us(&t.times);
+        let n = t.times.len() as f64;
+        let (reads, swaps) = t.per_op;
+        let each = |d: Duration, k: u64| us(d) / (n * k.max(1) as f64);
+        let (alone, inside) = (mean_us(&t.alone), mean_us(&t.inside));
         let mut line = format!(
-            "{} {}: catalog round trips: {:.1} µs of {:.0} µs per {} ({:.1} %; {:.1} µs inside the run); \
-             without them {:.0} µs. Alone, one table_by_id {:.1} µs",
+            "{} {}: catalog round trips: {alone:.1} µs of {per:.0} µs per {} ({:.1} %; {inside:.1} µs, {:.1} %, \
+             inside the run); without them {:.0} µs. One table_by_id {:.1} µs alone, {:.1} µs in the run",
             r.catalog,
             r.algorithm,
-            r.bare_us(),
-            per,
             r.op,
-            100.0 * r.bare_us() / per,
-            r.inside_us(),
-            per - r.bare_us(),
-            each(r.bare.0, reads),
+            100.0 * alone / per,
+            100.0 * inside / per,
+            per - alone,
+            each(t.alone_split.0, reads),
+            each(t.calls.table_by_id.1, reads),
         );
         if swaps > 0 {
-            let _ = write!(line, ", one swap_head {:.1} µs", each(r.bare.1, swaps));
-        }
-        let c = &r.series.calls;
-        let _ = write!(
-            line,
-            "; in the run {:.1} µs",
-            each(c.table_by_id.1, c.table_by_id.0 / n as u64)
-        );
-        if swaps > 0 {
-            let _ = write!(line, " and {:.1} µs", each(c.swap_head.1, c.swap_head.0 / n as u64));
+            let _ = write!(
+                line,
+                "; one swap_head {:.1} µs alone, {:.1} µs in the run",
+                each(t.alone_split.1, swaps),
+                each(t.calls.swap_head.1, swaps)
+            );
         }
         let _ = writeln!(s, "{line}.");
     }
     let _ = writeln!(
         s,
         "\n\"Without catalog\" stands in for the local directory path, which no longer exists: the time per \
-         operation minus its catalog calls made alone on the same catalog handle. \"In run\" is the time \
-         the same calls took inside the measured operations (a counting wrapper's clock; colder caches)."
+         operation minus its catalog calls made alone on the same catalog handle (in blocks of {BLOCK} between \
+         the operations). \"In run\" is the time the same calls took inside the operations (a counting \
+         wrapper's clock: colder caches, and a commit's catalog write waits behind the data files' fsyncs)."
     );
     println!("{s}");
 }
