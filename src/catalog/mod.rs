@@ -115,11 +115,21 @@ pub fn open(url: &str) -> Result<Arc<dyn Catalog>> {
 /// Reports the KMS's state generation to the catalog, if the KMS keeps its state where storage
 /// could roll it back (the local keystore): a keystore older than the catalog's high-water mark is
 /// refused with [`Error::KeystoreRollback`].
+///
+/// Another process (or thread) may commit a change, and raise the mark, between this call's read of
+/// the generation and its report; so a refusal is checked against a fresh read (a few times): a
+/// genuine rollback stays below the mark, a stale read does not.
 pub fn anchor_kms(catalog: &dyn Catalog, kms: &dyn KmsAdmin) -> Result<()> {
-    if let Some((id, generation)) = kms.state_generation()? {
-        catalog.observe_kms_generation(&id, generation)?;
+    let mut attempt = 0;
+    loop {
+        let Some((id, generation)) = kms.state_generation()? else {
+            return Ok(());
+        };
+        match catalog.observe_kms_generation(&id, generation) {
+            Err(Error::KeystoreRollback { .. }) if attempt < 3 => attempt += 1,
+            other => return other,
+        }
     }
-    Ok(())
 }
 
 /// A fresh random id: 16 bytes from the OS CSPRNG, as 32 lowercase hex digits.

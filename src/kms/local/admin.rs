@@ -72,7 +72,7 @@ impl KmsAdmin for LocalKms {
     /// The keystore's generation, named by its canonical path: the catalog keeps the highest one it
     /// has seen, so an older copy restored at that path is refused in every process.
     fn state_generation(&self) -> Result<Option<(String, u64)>> {
-        let ks = self.load()?;
+        let ks = self.read(Lock::Shared)?;
         Ok(Some((format!("local:{}", self.canonical.display()), ks.generation)))
     }
 
