@@ -545,3 +545,82 @@ fn an_older_keystore_beside_a_newer_audit_log_is_refused() {
     std::fs::copy(&ks, elsewhere.join("keystore")).unwrap();
     LocalKms::open(elsewhere.join("keystore"), pass(), opts()).unwrap();
 }
+
+/// The two attacks above that need a second project, through the command line: settings forged in
+/// another colvault home with the victim's name and id (plaintext, then mid-migration and migrated),
+/// and a table directory copied from another project on the same key.
+#[test]
+fn cli_refuses_forged_settings_and_copied_table_directories() {
+    let env = Env::new();
+    std::fs::write(env.path().join("a.csv"), "id,name\n1,x\n2,y\n").unwrap();
+    let key = env.json(&["kms", "create-key", "--alias", "shared", "--json"])["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for name in ["first", "second"] {
+        let dir = format!("./{name}");
+        let (_, err) = stderr_of(
+            &env,
+            &["project", "create", &dir, "--name", name, "--encrypt", "--key", &key],
+        );
+        let id = err.split("--id ").nth(1).unwrap().trim().to_string();
+        env.run(&["kms", "grant", &key, &id]);
+        env.run(&[
+            "project",
+            "create",
+            &dir,
+            "--name",
+            name,
+            "--encrypt",
+            "--key",
+            &key,
+            "--id",
+            &id,
+        ]);
+        env.run(&["table", "import", &dir, "t", "a.csv"]);
+    }
+    // A table directory copied from another project on the same key.
+    let (first_t, second_t) = (env.table_dir("first", "t"), env.table_dir("second", "t"));
+    let saved = env.path().join("saved_second_t");
+    copy_dir(&second_t, &saved);
+    std::fs::remove_dir_all(&second_t).unwrap();
+    copy_dir(&first_t, &second_t);
+    let (code, err) = stderr_of(&env, &["table", "count", "./second", "t"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("storage does not hold"), "{err}");
+    std::fs::remove_dir_all(&second_t).unwrap();
+    copy_dir(&saved, &second_t);
+    assert_eq!(env.json(&["table", "count", "./second", "t", "--json"])["rows"], 2);
+
+    // Settings forged elsewhere (another home: its own keystore and catalog) with the victim's name
+    // and id, plaintext and then migrated to encryption under the forger's key.
+    let victim_id = env.catalog_show("first")["project_id"].as_str().unwrap().to_string();
+    let forger_home = env.path().join("forger-home");
+    std::fs::create_dir(&forger_home).unwrap();
+    let forger = |args: &[&str]| {
+        let out = env.cmd().env("HOME", &forger_home).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    forger(&["project", "create", "./forged", "--name", "first", "--id", &victim_id]);
+    forger(&["table", "import", "./forged", "t", "a.csv"]);
+    forger(&["project", "migrate", "./forged", "--encrypt"]);
+    let target = env.settings_file("first");
+    let good = std::fs::read(&target).unwrap();
+    let forged = settings_files(&env.path().join("forged"));
+    assert_eq!(forged.len(), 3, "{forged:?}");
+    for f in forged {
+        std::fs::copy(&f, &target).unwrap();
+        let (code, err) = stderr_of(&env, &["table", "count", "./first", "t"]);
+        assert_eq!(code, 4, "{}: {err}", f.display());
+        assert!(
+            err.contains("downgrade refused") || err.contains("not the settings the catalog records"),
+            "{err}"
+        );
+    }
+    std::fs::write(&target, good).unwrap();
+    assert_eq!(env.json(&["table", "count", "./first", "t", "--json"])["rows"], 2);
+}
