@@ -284,6 +284,25 @@ fn restoring_an_old_manifest_dir_is_a_table_rollback_and_vacuum_deletes_nothing(
 }
 
 #[test]
+fn project_vacuum_after_a_rollback_in_one_table_deletes_nothing_anywhere() {
+    let fx = Fixture::new();
+    let p = encrypted(&fx, "victim");
+    // Table "a" (first by name) has an orphan data file and a superseded settings file lies around;
+    // table "b" is rolled back.
+    let a = p.create_table("a", batch(0, 1).schema()).unwrap();
+    a.append([batch(0, 10)]).unwrap();
+    std::fs::write(a.dir().join("data/orphan.cvlt"), b"x").unwrap();
+    std::fs::write(p.dir().join("project-00000000000000000000000000000000.cv"), b"old").unwrap();
+    let b = p.create_table("b", batch(0, 1).schema()).unwrap();
+    b.append([batch(0, 10)]).unwrap();
+    b.head().unwrap();
+    std::fs::remove_file(b.manifest_file(2).unwrap()).unwrap();
+    let before = all_files(p.dir());
+    assert!(matches!(p.vacuum(Duration::ZERO), Err(Error::TableRollback { .. })));
+    assert_eq!(all_files(p.dir()), before, "vacuum deleted something after a rollback");
+}
+
+#[test]
 fn swapped_table_directories_are_refused() {
     let fx = Fixture::new();
     let p = encrypted(&fx, "victim");

@@ -183,6 +183,17 @@ impl Project {
     /// Vacuums every table (see [`Table::vacuum`]) and removes stale temporary files of the
     /// project's own. Returns how many files were removed.
     pub fn vacuum(&self, grace: std::time::Duration) -> Result<usize> {
+        // First every table's head, as the catalog records it: if storage was rolled back or
+        // replaced anywhere in the project, nothing at all is deleted.
+        let tables = self
+            .list_tables()?
+            .iter()
+            .map(|name| {
+                let t = self.table(name)?;
+                t.head()?;
+                Ok(t)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut removed = fsutil::remove_stale_temps(self.dir(), grace)?;
         // Settings files the catalog no longer records (superseded by a migration): an older
         // authentic copy is refused anyway, but none is left lying around.
@@ -191,8 +202,8 @@ impl Project {
             name.starts_with("project-") && name.ends_with(".cv") && name != current
         })?;
         removed += self.remove_stale_staged_tables(grace)?;
-        for name in self.list_tables()? {
-            removed += self.table(&name)?.vacuum(grace)?;
+        for t in tables {
+            removed += t.vacuum(grace)?;
         }
         Ok(removed)
     }
