@@ -19,8 +19,8 @@
 //! 2. `--ops` scans of a second table holding 100 rows in 10 files (the catalog head read, the
 //!    manifest chain check, every file opened and read);
 //! 3. the catalog's share. The project runs on the catalog through a wrapper that counts and times
-//!    every catalog call (an append makes two `table_by_id`, one from `Table::head` for the schema
-//!    and one in `commit`, and one `swap_head`; a scan one `table_by_id`). Then the same calls are
+//!    every catalog call (an append makes one `table_by_id`, whose head the commit builds on, and
+//!    one `swap_head`; a scan one `table_by_id`; the counts are measured, not assumed). Then the same calls are
 //!    made again alone, on the same catalog handle: `table_by_id` of the same table, and `swap_head`
 //!    on a probe record registered for the purpose (no storage behind it), so the real table's
 //!    head is untouched.

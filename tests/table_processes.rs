@@ -243,6 +243,7 @@ fn sigkill(test: &str, url: Option<String>) {
     // At least 30 kills, and on until the children have reported 30 commits between kills (a
     // loaded machine starts children slowly), within a bound.
     let mut kills = 0;
+    let mut stretch = 1.0f64;
     for kill in 0..150 {
         if kill >= 30 && printed_total >= 30 {
             break;
@@ -254,7 +255,9 @@ fn sigkill(test: &str, url: Option<String>) {
             k.kms.rotate(&cmk).unwrap();
         }
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis(30 + (seed >> 33) % 400);
+        // The kill lands 30-430 ms into the child, stretched while children report nothing (a loaded
+        // machine starts them slowly), so kills keep landing inside commits.
+        let delay = Duration::from_millis(((30 + (seed >> 33) % 400) as f64 * stretch) as u64);
         let mut kid = child(test, tmp.path(), "crash", &url).spawn().unwrap();
         let stdout = kid.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
@@ -267,7 +270,11 @@ fn sigkill(test: &str, url: Option<String>) {
         std::thread::sleep(delay);
         kid.kill().unwrap(); // SIGKILL
         kid.wait().unwrap();
-        printed_total += reader.join().unwrap();
+        let reported = reader.join().unwrap();
+        printed_total += reported;
+        if reported == 0 {
+            stretch = (stretch * 1.5).min(20.0);
+        }
 
         // Everything opens; the table holds exactly whole commits, every printed one included.
         let k = keys(tmp.path());

@@ -167,11 +167,16 @@ impl Table {
     /// that fails while the catalog's head moves on is tried again on the new head (a bounded
     /// number of times), so a concurrent change never surfaces as damage.
     pub fn head(&self) -> Result<Manifest> {
+        self.head_with_base().map(|(_, m)| m)
+    }
+
+    /// [`head`](Self::head) with the catalog's record of it, for a commit to build on.
+    pub(super) fn head_with_base(&self) -> Result<(TableHead, Manifest)> {
         let mut attempt = 0;
         loop {
             let seen = self.catalog_head()?;
             match self.head_at(&seen) {
-                Ok(m) => return Ok(m),
+                Ok(m) => return Ok((seen, m)),
                 Err(_) if attempt < 16 && self.catalog_head()? != seen => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -283,17 +288,36 @@ impl Table {
     /// (its version and chain fields are filled in here), or an error to abort. The new manifest is
     /// written, then the catalog's head swapped; on a conflict the change is re-applied to the new
     /// head.
-    pub(super) fn commit<F>(&self, op: &str, mut change: F) -> Result<Manifest>
+    pub(super) fn commit<F>(&self, op: &str, change: F) -> Result<Manifest>
+    where
+        F: FnMut(&Manifest) -> Result<Manifest>,
+    {
+        self.commit_from(op, None, change)
+    }
+
+    /// [`commit`](Self::commit), building first on `known` (a head the caller just read from the
+    /// catalog, saving a round trip); if it is stale the swap fails and the next attempt re-reads.
+    pub(super) fn commit_from<F>(
+        &self,
+        op: &str,
+        mut known: Option<(TableHead, Manifest)>,
+        mut change: F,
+    ) -> Result<Manifest>
     where
         F: FnMut(&Manifest) -> Result<Manifest>,
     {
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
-            let base = self.catalog_head()?;
-            let head = match self.head_at(&base) {
-                Ok(h) => h,
-                // The head moved while its chain was read (a concurrent commit or expiry).
-                Err(_) if self.catalog_head()? != base => continue,
-                Err(e) => return Err(e),
+            let (base, head) = match known.take() {
+                Some(k) => k,
+                None => {
+                    let base = self.catalog_head()?;
+                    match self.head_at(&base) {
+                        Ok(h) => (base, h),
+                        // The head moved while its chain was read (a concurrent commit or expiry).
+                        Err(_) if self.catalog_head()? != base => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
             };
             let next = change(&head)?;
             let (done, digest) = self.publish(&next, Some((&head, base.digest)), op)?;

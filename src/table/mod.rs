@@ -386,9 +386,10 @@ impl Table {
         batches: impl IntoIterator<Item = RecordBatch>,
         replace: bool,
     ) -> Result<CommitInfo> {
-        let schema = self.head()?.schema;
+        let (base, head) = self.head_with_base()?;
+        let schema = head.schema.clone();
         let files = self.write_files(&schema, batches)?;
-        let m = self.commit(op, |head| {
+        let m = self.commit_from(op, Some((base, head)), |head| {
             self.check_settings_current(head)?;
             if head.schema.fields() != schema.fields() {
                 return Err(Error::SchemaMismatch(format!(
