@@ -7,6 +7,11 @@
 
 use crate::error::{Error, Result};
 
+/// Lowercase hexadecimal of `bytes` (ids, digests and tags in names and messages; never key material).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Appends fields to a byte vector.
 #[derive(Default, Debug)]
 pub struct Encoder {

@@ -212,14 +212,7 @@ fn max_rss_of_children_kib() -> i64 {
 fn colvault(env: &cli_env::Env, args: &[&str]) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_colvault"));
     c.current_dir(env.path()).env("HOME", env.home());
-    for v in [
-        "COLVAULT_KEYSTORE",
-        "COLVAULT_ROOT_KEY_FILE",
-        "COLVAULT_PASSPHRASE",
-        "COLVAULT_NEW_PASSPHRASE",
-        "COLVAULT_KEY_CACHE_SECONDS",
-        "COLVAULT_CIPHER_PROVIDER",
-    ] {
+    for v in cli_env::CLEARED_ENV {
         c.env_remove(v);
     }
     c.args(args).output().unwrap()

@@ -112,6 +112,22 @@ pub fn open(url: &str) -> Result<Arc<dyn Catalog>> {
     )))
 }
 
+/// The project a command line names: by its name, else by its directory (the recorded location,
+/// compared as given and canonicalised).
+pub fn find_project(catalog: &dyn Catalog, name_or_dir: &std::path::Path) -> Result<Option<ProjectRecord>> {
+    if let Some(rec) = catalog.project(&name_or_dir.to_string_lossy())? {
+        return Ok(Some(rec));
+    }
+    let wanted = [std::path::absolute(name_or_dir).ok(), name_or_dir.canonicalize().ok()];
+    Ok(catalog.list_projects()?.into_iter().find(|rec| {
+        let loc = std::path::Path::new(&rec.location);
+        wanted
+            .iter()
+            .flatten()
+            .any(|w| w == loc || loc.canonicalize().ok().as_deref() == Some(w))
+    }))
+}
+
 /// Reports the KMS's state generation to the catalog, if the KMS keeps its state where storage
 /// could roll it back (the local keystore): a keystore older than the catalog's high-water mark is
 /// refused with [`Error::KeystoreRollback`].
@@ -136,10 +152,7 @@ pub fn anchor_kms(catalog: &dyn Catalog, kms: &dyn KmsAdmin) -> Result<()> {
 // Unused until projects and tables register themselves (issue 14, under way); clippy -D warnings.
 #[allow(dead_code)]
 pub(crate) fn new_id() -> Result<String> {
-    Ok(crate::crypto::random_array::<16>()?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::codec::hex(&crate::crypto::random_array::<16>()?))
 }
 
 /// Checks a stored id (32 lowercase hex digits).

@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 use super::{check_id, Catalog, EncryptionPolicy, ProjectRecord, TableHead, TableRecord};
+use crate::codec::hex;
 use crate::crypto::Algorithm;
 use crate::error::{Error, Result};
 use crate::kms::KeyId;
@@ -120,10 +121,6 @@ pub fn redact(url: &str) -> String {
         }
     }
     url.to_string()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex32(s: &str, what: &'static str) -> Result<[u8; 32]> {

@@ -28,9 +28,7 @@ pub enum CatalogCmd {
     },
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use colvault::codec::hex;
 
 fn project_json(p: &ProjectRecord, tables: &[TableRecord]) -> Value {
     json!({
@@ -91,20 +89,13 @@ pub fn run(cmd: CatalogCmd, opts: &KeyOpts) -> CliResult {
             }
         }
         CatalogCmd::Show { project, json } => {
-            let arg = project.to_string_lossy().to_string();
-            let abs = std::path::absolute(&project).ok();
-            let rec = match catalog.project(&arg)? {
-                Some(r) => r,
-                None => catalog
-                    .list_projects()?
-                    .into_iter()
-                    .find(|p| abs.as_deref() == Some(std::path::Path::new(&p.location)))
-                    .ok_or_else(|| colvault::Error::NotRegistered {
-                        kind: "project",
-                        name: arg.clone(),
-                        hint: format!(" in catalog {}", catalog.describe()),
-                    })?,
-            };
+            let rec = colvault::catalog::find_project(catalog.as_ref(), &project)?.ok_or_else(|| {
+                colvault::Error::NotRegistered {
+                    kind: "project",
+                    name: project.to_string_lossy().to_string(),
+                    hint: format!(" in catalog {}", catalog.describe()),
+                }
+            })?;
             let tables = catalog.list_tables(&rec.project_id)?;
             if json {
                 print_json(&project_json(&rec, &tables))?;

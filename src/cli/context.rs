@@ -382,19 +382,8 @@ impl Ctx {
     /// The catalog's record of a project given by name or by its directory.
     pub fn find_project(&self, name_or_dir: &Path) -> CliResult<colvault::catalog::ProjectRecord> {
         let arg = name_or_dir.to_string_lossy();
-        if let Some(rec) = self.catalog.project(&arg)? {
+        if let Some(rec) = catalog::find_project(self.catalog.as_ref(), name_or_dir)? {
             return Ok(rec);
-        }
-        let wanted = [std::path::absolute(name_or_dir).ok(), name_or_dir.canonicalize().ok()];
-        for rec in self.catalog.list_projects()? {
-            let loc = Path::new(&rec.location);
-            if wanted
-                .iter()
-                .flatten()
-                .any(|w| w == loc || loc.canonicalize().ok().as_deref() == Some(w))
-            {
-                return Ok(rec);
-            }
         }
         let looks_like_project = name_or_dir.join("project.cv").is_file()
             || std::fs::read_dir(name_or_dir).is_ok_and(|rd| {

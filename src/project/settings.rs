@@ -28,8 +28,7 @@ const VERSION: u8 = 1;
 
 /// The name of the settings file whose body has digest `digest`.
 pub(crate) fn file_name(digest: &[u8; 32]) -> String {
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("project-{hex}.cv")
+    format!("project-{}.cv", crate::codec::hex(&digest[..16]))
 }
 
 /// The parts of a settings file.

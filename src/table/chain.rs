@@ -28,8 +28,7 @@ fn now_ms() -> u64 {
 
 /// The name of manifest `version` whose file has digest `digest`.
 pub(crate) fn manifest_name(version: u64, digest: &[u8; 32]) -> String {
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("v{version:020}-{hex}.cvm")
+    format!("v{version:020}-{}.cvm", crate::codec::hex(&digest[..16]))
 }
 
 /// The name of manifest `version` in a table adopted from before the catalog.

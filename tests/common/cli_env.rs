@@ -7,6 +7,17 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 
+/// colvault's environment variables, which no CLI test inherits.
+pub const CLEARED_ENV: [&str; 7] = [
+    "COLVAULT_KEYSTORE",
+    "COLVAULT_ROOT_KEY_FILE",
+    "COLVAULT_PASSPHRASE",
+    "COLVAULT_NEW_PASSPHRASE",
+    "COLVAULT_KEY_CACHE_SECONDS",
+    "COLVAULT_CIPHER_PROVIDER",
+    "COLVAULT_CATALOG",
+];
+
 pub struct Env {
     pub dir: tempfile::TempDir,
 }
@@ -26,15 +37,7 @@ impl Env {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_colvault"));
         c.current_dir(self.path()).env("HOME", self.home());
-        for v in [
-            "COLVAULT_KEYSTORE",
-            "COLVAULT_ROOT_KEY_FILE",
-            "COLVAULT_PASSPHRASE",
-            "COLVAULT_NEW_PASSPHRASE",
-            "COLVAULT_KEY_CACHE_SECONDS",
-            "COLVAULT_CIPHER_PROVIDER",
-            "COLVAULT_CATALOG",
-        ] {
+        for v in CLEARED_ENV {
             c.env_remove(v);
         }
         c

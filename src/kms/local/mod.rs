@@ -60,6 +60,7 @@ mod tests;
 pub use options::LocalKmsOptions;
 pub use root::{Argon2Params, RootSecret, MIN_PASSPHRASE_CHARS};
 
+use crate::codec::hex;
 use file::*;
 #[allow(unused_imports)]
 use root::*;
@@ -129,10 +130,6 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut s: OsString = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Which lock a call takes on `<keystore>.lock`.
