@@ -7,6 +7,10 @@ use std::sync::Arc;
 #[cfg(feature = "postgres")]
 pub mod pg;
 
+/// A throwaway moto server: the S3 and KMS APIs (features `s3`, `aws-kms`).
+#[cfg(any(feature = "s3", feature = "aws-kms"))]
+pub mod moto;
+
 use colvault::clock::ManualClock;
 use colvault::kms::{
     Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
