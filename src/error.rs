@@ -184,6 +184,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A request to the data plane's store failed after its retries (a network failure, a
+    /// throttled or refused request). Nothing visible was changed by the call that failed; when
+    /// `retriable` is set, the same call may succeed when tried again.
+    #[error("storage error while {context}: {message}{}", if *retriable { " (retriable: nothing was changed, try again)" } else { "" })]
+    Storage {
+        /// What colvault was doing, with the object's URL or path.
+        context: String,
+        /// What the store said.
+        message: String,
+        /// Whether the same call may succeed when tried again.
+        retriable: bool,
+    },
     // -- Control plane: what the catalog anchors --
     /// The catalog could not be reached or answered with an error (a database error, a lost
     /// connection). Retriable when `retriable` is set: nothing was changed.

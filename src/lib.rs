@@ -17,6 +17,7 @@ pub mod kms;
 pub mod project;
 pub mod read;
 pub mod sample;
+pub mod storage;
 pub mod table;
 pub mod write;
 

@@ -118,6 +118,10 @@ pub fn find_project(catalog: &dyn Catalog, name_or_dir: &std::path::Path) -> Res
     if let Some(rec) = catalog.project(&name_or_dir.to_string_lossy())? {
         return Ok(Some(rec));
     }
+    if let Some(url) = name_or_dir.to_str().filter(|s| s.contains("://")) {
+        let wanted = crate::storage::Location::parse(url)?.to_url();
+        return Ok(catalog.list_projects()?.into_iter().find(|rec| rec.location == wanted));
+    }
     let wanted = [std::path::absolute(name_or_dir).ok(), name_or_dir.canonicalize().ok()];
     Ok(catalog.list_projects()?.into_iter().find(|rec| {
         let loc = std::path::Path::new(&rec.location);

@@ -32,6 +32,10 @@ pub trait ReadAt: Send + Sync {
         buf.resize(len, 0);
         self.read_exact_at(offset, buf)
     }
+    /// Tells the source which byte ranges are about to be read, so a remote one can fetch them
+    /// ahead, coalesced and concurrently ([`crate::storage::ObjectReader`]). The default (local
+    /// files, memory) does nothing.
+    fn prefetch(&self, _ranges: &[std::ops::Range<u64>]) {}
 }
 
 fn slice_range(data: &[u8], offset: u64, len: usize) -> Result<&[u8]> {
@@ -104,5 +108,8 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     }
     fn read_into(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         (**self).read_into(offset, len, buf)
+    }
+    fn prefetch(&self, ranges: &[std::ops::Range<u64>]) {
+        (**self).prefetch(ranges)
     }
 }

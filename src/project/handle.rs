@@ -11,14 +11,17 @@ use crate::access::KeyAccess;
 use crate::catalog::{anchor_kms, new_id, Catalog, EncryptionPolicy, ProjectRecord};
 use crate::crypto::{ct_eq, derive_key, Algorithm, Purpose};
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::kms::{CreateKeyRequest, DataKeyEnvelope, Principal};
+use crate::storage::{Location, Storage};
 
 /// A project: its location, its settings (checked against the catalog), the catalog and key
 /// access. Cheap to clone.
 #[derive(Clone)]
 pub struct Project {
+    /// The project's location as a path: its directory when local, else its URL.
     pub(super) dir: PathBuf,
+    /// Where its objects are.
+    pub(super) storage: Storage,
     pub(super) settings: StoredSettings,
     pub(super) keys: Keys,
     principal: Principal,
@@ -39,11 +42,11 @@ fn now_ms() -> u64 {
 }
 
 /// The catalog's record of a project with `settings` at `dir`.
-pub(crate) fn record_of(settings: &StoredSettings, dir: &Path) -> ProjectRecord {
+pub(crate) fn record_of(settings: &StoredSettings, location: &str) -> ProjectRecord {
     ProjectRecord {
         project_id: settings.project_id.clone(),
         name: settings.name.clone(),
-        location: dir.to_string_lossy().to_string(),
+        location: location.to_string(),
         kms: settings.kms.clone(),
         policy: EncryptionPolicy {
             algorithm: settings.algorithm,
@@ -56,25 +59,35 @@ pub(crate) fn record_of(settings: &StoredSettings, dir: &Path) -> ProjectRecord 
     }
 }
 
-/// Whether `dir` is missing or an empty directory.
-fn is_empty_dir(dir: &Path) -> Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut rd) => Ok(rd.next().is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(Error::io(format!("reading {}", dir.display()), e)),
+/// Whether `location` is missing or holds nothing (an empty directory, an empty prefix).
+fn is_empty_location(location: &Location) -> Result<bool> {
+    if let Some(dir) = location.local_dir() {
+        return match std::fs::read_dir(dir) {
+            Ok(mut rd) => Ok(rd.next().is_none()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(Error::io(format!("reading {}", dir.display()), e)),
+        };
     }
+    Ok(Storage::at(location.clone(), false)?.list("")?.is_empty())
+}
+
+/// A path or URL given as a path: its text.
+pub(crate) fn location_text(dir: &Path) -> Result<&str> {
+    dir.to_str()
+        .ok_or_else(|| Error::InvalidArgument(format!("{} is not valid UTF-8", dir.display())))
 }
 
 impl Project {
     /// A project handle over `settings` at `dir` (nothing checked yet).
     pub(super) fn assemble(
-        dir: PathBuf,
+        storage: Storage,
         settings: StoredSettings,
         keys: Keys,
         catalog: Arc<dyn Catalog>,
     ) -> Result<Project> {
         Ok(Project {
-            dir,
+            dir: PathBuf::from(storage.url()),
+            storage,
             principal: Principal::new(&settings.project_id)?,
             settings,
             keys,
@@ -115,19 +128,18 @@ impl Project {
         validate_name(name)?;
         crate::catalog::check_id(&project_id, "project")
             .map_err(|_| Error::InvalidArgument("a project id is 32 lowercase hex digits".into()))?;
-        // The catalog records where the project lives as an absolute path.
-        let dir = std::path::absolute(dir.as_ref())
-            .map_err(|e| Error::io(format!("resolving {}", dir.as_ref().display()), e))?;
+        // The catalog records where the project lives: an absolute path or a URL.
+        let location = Location::parse(location_text(dir.as_ref())?)?;
         if catalog.project(name)?.is_some() {
             return Err(Error::AlreadyExists {
                 kind: "project",
                 name: name.to_string(),
             });
         }
-        if !is_empty_dir(&dir)? {
+        if !is_empty_location(&location)? {
             return Err(Error::InvalidArgument(format!(
-                "{} is not empty: a project is created in a new or empty directory",
-                dir.display()
+                "{} is not empty: a project is created in a new or empty directory (or prefix)",
+                location.to_url()
             )));
         }
         anchor_kms(catalog.as_ref(), keys.kms.as_ref())?;
@@ -170,21 +182,25 @@ impl Project {
             generation: 0,
             migrating_from: None,
         };
+        let created_dir = location.local_dir().is_some_and(|d| !d.exists());
+        let storage = Storage::at(location, true)?;
         let project = Project {
-            dir: dir.clone(),
+            dir: PathBuf::from(storage.url()),
+            storage,
             settings: stored,
             keys: keys.clone(),
             principal,
             catalog: catalog.clone(),
         };
-        let created_dir = !dir.exists();
         let result = project.create_storage_and_register();
         if result.is_err() {
             // All or nothing: remove what this call made, and the key it created for the project.
-            let _ = std::fs::remove_dir_all(dir.join("tables"));
-            let _ = std::fs::remove_file(dir.join(settings::file_name(&project.settings.digest())));
-            if created_dir {
-                let _ = std::fs::remove_dir(&dir);
+            let _ = project.storage.delete(&settings::file_name(&project.settings.digest()));
+            if let Some(dir) = project.storage.local_dir() {
+                let _ = std::fs::remove_dir(dir.join("tables"));
+                if created_dir {
+                    let _ = std::fs::remove_dir(&dir);
+                }
             }
             if project.settings.default_key {
                 if let Some(cmk) = &project.settings.cmk {
@@ -199,16 +215,21 @@ impl Project {
         // Sealing the settings asks the KMS for a key under the CMK: for a BYOK key without a grant
         // this is where creation is refused, before anything appears on storage.
         let bytes = self.seal_settings()?;
-        let dir = &self.dir;
-        std::fs::create_dir_all(dir.join("tables")).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = dir.join(settings::file_name(&self.settings.digest()));
-        if !fsutil::write_new_atomic(&path, &bytes)? {
+        if let Some(dir) = self.storage.local_dir() {
+            std::fs::create_dir_all(dir.join("tables"))
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        if !self
+            .storage
+            .put_new(&settings::file_name(&self.settings.digest()), bytes.into())?
+        {
             return Err(Error::InvalidArgument(format!(
                 "{} already holds a project",
-                dir.display()
+                self.storage.url()
             )));
         }
-        self.catalog.create_project(&record_of(&self.settings, dir), &[])
+        self.catalog
+            .create_project(&record_of(&self.settings, &self.storage.url()), &[])
     }
 
     /// The settings file's bytes, sealed (encrypted projects) or checksummed.
@@ -261,13 +282,14 @@ impl Project {
 
     /// Opens the project with `record` (already read from `catalog`).
     pub(crate) fn open_record(catalog: &Arc<dyn Catalog>, record: &ProjectRecord, keys: Keys) -> Result<Project> {
-        let dir = PathBuf::from(&record.location);
-        let raw = read_settings_file(&dir, &record.settings_digest)?;
+        let storage = Storage::open(&record.location, false)?;
+        let raw = read_settings_file(&storage, &record.settings_digest)?;
         let file = SettingsFile::parse(&raw)?;
         let settings = StoredSettings::decode_body(file.body)?;
         check_against_record(&settings, record)?;
         let project = Project {
-            dir,
+            dir: PathBuf::from(storage.url()),
+            storage,
             principal: Principal::new(&settings.project_id)?,
             settings,
             keys,
@@ -309,9 +331,9 @@ impl Project {
         };
         let bytes = updated.seal_settings()?;
         let digest = updated.settings.digest();
-        fsutil::replace_atomic(&self.dir.join(settings::file_name(&digest)), &bytes)?;
-        let expected = record_of(&self.settings, &self.dir);
-        let new = record_of(&updated.settings, &self.dir);
+        self.storage.put(&settings::file_name(&digest), bytes.into())?;
+        let expected = record_of(&self.settings, &self.storage.url());
+        let new = record_of(&updated.settings, &self.storage.url());
         if expected != new && !self.catalog.update_project(&expected, &new)? {
             return Err(Error::InvalidArgument(format!(
                 "the settings of project {} changed in the catalog meanwhile; reopen the project and try again",
@@ -324,7 +346,8 @@ impl Project {
     /// Re-seals the (unchanged) settings under a fresh key from the CMK's current version.
     pub(crate) fn reseal_settings(&self) -> Result<()> {
         let bytes = self.seal_settings()?;
-        fsutil::replace_atomic(&self.dir.join(settings::file_name(&self.settings.digest())), &bytes)
+        self.storage
+            .put(&settings::file_name(&self.settings.digest()), bytes.into())
     }
 
     /// Drops the project: its registration (and its tables') is removed from the catalog, the
@@ -332,12 +355,12 @@ impl Project {
     /// key may be scheduled for deletion to shred the data).
     pub fn drop_project(self) -> Result<()> {
         self.catalog.drop_project(&self.settings.project_id)?;
-        std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(format!("removing {}", self.dir.display()), e))
+        self.storage.delete_all("")
     }
 
     /// The CMK version the settings' MAC key is wrapped under.
     pub(crate) fn settings_key_version(&self) -> Result<Option<u32>> {
-        let raw = read_settings_file(&self.dir, &self.settings.digest())?;
+        let raw = read_settings_file(&self.storage, &self.settings.digest())?;
         let file = SettingsFile::parse(&raw)?;
         if file.envelope.is_empty() {
             return Ok(None);
@@ -345,9 +368,18 @@ impl Project {
         Ok(Some(DataKeyEnvelope::from_bytes(file.envelope)?.key_version()))
     }
 
-    /// The project's directory.
+    /// The project's location as a path: its directory when it is local; for a project on an
+    /// object store, its URL (see [`Project::storage`]).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+    /// Where the project's objects are.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+    /// The project's location as the catalog records it: an absolute path or a URL.
+    pub fn location(&self) -> String {
+        self.storage.url()
     }
     /// The authenticated settings (equal to what the catalog records).
     pub fn settings(&self) -> &StoredSettings {
@@ -391,23 +423,19 @@ impl Project {
     }
 }
 
-/// Reads the settings file with body digest `digest` in `dir` (by its content name; adopted
-/// projects keep `project.cv`).
-fn read_settings_file(dir: &Path, digest: &[u8; 32]) -> Result<Vec<u8>> {
-    let named = dir.join(settings::file_name(digest));
-    match std::fs::read(&named) {
-        Ok(raw) => return Ok(raw),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("reading {}", named.display()), e)),
+/// Reads the settings file with body digest `digest` (by its content name; adopted projects keep
+/// `project.cv`).
+fn read_settings_file(storage: &Storage, digest: &[u8; 32]) -> Result<Vec<u8>> {
+    if let Some(raw) = storage.get(&settings::file_name(digest))? {
+        return Ok(raw.to_vec());
     }
-    let legacy = dir.join(LEGACY_FILE);
-    std::fs::read(&legacy).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::integrity(format!(
+    match storage.get(LEGACY_FILE)? {
+        Some(raw) => Ok(raw.to_vec()),
+        None => Err(Error::integrity(format!(
             "project settings in {} (the settings file the catalog records is missing)",
-            dir.display()
-        )),
-        _ => Error::io(format!("reading {}", legacy.display()), e),
-    })
+            storage.url()
+        ))),
+    }
 }
 
 /// Compares settings read from storage with the catalog's record, before any key is used.

@@ -1,7 +1,6 @@
 //! Adopting a project directory that the catalog does not know (one made before the catalog, or
 //! whose catalog was lost): trust on first use, after verifying everything that can be verified.
 
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,6 +8,7 @@ use super::settings::{SettingsFile, LEGACY_FILE};
 use super::{Keys, Project, StoredSettings};
 use crate::catalog::{anchor_kms, check_id, Catalog, TableHead, TableRecord};
 use crate::error::{Error, Result};
+use crate::storage::{Location, Storage};
 use crate::table::validate_table_name;
 
 /// What [`Project::register`] verified and recorded.
@@ -22,19 +22,20 @@ pub struct RegisterReport {
     pub tables: Vec<(String, u64, usize)>,
 }
 
-/// The settings files of `dir`: the legacy `project.cv` and content-named ones, with their bodies'
-/// settings, newest generation first.
-fn settings_candidates(dir: &Path) -> Result<Vec<(Vec<u8>, StoredSettings)>> {
+/// The settings files of `storage`: the legacy `project.cv` and content-named ones, with their
+/// bodies' settings, newest generation first.
+fn settings_candidates(storage: &Storage) -> Result<Vec<(Vec<u8>, StoredSettings)>> {
     let mut out = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-        let name = entry.file_name().to_string_lossy().to_string();
+    for entry in storage.list("")? {
+        let name = entry.name;
         let content_named = name.starts_with("project-") && name.ends_with(".cv");
         if name != LEGACY_FILE && !content_named {
             continue;
         }
-        let raw = fs::read(entry.path()).map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let Some(raw) = storage.get(&name)? else {
+            continue;
+        };
+        let raw = raw.to_vec();
         let file = SettingsFile::parse(&raw)?;
         let settings = StoredSettings::decode_body(file.body)?;
         if content_named && name != super::settings::file_name(&settings.digest()) {
@@ -60,15 +61,19 @@ impl Project {
         dir: impl AsRef<Path>,
         keys: Keys,
     ) -> Result<(Project, RegisterReport)> {
-        let dir = dir.as_ref();
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+        let location = match Location::parse(super::handle::location_text(dir.as_ref())?)? {
+            Location::Local(d) => Location::Local(
+                d.canonicalize()
+                    .map_err(|e| Error::io(format!("opening {}", d.display()), e))?,
+            ),
+            other => other,
+        };
+        let storage = Storage::at(location, false)?;
         anchor_kms(catalog.as_ref(), keys.kms.as_ref())?;
-        let (raw, settings) = settings_candidates(&dir)?
+        let (raw, settings) = settings_candidates(&storage)?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::InvalidArgument(format!("{} holds no colvault project settings", dir.display())))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("{} holds no colvault project settings", storage.url())))?;
         check_id(&settings.project_id, "project")?;
         if catalog.project(&settings.name)?.is_some() || catalog.project_by_id(&settings.project_id)?.is_some() {
             return Err(Error::AlreadyExists {
@@ -76,7 +81,7 @@ impl Project {
                 name: settings.name.clone(),
             });
         }
-        let project = Project::assemble(dir.clone(), settings, keys, catalog.clone())?;
+        let project = Project::assemble(storage.clone(), settings, keys, catalog.clone())?;
         let file = SettingsFile::parse(&raw)?;
         match project.verify_seal(&file) {
             Err(Error::AccessDenied { .. }) if project.settings.default_key => {
@@ -92,18 +97,11 @@ impl Project {
             project_id: project.settings.project_id.clone(),
             tables: Vec::new(),
         };
-        let tables_dir = project.tables_dir();
-        let mut entries: Vec<_> = match fs::read_dir(&tables_dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(format!("reading {}", tables_dir.display()), e)),
-        };
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let dir_name = entry.file_name().to_string_lossy().to_string();
-            let Ok(id) = fs::read_to_string(entry.path().join("table.id")) else {
+        for dir_name in storage.list_dirs("tables")? {
+            let Some(id) = storage.get(&format!("tables/{dir_name}/table.id"))? else {
                 continue;
             };
+            let id = String::from_utf8_lossy(&id).to_string();
             check_id(id.trim(), "table")?;
             let id = id.trim().to_string();
             // Tables made through a catalog live in tables/<id>; their names were the catalog's.
@@ -133,7 +131,7 @@ impl Project {
             report.tables.push((name, head.version, files));
             records.push(TableRecord { head, ..rec });
         }
-        catalog.create_project(&super::handle::record_of(&project.settings, &dir), &records)?;
+        catalog.create_project(&super::handle::record_of(&project.settings, &storage.url()), &records)?;
         Ok((project, report))
     }
 }

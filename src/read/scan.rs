@@ -223,6 +223,16 @@ impl<'a> ScanBuilder<'a> {
             openers.insert(leaf, Arc::new(opener));
         }
         let meta = reader.parquet_metadata();
+        // Every sealed chunk the scan will read, so a remote source fetches them ahead,
+        // coalesced and concurrently (local sources ignore this).
+        let leaves = reader.body.leaves as usize;
+        let ranges: Vec<std::ops::Range<u64>> = row_groups
+            .iter()
+            .flat_map(|&rg| wanted_leaves.iter().map(move |&l| rg * leaves + l))
+            .filter_map(|i| reader.body.chunks.get(i))
+            .map(|c| c.offset..c.offset + c.len)
+            .collect();
+        reader.source.prefetch(&ranges);
         let layout = ChunkLayout::of(reader);
         let mut fields: Vec<usize> = projection.clone();
         fields.sort_unstable();

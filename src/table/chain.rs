@@ -12,7 +12,6 @@
 //! [`Table::vacuum`] removes once it is older than the grace period.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +19,6 @@ use super::{Manifest, Table, MAX_COMMIT_ATTEMPTS};
 use crate::catalog::TableHead;
 use crate::crypto::random_array;
 use crate::error::{Error, Result};
-use crate::fsutil;
 
 fn now_ms() -> u64 {
     UNIX_EPOCH.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -58,21 +56,28 @@ impl Table {
         self.dir.join("_manifest")
     }
 
-    /// The table's directory on storage.
+    /// The object name of manifest file `name`.
+    fn manifest_object(name: &str) -> String {
+        format!("_manifest/{name}")
+    }
+
+    /// The table's location as a path: its directory when local, else its URL (see
+    /// [`Table::storage`]).
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
 
-    /// The file of retained manifest `version` of the chain [`head`](Self::head) verified (for
-    /// inspection; readers never choose files by listing).
+    /// The file of retained manifest `version` of the chain [`head`](Self::head) verified, as a
+    /// path (a URL on an object store; for inspection: readers never choose files by listing).
     pub fn manifest_file(&self, version: u64) -> Result<PathBuf> {
         let digest = self.verified_digest(version)?;
-        let named = self.manifest_dir().join(manifest_name(version, &digest));
-        Ok(if named.exists() {
+        let named = manifest_name(version, &digest);
+        let name = if self.storage.get(&Self::manifest_object(&named))?.is_some() {
             named
         } else {
-            self.manifest_dir().join(legacy_name(version))
-        })
+            legacy_name(version)
+        };
+        Ok(self.manifest_dir().join(name))
     }
 
     /// The head the catalog records.
@@ -93,11 +98,8 @@ impl Table {
     fn read_manifest_expect(&self, version: u64, digest: &[u8; 32]) -> Result<Found> {
         let mut found = Found::Missing;
         for (name, content_named) in [(manifest_name(version, digest), true), (legacy_name(version), false)] {
-            let path = self.manifest_dir().join(&name);
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+            let Some(bytes) = self.storage.get(&Self::manifest_object(&name))? else {
+                continue;
             };
             if blake3::hash(&bytes).as_bytes() != digest {
                 // A file under the content name that does not hash to it was altered; one under the
@@ -139,9 +141,9 @@ impl Table {
     pub(super) fn manifest_bytes(&self, version: u64) -> Result<Vec<u8>> {
         let digest = self.verified_digest(version)?;
         for name in [manifest_name(version, &digest), legacy_name(version)] {
-            if let Ok(bytes) = fs::read(self.manifest_dir().join(&name)) {
+            if let Some(bytes) = self.storage.get(&Self::manifest_object(&name))? {
                 if blake3::hash(&bytes).as_bytes() == &digest {
-                    return Ok(bytes);
+                    return Ok(bytes.to_vec());
                 }
             }
         }
@@ -273,11 +275,11 @@ impl Table {
         let cmk = self.project.settings().cmk.clone();
         let sealed = next.seal(access.as_ref().zip(cmk.as_ref()))?;
         let digest = *blake3::hash(&sealed).as_bytes();
-        let path = self.manifest_dir().join(manifest_name(next.version, &digest));
-        if !fsutil::write_new_atomic(&path, &sealed)? {
+        let name = Self::manifest_object(&manifest_name(next.version, &digest));
+        if !self.storage.put_new(&name, sealed.into())? {
             return Err(Error::integrity(format!(
                 "manifest {} (it already exists)",
-                path.display()
+                self.storage.describe(&name)
             )));
         }
         Ok((next, digest))
@@ -329,7 +331,9 @@ impl Table {
             }
             // Lost the race: the manifest just written is referenced by nothing; remove it, back
             // off a little, with jitter, and retry on the new head.
-            let _ = fs::remove_file(self.manifest_dir().join(manifest_name(done.version, &digest)));
+            let _ = self
+                .storage
+                .delete(&Self::manifest_object(&manifest_name(done.version, &digest)));
             let jitter = random_array::<1>()?[0] as u64;
             std::thread::sleep(Duration::from_micros((attempt.min(20) as u64 * 50) + jitter));
         }
@@ -341,11 +345,9 @@ impl Table {
 
     /// Manifest files on storage: (version, file name).
     fn manifest_files(&self) -> Result<Vec<(u64, String)>> {
-        let dir = self.manifest_dir();
         let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))? {
-            let name = entry.map_err(|e| Error::io("listing manifests", e))?.file_name();
-            let name = name.to_string_lossy().to_string();
+        for entry in self.storage.list("_manifest")? {
+            let name = entry.name.rsplit('/').next().unwrap_or_default().to_string();
             if let Some(v) = version_of(&name) {
                 out.push((v, name));
             }
@@ -365,8 +367,13 @@ impl Table {
             .ok_or_else(|| Error::integrity(format!("table {} (it has no manifest)", self.name)))?;
         let mut last_err = None;
         for (_, name) in files.iter().filter(|(v, _)| *v == newest) {
-            let path = self.manifest_dir().join(name);
-            let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let object = Self::manifest_object(name);
+            let bytes = self.storage.get(&object)?.ok_or_else(|| {
+                Error::integrity(format!(
+                    "{} (it vanished while being read)",
+                    self.storage.describe(&object)
+                ))
+            })?;
             let head = TableHead {
                 version: newest,
                 digest: *blake3::hash(&bytes).as_bytes(),
@@ -406,7 +413,7 @@ impl Table {
         let mut removed = 0;
         for (v, name) in self.manifest_files()? {
             if v < keep_from {
-                fs::remove_file(self.manifest_dir().join(name)).map_err(|e| Error::io("expiring a manifest", e))?;
+                self.storage.delete(&Self::manifest_object(&name))?;
                 removed += 1;
             }
         }
@@ -414,7 +421,6 @@ impl Table {
             .lock()
             .map_err(|_| Error::Poisoned)?
             .retain(|v, _| *v >= keep_from);
-        fsutil::sync_dir(&self.manifest_dir())?;
         Ok(removed)
     }
 
@@ -461,10 +467,11 @@ impl Table {
                 live_manifests.insert(legacy_name(v));
             }
         }
-        let mut removed = fsutil::remove_files_where(&self.dir.join("data"), grace, |name| !live_data.contains(name))?;
-        removed += fsutil::remove_files_where(&self.manifest_dir(), grace, |name| {
-            (version_of(name).is_some() && !live_manifests.contains(name))
-                || (name.starts_with('.') && name.ends_with(".tmp"))
+        let mut removed = self
+            .storage
+            .remove_where("data", grace, |name| !live_data.contains(name))?;
+        removed += self.storage.remove_where("_manifest", grace, |name| {
+            version_of(name).is_some() && !live_manifests.contains(name)
         })?;
         Ok(removed)
     }

@@ -2,12 +2,11 @@
 //! (fresh DEKs), and the check before an old CMK version is destroyed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
+use std::time::SystemTime;
 
 use crate::crypto::random_array;
 use crate::error::{Error, Result};
 use crate::format::rewrap::rewrap_file;
-use crate::fsutil;
 use crate::project::Project;
 
 use super::{FileRef, Manifest, Table};
@@ -48,21 +47,17 @@ impl Table {
         let total = head.files.len() as u64;
         for (i, f) in head.files.iter().enumerate() {
             progress("rewrap", i as u64, total);
-            let src = File::open(self.data_path(&f.name)).map_err(|e| Error::io(format!("opening {}", f.name), e))?;
+            let src = self
+                .storage
+                .reader(&Self::data_object(&f.name), Some(f.len))?
+                .ok_or_else(|| Error::integrity(format!("data file {} (missing)", f.file_id)))?;
             let tag: String = random_array::<4>()?.iter().map(|b| format!("{b:02x}")).collect();
             let name = format!("{}-{tag}.cvlt", f.file_id);
-            let dest = self.data_path(&name);
-            let tmp = fsutil::temp_path(&dest)?;
-            let mut out = File::options()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(|e| Error::io("creating a rewrapped file", e))?;
+            let mut out = self.storage.writer(&Self::data_object(&name))?;
             // The reader's checks apply: the file must be the one the manifest committed.
             self.open_file(f, &head)?;
-            let info = rewrap_file(&src, &mut out, &access, &f.key_ids, &mut memo)?;
-            out.sync_all().map_err(|e| Error::io("syncing a rewrapped file", e))?;
-            fs::rename(&tmp, &dest).map_err(|e| Error::io("publishing a rewrapped file", e))?;
+            let info = rewrap_file(&*src, &mut out, &access, &f.key_ids, &mut memo)?;
+            out.finish()?;
             report.files += 1;
             report.bytes += info.chunk_bytes;
             replaced.push((
@@ -76,7 +71,6 @@ impl Table {
                 },
             ));
         }
-        fsutil::sync_dir(&self.dir.join("data"))?;
         progress("rewrap", total, total);
         report.version = Some(self.replace_files("rewrap", &head, replaced)?);
         Ok(report)
@@ -194,11 +188,10 @@ impl Project {
                 Ok(t)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut removed = fsutil::remove_stale_temps(self.dir(), grace)?;
         // Settings files the catalog no longer records (superseded by a migration): an older
         // authentic copy is refused anyway, but none is left lying around.
         let current = crate::project::settings::file_name(&self.settings().digest());
-        removed += fsutil::remove_files_where(self.dir(), grace, |name| {
+        let mut removed = self.storage().remove_where("", grace, |name| {
             name.starts_with("project-") && name.ends_with(".cv") && name != current
         })?;
         removed += self.remove_stale_staged_tables(grace)?;
@@ -208,45 +201,34 @@ impl Project {
         Ok(removed)
     }
 
-    /// Removes the directories under `tables/` that the catalog does not register (a table
-    /// creation killed before its registration, a dropped table whose removal was interrupted) and
-    /// that nothing changed for `grace`: no reader ever sees them.
+    /// Removes the table prefixes under `tables/` that the catalog does not register (a table
+    /// creation killed before its registration, a dropped table whose removal was interrupted)
+    /// whose newest object is older than `grace`: no reader ever sees them.
     fn remove_stale_staged_tables(&self, grace: std::time::Duration) -> Result<usize> {
-        let dir = self.tables_dir();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
-        };
-        let registered: HashSet<std::path::PathBuf> = self
+        let registered: HashSet<String> = self
             .catalog()
             .list_tables(self.project_id())?
             .into_iter()
-            .map(|t| self.dir().join(t.location))
+            .map(|t| t.location.trim_matches('/').to_string())
             .collect();
-        let age = |p: &std::path::Path| {
-            fs::metadata(p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default()
-        };
+        let cutoff = SystemTime::now().checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut removed = 0;
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-            let path = entry.path();
-            if registered.contains(&path) || !path.is_dir() {
+        for dir in self.storage().list_dirs("tables")? {
+            let location = format!("tables/{dir}");
+            if registered.contains(&location) {
                 continue;
             }
-            // The youngest of the directory and its subdirectories: a creation under way writes
-            // into data/ and _manifest/.
-            let youngest = ["", "data", "_manifest"]
-                .iter()
-                .map(|sub| age(&path.join(sub)))
-                .min()
-                .unwrap_or_default();
-            if youngest >= grace {
-                fs::remove_dir_all(&path).map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            let objects = self.storage().list(&location)?;
+            // A creation under way writes into it: only a prefix nothing touched for `grace` goes.
+            let local_age_ok = match self.storage().local_dir() {
+                Some(root) => std::fs::metadata(root.join(&location))
+                    .and_then(|m| m.modified())
+                    .map(|t| t <= cutoff)
+                    .unwrap_or(true),
+                None => true,
+            };
+            if local_age_ok && objects.iter().all(|o| o.modified <= cutoff) {
+                self.storage().delete_all(&location)?;
                 removed += 1;
             }
         }

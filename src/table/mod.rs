@@ -6,7 +6,7 @@
 //! tables/<table id>/table.id                   the table's random id (for inspection and adoption)
 //! tables/<table id>/_manifest/v<20 digits>-<digest>.cvm
 //!                                              one sealed manifest per version, named by content
-//! tables/<table id>/data/<file id>.cvlt        data files, published by rename before their commit
+//! tables/<table id>/data/<file id>.cvlt        data files, published (whole) before their commit
 //! ```
 //! A commit writes its data files and its manifest, then swaps the table's head in the catalog
 //! ([`chain`]); if another writer got there first it re-reads the head, re-applies its change and
@@ -21,7 +21,6 @@ mod scan;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::fs::{self, File};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -31,9 +30,9 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use crate::catalog::{new_id, TableHead, TableRecord};
 use crate::crypto::FileId;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::kms::KeyId;
 use crate::project::Project;
+use crate::storage::{ObjectWriter, Storage};
 use crate::write::{Compression, FileWriter, WriterOptions};
 use crate::KeyAccess;
 pub use manifest::{FileRef, Manifest};
@@ -79,15 +78,20 @@ impl Project {
         }
         let table_id = new_id()?;
         let location = format!("tables/{table_id}");
-        let dir = self.dir().join(&location);
+        let storage = self.storage().child(&location);
         let result = (|| {
-            fs::create_dir_all(self.tables_dir()).map_err(|e| Error::io("creating the tables directory", e))?;
-            fs::create_dir(&dir).map_err(|e| Error::io(format!("creating table {name}"), e))?;
-            for sub in ["_manifest", "data"] {
-                fs::create_dir(dir.join(sub)).map_err(|e| Error::io(format!("creating table {name}"), e))?;
+            if let Some(dir) = storage.local_dir() {
+                for sub in ["_manifest", "data"] {
+                    std::fs::create_dir_all(dir.join(sub))
+                        .map_err(|e| Error::io(format!("creating table {name}"), e))?;
+                }
             }
-            fsutil::write_new_atomic(&dir.join("table.id"), table_id.as_bytes())?;
-            let table = Table::new(self.clone(), name, dir.clone(), table_id.clone());
+            if !storage.put_new("table.id", table_id.clone().into_bytes().into())? {
+                return Err(Error::integrity(format!(
+                    "table id {table_id} (already taken on storage)"
+                )));
+            }
+            let table = Table::new(self.clone(), name, storage.clone(), table_id.clone());
             let files = table.write_files(&schema, batches)?;
             let mut first = Manifest::genesis(table_id.clone(), schema, self.settings().algorithm);
             first.files = files.clone();
@@ -110,7 +114,7 @@ impl Project {
             Ok((table, info))
         })();
         if result.is_err() {
-            let _ = fs::remove_dir_all(&dir);
+            let _ = storage.delete_all("");
         }
         result
     }
@@ -134,7 +138,7 @@ impl Project {
         Table::new(
             self.clone(),
             &rec.name,
-            self.dir().join(&rec.location),
+            self.storage().child(&rec.location),
             rec.table_id.clone(),
         )
     }
@@ -150,16 +154,12 @@ impl Project {
     }
 
     /// Drops a table: its registration is removed from the catalog (the commit point), then its
-    /// directory is moved aside and removed.
+    /// objects. A crash between the two leaves objects no registered table owns, which
+    /// [`Project::vacuum`] removes.
     pub fn drop_table(&self, name: &str) -> Result<()> {
         let table = self.table(name)?;
         self.catalog().drop_table(&table.table_id)?;
-        let graveyard = self.dir().join("dropped");
-        fs::create_dir_all(&graveyard).map_err(|e| Error::io("dropping a table", e))?;
-        let dest = graveyard.join(format!("{name}-{}", table.table_id));
-        fs::rename(&table.dir, &dest).map_err(|e| Error::io(format!("dropping table {name}"), e))?;
-        fsutil::sync_dir(&self.tables_dir())?;
-        fs::remove_dir_all(&dest).map_err(|e| Error::io(format!("removing dropped table {name}"), e))
+        table.storage.delete_all("")
     }
 }
 
@@ -194,7 +194,10 @@ pub struct HistoryEntry {
 pub struct Table {
     project: Project,
     name: String,
+    /// The table's location as a path (local directory, else URL).
     dir: PathBuf,
+    /// Where its objects are.
+    storage: Storage,
     table_id: String,
     verified: Arc<Mutex<BTreeMap<u64, [u8; 32]>>>,
     write: TableWriteOptions,
@@ -231,11 +234,12 @@ impl Default for TableWriteOptions {
 }
 
 impl Table {
-    fn new(project: Project, name: &str, dir: PathBuf, table_id: String) -> Self {
+    fn new(project: Project, name: &str, storage: Storage, table_id: String) -> Self {
         Table {
             project,
             name: name.to_string(),
-            dir,
+            dir: PathBuf::from(storage.url()),
+            storage,
             table_id,
             verified: Arc::new(Mutex::new(BTreeMap::new())),
             write: TableWriteOptions::default(),
@@ -283,8 +287,14 @@ impl Table {
         s.cmk.is_some() && !matches!(s.migrating_from, Some((_, None)))
     }
 
-    fn data_path(&self, name: &str) -> PathBuf {
-        self.dir.join("data").join(name)
+    /// The object name of data file `name`.
+    fn data_object(name: &str) -> String {
+        format!("data/{name}")
+    }
+
+    /// Where the table's objects are.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     fn writer_options(&self) -> WriterOptions {
@@ -302,7 +312,7 @@ impl Table {
     /// Writes `batches` into new data files (published, not yet committed).
     fn write_files(&self, schema: &SchemaRef, batches: impl IntoIterator<Item = RecordBatch>) -> Result<Vec<FileRef>> {
         let mut out = Vec::new();
-        let mut current: Option<(FileWriter<File>, PathBuf, FileId)> = None;
+        let mut current: Option<(FileWriter<ObjectWriter>, String, FileId)> = None;
         for batch in batches {
             if batch.schema().fields() != schema.fields() {
                 return Err(Error::SchemaMismatch(format!(
@@ -327,25 +337,20 @@ impl Table {
         Ok(out)
     }
 
-    fn start_file(&self, schema: &SchemaRef) -> Result<(FileWriter<File>, PathBuf, FileId)> {
-        let w_tmp = fsutil::temp_path(&self.dir.join("data").join("new.cvlt"))?;
-        let f = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&w_tmp)
-            .map_err(|e| Error::io(format!("creating {}", w_tmp.display()), e))?;
-        let w = FileWriter::try_new(f, schema.clone(), self.writer_options())?;
+    /// Starts a data file: a new object named by the file's random id, streamed to storage (a
+    /// multipart upload once it outgrows one part) and published whole by [`finish_file`].
+    fn start_file(&self, schema: &SchemaRef) -> Result<(FileWriter<ObjectWriter>, String, FileId)> {
+        // A fresh random name (the file id is the writer's own, chosen inside it).
+        let name = format!("{}.cvlt", new_id()?);
+        let sink = self.storage.writer(&Self::data_object(&name))?;
+        let w = FileWriter::try_new(sink, schema.clone(), self.writer_options())?;
         let id = w.file_id();
-        Ok((w, w_tmp, id))
+        Ok((w, name, id))
     }
 
-    fn finish_file(&self, (w, tmp, id): (FileWriter<File>, PathBuf, FileId)) -> Result<FileRef> {
-        let (meta, f) = w.close_into_sink()?;
-        f.sync_all().map_err(|e| Error::io("syncing a data file", e))?;
-        let name = format!("{id}.cvlt");
-        let dest = self.data_path(&name);
-        fs::rename(&tmp, &dest).map_err(|e| Error::io(format!("publishing {}", dest.display()), e))?;
-        fsutil::sync_dir(&self.dir.join("data"))?;
+    fn finish_file(&self, (w, name, _id): (FileWriter<ObjectWriter>, String, FileId)) -> Result<FileRef> {
+        let (meta, sink) = w.close_into_sink()?;
+        sink.finish()?;
         Ok(FileRef {
             file_id: meta.file_id,
             name,

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::File;
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, RecordBatch, RecordBatchReader};
@@ -64,10 +63,9 @@ impl Table {
     }
 
     pub(super) fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
-        let path = self.data_path(&f.name);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let file = match self.storage.reader(&Self::data_object(&f.name), Some(f.len))? {
+            Some(file) => file,
+            None => {
                 // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
                 return Err(match self.head() {
                     Ok(h) if m.version < h.oldest_retained.max(1) => Error::SnapshotExpired {
@@ -77,9 +75,8 @@ impl Table {
                     _ => Error::integrity(format!("data file {} (missing)", f.file_id)),
                 });
             }
-            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        let r = FileReader::open(file, self.reader_options(f, m)?)?;
+        let r = FileReader::open_shared(file, self.reader_options(f, m)?)?;
         if r.file_id() != f.file_id || r.file_len() != f.len || r.footer_digest() != f.footer_digest {
             return Err(Error::integrity(format!(
                 "data file {} (it is not the file the manifest committed)",

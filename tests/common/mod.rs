@@ -11,6 +11,9 @@ pub mod pg;
 #[cfg(any(feature = "s3", feature = "aws-kms"))]
 pub mod moto;
 
+/// Project locations on each data-plane backend (local, memory, S3).
+pub mod stores;
+
 use colvault::clock::ManualClock;
 use colvault::kms::{
     Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
