@@ -11,6 +11,13 @@ pub mod pg;
 #[cfg(any(feature = "s3", feature = "aws-kms"))]
 pub mod moto;
 
+/// SoftHSM2 with a fresh token per test (feature `pkcs11`).
+#[cfg(feature = "pkcs11")]
+pub mod softhsm;
+
+/// The key-state matrix's KMS backends: a fresh KMS, catalog and clock per cell.
+pub mod kms_backend;
+
 use colvault::clock::ManualClock;
 use colvault::kms::{
     Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
