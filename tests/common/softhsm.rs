@@ -215,17 +215,39 @@ pub fn state_record(s: &cryptoki::session::Session) -> cryptoki::object::ObjectH
     found[0]
 }
 
-/// Flips one byte (in the sealed body) of the state record on `token`, as someone holding the PIN
-/// but not colvault could, through `C_SetAttributeValue`.
-pub fn flip_state_record_byte(token: &Token) {
+/// The value of the state record `rec`.
+pub fn record_value(s: &cryptoki::session::Session, rec: cryptoki::object::ObjectHandle) -> Vec<u8> {
     use cryptoki::object::{Attribute, AttributeType};
-    let s = raw_session(token);
-    let rec = state_record(&s);
-    let mut value = match s.get_attributes(rec, &[AttributeType::Value]).unwrap().pop() {
+    match s.get_attributes(rec, &[AttributeType::Value]).unwrap().pop() {
         Some(Attribute::Value(v)) => v,
         other => panic!("state record value: {other:?}"),
-    };
+    }
+}
+
+/// Replaces the state record on `token` with one holding `value` (a new private data object with
+/// the same class, application and label, the old one destroyed), as someone holding the PIN but
+/// not colvault's metadata key could.
+pub fn put_state_record(s: &cryptoki::session::Session, value: Vec<u8>) {
+    use colvault::kms::pkcs11::objects::{APPLICATION, STATE_LABEL};
+    use cryptoki::object::{Attribute, ObjectClass};
+    let old = state_record(s);
+    s.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Application(APPLICATION.as_bytes().to_vec()),
+        Attribute::Label(STATE_LABEL.as_bytes().to_vec()),
+        Attribute::Value(value),
+    ])
+    .unwrap();
+    s.destroy_object(old).unwrap();
+}
+
+/// Flips one byte (in the sealed body) of the state record on `token`.
+pub fn flip_state_record_byte(token: &Token) {
+    let s = raw_session(token);
+    let mut value = record_value(&s, state_record(&s));
     let at = value.len() / 2;
     value[at] ^= 0x01;
-    s.update_attributes(rec, &[Attribute::Value(value)]).unwrap();
+    put_state_record(&s, value);
 }

@@ -202,12 +202,12 @@ impl Pkcs11Kms {
         let _update = lock(&self.shared.update);
         let s = lock(&self.session);
         let key = objects::find_key(&s, objects::METADATA_KEY_LABEL, objects::METADATA_KEY_LABEL.as_bytes())?;
-        let rec = objects::find_state(&s)?;
-        match (key, rec) {
-            (Some(key), Some(rec)) => {
-                self.load_from(&s, key, rec)?;
+        let recs = objects::find_states(&s)?;
+        match (key, recs.is_empty()) {
+            (Some(key), false) => {
+                self.load_from(&s, key, &recs)?;
             }
-            (None, None) => {
+            (None, true) => {
                 let key = objects::generate_key(
                     &s,
                     objects::METADATA_KEY_LABEL,
@@ -221,14 +221,14 @@ impl Pkcs11Kms {
                 objects::create_state(&s, record::seal(&s, key, &state)?)?;
                 self.saw(1);
             }
-            (Some(_), None) => {
+            (Some(_), true) => {
                 return Err(Error::integrity(format!(
                     "{}: the colvault state record is missing although its metadata key exists (removed \
                      outside colvault: restore the token from a backup)",
                     self.display
                 )))
             }
-            (None, Some(_)) => {
+            (None, false) => {
                 return Err(Error::integrity(format!(
                     "{}: the colvault metadata key is missing, so the state record cannot be opened",
                     self.display
@@ -243,12 +243,12 @@ impl Pkcs11Kms {
         *seen = (*seen).max(generation);
     }
 
-    /// The handles of the metadata key and the state record.
-    fn handles(&self, s: &Session) -> Result<(ObjectHandle, ObjectHandle)> {
+    /// The handles of the metadata key and the state records.
+    fn handles(&self, s: &Session) -> Result<(ObjectHandle, Vec<ObjectHandle>)> {
         let key = objects::find_key(s, objects::METADATA_KEY_LABEL, objects::METADATA_KEY_LABEL.as_bytes())?;
-        let rec = objects::find_state(s)?;
-        match (key, rec) {
-            (Some(k), Some(r)) => Ok((k, r)),
+        let recs = objects::find_states(s)?;
+        match key {
+            Some(k) if !recs.is_empty() => Ok((k, recs)),
             _ => Err(Error::integrity(format!(
                 "{}: the colvault metadata key or state record is missing",
                 self.display
@@ -256,9 +256,27 @@ impl Pkcs11Kms {
         }
     }
 
-    fn load_from(&self, s: &Session, key: ObjectHandle, rec: ObjectHandle) -> Result<State> {
-        let value = objects::read_state(s, rec)?;
-        let state = record::open(s, key, &value)?;
+    /// Opens every state record and keeps the newest. A record the metadata key did not seal is
+    /// [`Error::Integrity`]; so are two records of the same generation (two processes updated the
+    /// token at once: see the module documentation) and a generation older than one this process
+    /// has seen (a rollback).
+    fn load_from(&self, s: &Session, key: ObjectHandle, recs: &[ObjectHandle]) -> Result<State> {
+        let mut newest: Option<State> = None;
+        for rec in recs {
+            let value = objects::read_state(s, *rec)?;
+            let st = record::open(s, key, &value)?;
+            match &newest {
+                Some(n) if n.generation == st.generation => {
+                    return Err(Error::integrity(format!(
+                        "{}: two state records of generation {} (concurrent updates from two processes?)",
+                        self.display, st.generation
+                    )))
+                }
+                Some(n) if n.generation > st.generation => {}
+                _ => newest = Some(st),
+            }
+        }
+        let state = newest.ok_or_else(|| Error::integrity(format!("{}: no state record", self.display)))?;
         let seen = *lock(&self.shared.seen_generation);
         if state.generation < seen {
             return Err(Error::integrity(format!(
@@ -272,8 +290,8 @@ impl Pkcs11Kms {
 
     /// The current state, read under the session lock the caller holds.
     fn load(&self, s: &Session) -> Result<State> {
-        let (key, rec) = self.handles(s)?;
-        self.load_from(s, key, rec)
+        let (key, recs) = self.handles(s)?;
+        self.load_from(s, key, &recs)
     }
 
     /// Reads the state, applies `f` (which may create or destroy token objects with the session it is
@@ -282,8 +300,8 @@ impl Pkcs11Kms {
     fn update<T>(&self, f: impl FnOnce(&Session, &mut State, SystemTime) -> Result<T>) -> Result<T> {
         let _update = lock(&self.shared.update);
         let s = lock(&self.session);
-        let (key, rec) = self.handles(&s)?;
-        let mut state = self.load_from(&s, key, rec)?;
+        let (key, recs) = self.handles(&s)?;
+        let mut state = self.load_from(&s, key, &recs)?;
         if state.seals >= record::MAX_GCM_INVOCATIONS {
             return Err(Error::KeyLimit {
                 what: format!(
@@ -295,7 +313,7 @@ impl Pkcs11Kms {
         let out = f(&s, &mut state, self.clock.now())?;
         state.generation += 1;
         state.seals += 1;
-        objects::write_state(&s, rec, record::seal(&s, key, &state)?)?;
+        objects::replace_state(&s, &recs, record::seal(&s, key, &state)?)?;
         self.saw(state.generation);
         Ok(out)
     }

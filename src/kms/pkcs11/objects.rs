@@ -136,19 +136,12 @@ fn state_search() -> Vec<Attribute> {
     ]
 }
 
-/// The state record object, if any; several are [`Error::Integrity`].
-pub(super) fn find_state(session: &Session) -> Result<Option<ObjectHandle>> {
-    let found = session
+/// Every state record object on the token: normally one; two after an update that was interrupted
+/// between creating the new record and destroying the old one (see [`replace_state`]).
+pub(super) fn find_states(session: &Session) -> Result<Vec<ObjectHandle>> {
+    session
         .find_objects(&state_search())
-        .map_err(|e| p11("C_FindObjects", e))?;
-    match found.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(*one)),
-        _ => Err(Error::integrity(format!(
-            "PKCS#11 token: {} colvault state records; there must be one",
-            found.len()
-        ))),
-    }
+        .map_err(|e| p11("C_FindObjects", e))
 }
 
 /// Creates the state record: a private, modifiable token data object (PKCS#11 v2.40 section 4.5)
@@ -179,9 +172,16 @@ pub(super) fn read_state(session: &Session, object: ObjectHandle) -> Result<Vec<
         .ok_or_else(|| Error::integrity("PKCS#11 token: the colvault state record has no value"))
 }
 
-/// Replaces the value of the state record (`C_SetAttributeValue`).
-pub(super) fn write_state(session: &Session, object: ObjectHandle, value: Vec<u8>) -> Result<()> {
-    session
-        .update_attributes(object, &[Attribute::Value(value)])
-        .map_err(|e| p11("C_SetAttributeValue (state record)", e))
+/// Replaces the state record: creates a new object holding `value`, then destroys the `old` ones.
+/// Tokens need not let `CKA_VALUE` of a data object change (SoftHSM2 refuses `C_SetAttributeValue`
+/// on it), so the record is replaced, never modified; an interruption in between leaves two records,
+/// and the reader takes the newer generation.
+pub(super) fn replace_state(session: &Session, old: &[ObjectHandle], value: Vec<u8>) -> Result<()> {
+    create_state(session, value)?;
+    for h in old {
+        session
+            .destroy_object(*h)
+            .map_err(|e| p11("C_DestroyObject (old state record)", e))?;
+    }
+    Ok(())
 }
