@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use colvault::project::{KeyChoice, Project, ProjectSettings};
