@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 use colvault::crypto::SecretKey;
 use colvault::kms::pkcs11::WRAP_LEASE;
 use colvault::kms::{
-    CacheOptions, CreateKeyRequest, EncryptionContext, KeyCache, KeyId, Kms, KmsAdmin, Pkcs11Kms, Principal,
-    WrappedKey,
+    CacheOptions, CreateKeyRequest, EncryptionContext, KeyCache, KeyId, Kms, KmsAdmin, Pkcs11Kms, Principal, WrappedKey,
 };
 
 struct Counting {
@@ -87,7 +86,10 @@ fn main() {
         .unwrap()
         .id;
     let ctx = EncryptionContext::new().with("project", "prj_bench_id");
-    println!("Pkcs11Kms on SoftHSM2 ({}), wrap lease {WRAP_LEASE}", token.module.display());
+    println!(
+        "Pkcs11Kms on SoftHSM2 ({}), wrap lease {WRAP_LEASE}",
+        token.module.display()
+    );
 
     // Warm-up (and the first lease reservation).
     let (_, w) = kms.generate_data_key(&project, &cmk, &ctx).unwrap();

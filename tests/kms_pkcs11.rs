@@ -105,7 +105,10 @@ fn every_state_transition() {
 
     // Deletion windows are 7 to 30 days.
     for bad in [0, 6, 31] {
-        assert!(matches!(h.kms.schedule_deletion(&k, bad), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            h.kms.schedule_deletion(&k, bad),
+            Err(Error::InvalidArgument(_))
+        ));
     }
     // Enabled -> PendingDeletion -> (cancel) Enabled.
     let until = h.clock.now() + 7 * DAY;
@@ -114,7 +117,12 @@ fn every_state_transition() {
         KeyState::PendingDeletion { until }
     );
     assert!(matches!(h.decrypt(&w), Err(Error::KeyPendingDeletion { .. })));
-    for r in [h.kms.enable(&k), h.kms.disable(&k), h.kms.rotate(&k), h.kms.schedule_deletion(&k, 7)] {
+    for r in [
+        h.kms.enable(&k),
+        h.kms.disable(&k),
+        h.kms.rotate(&k),
+        h.kms.schedule_deletion(&k, 7),
+    ] {
         assert!(matches!(r, Err(Error::InvalidKeyState(_))), "{r:?}");
     }
     assert_eq!(h.kms.cancel_deletion(&k).unwrap().state, KeyState::Enabled);
@@ -152,7 +160,11 @@ fn aliases_list_and_byok_import() {
     let Some(h) = hsm("aliases") else { return };
     let a = h
         .kms
-        .create_key(CreateKeyRequest::byok().with_alias("finance").with_grant(h.project.clone()))
+        .create_key(
+            CreateKeyRequest::byok()
+                .with_alias("finance")
+                .with_grant(h.project.clone()),
+        )
         .unwrap();
     assert!(matches!(
         h.kms.create_key(CreateKeyRequest::byok().with_alias("finance")),
@@ -203,7 +215,10 @@ fn grants_decide_who_may_use_a_key() {
     assert!(h.kms.grant(&k, &other).unwrap().grants.contains(&other));
     assert_eq!(h.kms.decrypt_data_key(&other, &w, &ctx()).unwrap(), dek);
     assert!(!h.kms.revoke(&k, &other).unwrap().grants.contains(&other));
-    assert!(matches!(h.kms.rewrap(&other, &w, &ctx()), Err(Error::AccessDenied { .. })));
+    assert!(matches!(
+        h.kms.rewrap(&other, &w, &ctx()),
+        Err(Error::AccessDenied { .. })
+    ));
     // Revoking the project's own grant stops it too; a disabled key checks the grant first.
     h.kms.revoke(&k, &h.project).unwrap();
     h.kms.disable(&k).unwrap();
@@ -244,9 +259,16 @@ fn rotation_old_versions_rewrap_and_version_destruction() {
     let m = h.kms.destroy_version(&k, 1).unwrap();
     assert_eq!(m.versions[0].state, KeyVersionState::Destroyed);
     assert_eq!(m.versions[1].state, KeyVersionState::Enabled);
-    assert_eq!(h.version_objects(&k, 1), 0, "the destroyed version's token object is gone");
+    assert_eq!(
+        h.version_objects(&k, 1),
+        0,
+        "the destroyed version's token object is gone"
+    );
     assert_eq!(h.version_objects(&k, 2), 1);
-    assert!(matches!(h.decrypt(&w1), Err(Error::VersionDestroyed { version: 1, .. })));
+    assert!(matches!(
+        h.decrypt(&w1),
+        Err(Error::VersionDestroyed { version: 1, .. })
+    ));
     assert!(matches!(
         h.kms.rewrap(&h.project, &w1, &ctx()),
         Err(Error::VersionDestroyed { version: 1, .. })
@@ -273,9 +295,8 @@ fn wrong_context_and_tampered_wrapped_keys_are_integrity_errors() {
             Err(Error::Integrity { .. })
         ));
     }
-    let rebuild = |nonce: [u8; 16], ct: Vec<u8>, version: u32| {
-        WrappedKey::new("pkcs11", k.clone(), version, nonce, ct).unwrap()
-    };
+    let rebuild =
+        |nonce: [u8; 16], ct: Vec<u8>, version: u32| WrappedKey::new("pkcs11", k.clone(), version, nonce, ct).unwrap();
     for i in 0..w.ciphertext().len() {
         let mut ct = w.ciphertext().to_vec();
         ct[i] ^= 0x80;
@@ -288,7 +309,10 @@ fn wrong_context_and_tampered_wrapped_keys_are_integrity_errors() {
         let mut n = *w.nonce();
         n[i] ^= 0x01;
         assert!(
-            matches!(h.decrypt(&rebuild(n, w.ciphertext().to_vec(), 1)), Err(Error::Integrity { .. })),
+            matches!(
+                h.decrypt(&rebuild(n, w.ciphertext().to_vec(), 1)),
+                Err(Error::Integrity { .. })
+            ),
             "nonce byte {i}"
         );
     }
@@ -325,7 +349,10 @@ fn a_wrong_pin_is_a_typed_error() {
     // Nobody logged in yet: the token itself refuses the PIN.
     let e = wrong("not-the-pin").unwrap_err();
     assert!(matches!(e, Error::KmsAuthentication { .. }), "{e}");
-    assert!(!e.to_string().contains("not-the-pin"), "the PIN is never in a message: {e}");
+    assert!(
+        !e.to_string().contains("not-the-pin"),
+        "the PIN is never in a message: {e}"
+    );
     assert!(matches!(wrong(""), Err(Error::KmsAuthentication { .. })));
     // Logged in by this process: a second opener must still present the right PIN.
     let kms = Pkcs11Kms::open(token.options()).unwrap();
@@ -353,9 +380,7 @@ fn cmk_objects_are_sensitive_and_never_extractable() {
     let k = h.new_key();
     h.kms.rotate(&k).unwrap();
     let s = softhsm::raw_session(&h.token);
-    let keys = s
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
-        .unwrap();
+    let keys = s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)]).unwrap();
     assert_eq!(keys.len(), 3, "the metadata key and two versions");
     for obj in keys {
         // C_GetAttributeValue of CKA_VALUE fails with CKR_ATTRIBUTE_SENSITIVE.
@@ -413,10 +438,16 @@ fn the_state_record_cannot_be_altered_or_rolled_back_unnoticed() {
     // Alter one byte: nothing opens it, in this value or a new one.
     softhsm::flip_state_record_byte(&h.token);
     assert!(matches!(h.kms.list(), Err(Error::Integrity { .. })));
-    assert!(matches!(Pkcs11Kms::open(h.token.options()), Err(Error::Integrity { .. })));
+    assert!(matches!(
+        Pkcs11Kms::open(h.token.options()),
+        Err(Error::Integrity { .. })
+    ));
     // Remove it: refused, not silently re-created empty.
     s.destroy_object(softhsm::state_record(&s)).unwrap();
-    assert!(matches!(Pkcs11Kms::open(h.token.options()), Err(Error::Integrity { .. })));
+    assert!(matches!(
+        Pkcs11Kms::open(h.token.options()),
+        Err(Error::Integrity { .. })
+    ));
 }
 
 /// A KMS wrapper that counts round trips.
@@ -447,7 +478,12 @@ impl Kms for CountingKms {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.decrypt_data_key(principal, wrapped, ctx)
     }
-    fn rewrap(&self, principal: &Principal, wrapped: &WrappedKey, ctx: &EncryptionContext) -> colvault::Result<WrappedKey> {
+    fn rewrap(
+        &self,
+        principal: &Principal,
+        wrapped: &WrappedKey,
+        ctx: &EncryptionContext,
+    ) -> colvault::Result<WrappedKey> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.rewrap(principal, wrapped, ctx)
     }
@@ -467,9 +503,8 @@ fn a_thousand_files_under_one_cmk_cost_at_most_two_round_trips() {
         })
     };
     let (w, r) = (counting(h.kms.clone()), counting(h.kms.clone()));
-    let cache = |c: &Arc<CountingKms>| {
-        KeyCache::new(c.clone(), CacheOptions::default().with_clock(h.clock.clone())).unwrap()
-    };
+    let cache =
+        |c: &Arc<CountingKms>| KeyCache::new(c.clone(), CacheOptions::default().with_clock(h.clock.clone())).unwrap();
     let (writer, reader) = (cache(&w), cache(&r));
     let dek_ctx = |i: usize| ctx().with("table", "tbl").with("file", format!("f{i:04}"));
     let mut files = Vec::new();
@@ -479,11 +514,17 @@ fn a_thousand_files_under_one_cmk_cost_at_most_two_round_trips() {
         h.clock.advance(Duration::from_millis(250));
     }
     let written = w.calls.load(Ordering::SeqCst);
-    assert!((1..=2).contains(&written), "1,000 files written cost {written} KMS round trips");
+    assert!(
+        (1..=2).contains(&written),
+        "1,000 files written cost {written} KMS round trips"
+    );
     for (i, (dek, env)) in files.iter().enumerate() {
         let env = DataKeyEnvelope::from_bytes(env).unwrap();
         assert_eq!(env.kms_name(), "pkcs11");
-        assert_eq!(&reader.open_data_key(&h.project, &env, &ctx(), &dek_ctx(i)).unwrap(), dek);
+        assert_eq!(
+            &reader.open_data_key(&h.project, &env, &ctx(), &dek_ctx(i)).unwrap(),
+            dek
+        );
     }
     let read = r.calls.load(Ordering::SeqCst);
     assert!((1..=2).contains(&read), "1,000 files read cost {read} KMS round trips");

@@ -49,7 +49,8 @@ fn world(test: &str) -> Option<World> {
 impl World {
     /// Key services over `kms` with a cache of their own on the world's clock.
     fn keys_over(&self, kms: Arc<Pkcs11Kms>) -> Keys {
-        let cache = Arc::new(KeyCache::new(kms.clone(), CacheOptions::default().with_clock(self.clock.clone())).unwrap());
+        let cache =
+            Arc::new(KeyCache::new(kms.clone(), CacheOptions::default().with_clock(self.clock.clone())).unwrap());
         Keys { kms, cache }
     }
 }
@@ -122,8 +123,12 @@ fn quickstart_equivalent_on_the_hsm() {
     assert!(t.head().unwrap().files.iter().all(|f| f.key_version == 2));
 
     // A new process (a new KMS value, a new cache) opens the project by name and reads it.
-    let again = Project::open(&w.catalog, "demo", w.keys_over(Arc::new(Pkcs11Kms::open(w.token.options()).unwrap())))
-        .unwrap();
+    let again = Project::open(
+        &w.catalog,
+        "demo",
+        w.keys_over(Arc::new(Pkcs11Kms::open(w.token.options()).unwrap())),
+    )
+    .unwrap();
     assert_eq!(rows(&again.table("events").unwrap()).unwrap(), 3010);
 }
 
@@ -183,19 +188,29 @@ fn deleting_the_cmk_shreds_every_copy() {
             .unwrap();
         assert!(found.is_empty(), "version {v} still has {} objects", found.len());
     }
-    assert_eq!(s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)]).unwrap().len(), 1);
+    assert_eq!(
+        s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(
         files_under(&w.token.dir).len() < token_files_before,
         "SoftHSM2 removed the destroyed objects' files"
     );
 
     // 2. The same project, through a fresh KMS value on the same token: the KMS refuses.
-    let fresh = || w.keys_over(Arc::new(Pkcs11Kms::open(w.token.options().with_clock(w.clock.clone())).unwrap()));
+    let fresh = || {
+        w.keys_over(Arc::new(
+            Pkcs11Kms::open(w.token.options().with_clock(w.clock.clone())).unwrap(),
+        ))
+    };
     // (Opening the project already needs the key: its settings are sealed under it.)
     let r = Project::open(&w.catalog, "secret", fresh()).and_then(|p2| rows(&p2.table("t")?));
     assert!(matches!(r, Err(Error::KeyDeleted { .. })), "{r:?}");
     assert!(matches!(
-        w.kms.decrypt_data_key(p.principal(), &wrapped, &colvault::kms::EncryptionContext::new()),
+        w.kms
+            .decrypt_data_key(p.principal(), &wrapped, &colvault::kms::EncryptionContext::new()),
         Err(Error::KeyDeleted { .. })
     ));
 
@@ -216,13 +231,33 @@ fn deleting_the_cmk_shreds_every_copy() {
     // 4. Every colvault file of the old copy, opened directly with the right context.
     let mut tried = 0;
     for f in &head.files {
-        let bytes = std::fs::read(backup.path().join("proj").join(t.dir().strip_prefix(p.dir()).unwrap()).join("data").join(&f.name))
-            .unwrap();
+        let bytes = std::fs::read(
+            backup
+                .path()
+                .join("proj")
+                .join(t.dir().strip_prefix(p.dir()).unwrap())
+                .join("data")
+                .join(&f.name),
+        )
+        .unwrap();
         let keys = fresh();
-        let access = KeyAccess::new(keys.cache.clone(), p.principal().clone(), project_id.clone(), table_id.clone());
-        let r = FileReader::open(bytes, ReaderOptions::encrypted(Algorithm::Aes256Gcm, access, [cmk.clone()]))
-            .and_then(|r| r.scan().build()?.read_all());
-        assert!(matches!(r, Err(Error::KeyDeleted { .. })), "{}: {:?}", f.name, r.map(|b| b.len()));
+        let access = KeyAccess::new(
+            keys.cache.clone(),
+            p.principal().clone(),
+            project_id.clone(),
+            table_id.clone(),
+        );
+        let r = FileReader::open(
+            bytes,
+            ReaderOptions::encrypted(Algorithm::Aes256Gcm, access, [cmk.clone()]),
+        )
+        .and_then(|r| r.scan().build()?.read_all());
+        assert!(
+            matches!(r, Err(Error::KeyDeleted { .. })),
+            "{}: {:?}",
+            f.name,
+            r.map(|b| b.len())
+        );
         tried += 1;
     }
     assert_eq!(tried, 4);

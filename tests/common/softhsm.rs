@@ -85,7 +85,10 @@ fn has_util() -> bool {
 fn start() -> Result<SoftHsm, (bool, String)> {
     let module = find_module().ok_or((true, "the SoftHSM2 module libsofthsm2.so is not installed".to_owned()))?;
     if !has_util() {
-        return Err((true, "softhsm2-util is not installed (Debian package softhsm2)".to_owned()));
+        return Err((
+            true,
+            "softhsm2-util is not installed (Debian package softhsm2)".to_owned(),
+        ));
     }
     let dir = tempfile::Builder::new()
         .prefix("colvault-softhsm-")
@@ -189,7 +192,10 @@ pub fn raw_session(token: &Token) -> cryptoki::session::Session {
         .get_slots_with_initialized_token()
         .unwrap()
         .into_iter()
-        .find(|s| ctx.get_token_info(*s).is_ok_and(|i| i.label().trim_end() == token.label))
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .is_ok_and(|i| i.label().trim_end() == token.label)
+        })
         .expect("the token is listed");
     let s = ctx.open_rw_session(slot).unwrap();
     match s.login(UserType::User, Some(&AuthPin::new(USER_PIN.to_owned()))) {

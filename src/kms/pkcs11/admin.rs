@@ -8,8 +8,8 @@ use cryptoki::session::Session;
 
 use super::objects::{self, destroy_keys, find_version, version_label, version_object_id};
 use super::record::{
-    window_end, KeyRec, Resume, State, Stored, VersionRec, MAX_ALIAS_LEN, MAX_GCM_INVOCATIONS, MAX_GRANTS,
-    MAX_KEYS, MAX_VERSIONS,
+    window_end, KeyRec, Resume, State, Stored, VersionRec, MAX_ALIAS_LEN, MAX_GCM_INVOCATIONS, MAX_GRANTS, MAX_KEYS,
+    MAX_VERSIONS,
 };
 use super::session::lock;
 use super::wrap::{unwrap, wrap};
@@ -388,9 +388,10 @@ impl KmsAdmin for Pkcs11Kms {
             }
             // Superseded when version + 1 was created; until the delay has passed, a writer anywhere
             // may still hold a KEK generated under it and wrap new data keys with it.
-            let superseded = rec.versions.get(version as usize).map(|v| v.created).ok_or_else(|| {
-                Error::InvalidKeyState(format!("version {version} of key {} is the newest", rec.id))
-            })?;
+            let superseded =
+                rec.versions.get(version as usize).map(|v| v.created).ok_or_else(|| {
+                    Error::InvalidKeyState(format!("version {version} of key {} is the newest", rec.id))
+                })?;
             let not_before = superseded.checked_add(delay).unwrap_or(superseded);
             if now < not_before {
                 return Err(Error::VersionDestroyTooEarly {
@@ -400,7 +401,11 @@ impl KmsAdmin for Pkcs11Kms {
                     not_before_unix_secs: unix_secs(not_before).max(unix_secs(superseded) + 1),
                 });
             }
-            destroy_keys(s, &version_label(&rec.id, version), &version_object_id(&rec.id, version))?;
+            destroy_keys(
+                s,
+                &version_label(&rec.id, version),
+                &version_object_id(&rec.id, version),
+            )?;
             rec.versions[version as usize - 1].destroyed = true;
             Ok(rec.metadata())
         })

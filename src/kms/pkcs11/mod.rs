@@ -27,8 +27,9 @@
 //! Within a process, updates of the state record are serialised per token and every call reads the
 //! current record, so a disable is seen by the next call. A record older than one this process has
 //! already seen is refused as a rollback ([`Error::Integrity`]). Between processes, PKCS#11 offers no
-//! lock: two processes administering the same token at the same instant can lose one update (the
-//! record's last writer wins); run administration from one place.
+//! lock: two processes administering the same token at the same instant can lose one update, or
+//! leave two records of the same generation, which is refused ([`Error::Integrity`]) rather than
+//! guessed at; run administration from one place.
 
 mod admin;
 pub mod objects;
@@ -144,9 +145,10 @@ fn resolve_pin(opts_pin: Option<Zeroizing<String>>, display: &str) -> Result<Zer
         return Ok(p);
     }
     if let Some(p) = std::env::var_os(PIN_ENV) {
-        let p = Zeroizing::new(p.into_string().map_err(|_| {
-            Error::InvalidArgument(format!("{PIN_ENV} is not valid UTF-8"))
-        })?);
+        let p = Zeroizing::new(
+            p.into_string()
+                .map_err(|_| Error::InvalidArgument(format!("{PIN_ENV} is not valid UTF-8")))?,
+        );
         return Ok(p);
     }
     rpassword::prompt_password(format!("PIN for {display}: "))
@@ -208,11 +210,8 @@ impl Pkcs11Kms {
                 self.load_from(&s, key, &recs)?;
             }
             (None, true) => {
-                let key = objects::generate_key(
-                    &s,
-                    objects::METADATA_KEY_LABEL,
-                    objects::METADATA_KEY_LABEL.as_bytes(),
-                )?;
+                let key =
+                    objects::generate_key(&s, objects::METADATA_KEY_LABEL, objects::METADATA_KEY_LABEL.as_bytes())?;
                 let state = State {
                     generation: 1,
                     seals: 1,

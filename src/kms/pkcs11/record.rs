@@ -1,6 +1,10 @@
 //! The sealed state record: every CMK's state, versions, grants, alias and origin, kept on the token in
 //! one private `CKO_DATA` object and sealed under the token-resident metadata key.
 //!
+//! An update replaces the object (creates the new record, then destroys the old one), because tokens
+//! need not let a data object's `CKA_VALUE` change (SoftHSM2 refuses it); a reader that finds two
+//! records (an update interrupted in between) takes the newer generation.
+//!
 //! # Layout (all integers big-endian, [`crate::codec`])
 //!
 //! ```text
@@ -479,9 +483,15 @@ mod tests {
         ));
         assert!(matches!(
             k.check_usable(&Principal::new("p1").unwrap()),
-            Err(Error::KeyPendingDeletion { until_unix_secs: 5_000, .. })
+            Err(Error::KeyPendingDeletion {
+                until_unix_secs: 5_000,
+                ..
+            })
         ));
-        assert!(matches!(k.live_version(1), Err(Error::VersionDestroyed { version: 1, .. })));
+        assert!(matches!(
+            k.live_version(1),
+            Err(Error::VersionDestroyed { version: 1, .. })
+        ));
         assert!(k.live_version(2).is_ok());
         assert!(matches!(k.live_version(3), Err(Error::Integrity { .. })));
         assert!(matches!(k.live_version(0), Err(Error::Integrity { .. })));

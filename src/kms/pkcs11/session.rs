@@ -140,8 +140,7 @@ fn verifier_key() -> &'static [u8; 32] {
 
 /// HMAC-SHA256 (FIPS 198-1) of the PIN under the per-process verifier key.
 fn verifier(pin: &str) -> [u8; 32] {
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(verifier_key()).expect("HMAC takes keys of any length");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(verifier_key()).expect("HMAC takes keys of any length");
     mac.update(pin.as_bytes());
     mac.finalize().into_bytes().into()
 }

@@ -72,13 +72,15 @@ pub(super) fn gcm_seal(
 ) -> Result<([u8; GCM_IV_LEN], Vec<u8>)> {
     let iv = random_array::<GCM_IV_LEN>()?;
     let mut iv_param = iv;
-    let params = GcmParams::new(&mut iv_param, aad, (GCM_TAG_LEN as u64 * 8).into())
-        .map_err(|e| p11("CK_GCM_PARAMS", e))?;
+    let params =
+        GcmParams::new(&mut iv_param, aad, (GCM_TAG_LEN as u64 * 8).into()).map_err(|e| p11("CK_GCM_PARAMS", e))?;
     let sealed = session
         .encrypt(&Mechanism::AesGcm(params), key, plaintext)
         .map_err(|e| p11("C_Encrypt (AES-GCM)", e))?;
     if sealed.len() != plaintext.len() + GCM_TAG_LEN {
-        return Err(Error::Crypto("the token returned an AES-GCM ciphertext of an unexpected length"));
+        return Err(Error::Crypto(
+            "the token returned an AES-GCM ciphertext of an unexpected length",
+        ));
     }
     Ok((iv, sealed))
 }
@@ -97,20 +99,21 @@ pub(super) fn gcm_open(
         return Err(Error::integrity(what));
     }
     let mut iv_param = *iv;
-    let params = GcmParams::new(&mut iv_param, aad, (GCM_TAG_LEN as u64 * 8).into())
-        .map_err(|e| p11("CK_GCM_PARAMS", e))?;
+    let params =
+        GcmParams::new(&mut iv_param, aad, (GCM_TAG_LEN as u64 * 8).into()).map_err(|e| p11("CK_GCM_PARAMS", e))?;
     match session.decrypt(&Mechanism::AesGcm(params), key, sealed) {
         Ok(plain) => Ok(Zeroizing::new(plain)),
         // A tag that does not verify: CKR_ENCRYPTED_DATA_INVALID (v2.40 section 2.12.3), or
         // CKR_GENERAL_ERROR / CKR_ENCRYPTED_DATA_LEN_RANGE from some tokens (SoftHSM2 among them).
-        Err(e) if matches!(
-            rv(&e),
-            Some(
-                cryptoki::error::RvError::EncryptedDataInvalid
-                    | cryptoki::error::RvError::EncryptedDataLenRange
-                    | cryptoki::error::RvError::GeneralError
-            )
-        ) =>
+        Err(e)
+            if matches!(
+                rv(&e),
+                Some(
+                    cryptoki::error::RvError::EncryptedDataInvalid
+                        | cryptoki::error::RvError::EncryptedDataLenRange
+                        | cryptoki::error::RvError::GeneralError
+                )
+            ) =>
         {
             Err(Error::integrity(what))
         }
@@ -174,7 +177,10 @@ mod tests {
         assert_ne!(base, wrap_aad("pkcs11", &k, 2, &ctx));
         assert_ne!(base, wrap_aad("pkcs11x", &k, 1, &ctx));
         assert_ne!(base, wrap_aad("pkcs11", &KeyId::new("cmk-2").unwrap(), 1, &ctx));
-        assert_ne!(base, wrap_aad("pkcs11", &k, 1, &EncryptionContext::new().with("project", "p2")));
+        assert_ne!(
+            base,
+            wrap_aad("pkcs11", &k, 1, &EncryptionContext::new().with("project", "p2"))
+        );
         // Moving a boundary between two fields changes the bytes.
         assert_ne!(
             wrap_aad("pkcs11c", &KeyId::new("mk").unwrap(), 1, &ctx),
