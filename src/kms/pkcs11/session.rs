@@ -54,8 +54,11 @@ fn contexts() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
     CONTEXTS.get_or_init(Default::default)
 }
 
-fn tokens() -> &'static Mutex<HashMap<(PathBuf, String), Arc<TokenShared>>> {
-    static TOKENS: OnceLock<Mutex<HashMap<(PathBuf, String), Arc<TokenShared>>>> = OnceLock::new();
+/// The shared state of each token, by (canonical module path, token label).
+type TokenMap = HashMap<(PathBuf, String), Arc<TokenShared>>;
+
+fn tokens() -> &'static Mutex<TokenMap> {
+    static TOKENS: OnceLock<Mutex<TokenMap>> = OnceLock::new();
     TOKENS.get_or_init(Default::default)
 }
 
