@@ -9,7 +9,8 @@
 //! process). Initialisations are serialised, and the new token's directory is the one that appeared.
 //!
 //! Without SoftHSM2 (the module or `softhsm2-util`) a test prints why and skips, unless
-//! `COLVAULT_REQUIRE_SERVICES=1`, then it fails.
+//! `COLVAULT_REQUIRE_SERVICES=1`, then it fails. The temporary directory is removed when the test
+//! process exits (an `atexit` hook).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,12 +109,25 @@ fn start() -> Result<SoftHsm, (bool, String)> {
     .map_err(|e| (false, format!("softhsm2.conf: {e}")))?;
     // Before any C_Initialize in this process: `hsm()` is the only way tests reach the module.
     std::env::set_var("SOFTHSM2_CONF", &conf);
+    // The directory goes when the process exits (a `static` is never dropped).
+    // SAFETY: `remove_dir` is a plain `extern "C" fn` without arguments, as atexit requires.
+    unsafe {
+        libc::atexit(remove_dir);
+    }
     eprintln!("SoftHSM2 for this test binary: {}", conf.display());
     Ok(SoftHsm {
         module,
         tokendir,
         init: Mutex::new(()),
     })
+}
+
+extern "C" fn remove_dir() {
+    if let Some(Ok(h)) = HSM.get() {
+        if let Some(dir) = h.tokendir.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// SoftHSM2, or `None` (after printing why) when it is missing and services are not required.
