@@ -304,6 +304,16 @@ pub enum Error {
         /// The earliest time it can be destroyed, in seconds since the Unix epoch.
         not_before_unix_secs: u64,
     },
+    /// A key management service refused the credentials colvault presented: a wrong, locked or
+    /// expired PIN for a PKCS#11 token (SoftHSM2 may report a wrong PIN as `CKR_GENERAL_ERROR`).
+    /// Nothing was changed; the credentials are never part of the message.
+    #[error("the KMS {kms} refused the credentials: {detail}")]
+    KmsAuthentication {
+        /// Which KMS (for PKCS#11, the module and the token label).
+        kms: String,
+        /// What it said, and what to do.
+        detail: String,
+    },
     // -- KMS section: variants added by the key management service go above this line --
 }
 

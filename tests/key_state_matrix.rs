@@ -2,17 +2,21 @@
 //! expected, or success. Every cell starts from a fresh fixture, project and table holding data, so
 //! cells are independent. The expectations are one table of data, [`MATRIX`]; all mismatches are
 //! collected and reported together.
+//!
+//! The same matrix runs against every KMS backend of the build (`common::kms_backend`): `LocalKms`
+//! always, `Pkcs11Kms` on a fresh SoftHSM2 token per cell with feature `pkcs11`. The two situations
+//! that are about how a KMS is opened have each backend's analog: wrong credentials (another
+//! passphrase; another PIN) and tampered key state (a byte of the keystore file flipped; a byte of
+//! the sealed state record on the token flipped through a logged-in session).
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use colvault::kms::{Argon2Params, KmsAdmin, LocalKms, LocalKmsOptions, RootSecret};
-use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
+use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::table::Table;
 use colvault::{Algorithm, Error, FileReader, KeyAccess, ReaderOptions};
-use common::Fixture;
+use common::kms_backend::{backends, Cell, KmsBackend};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Situation {
@@ -35,10 +39,12 @@ enum Situation {
     WrongProjectContext,
     /// The CMK was rotated and nothing rewrapped: old files still read, writes use version 2.
     RotatedOldVersion,
-    /// The keystore opened with another passphrase.
-    WrongPassphrase,
-    /// One byte of the keystore file flipped.
-    TamperedKeystore,
+    /// The KMS opened with wrong credentials: the keystore with another passphrase, the token with
+    /// another PIN.
+    WrongCredentials,
+    /// The KMS's stored key state altered: one byte of the keystore file, or of the sealed state
+    /// record on the token, flipped.
+    TamperedKeyState,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,14 +70,15 @@ enum Expect {
     VersionDestroyed,
     AccessDenied,
     Integrity,
-    /// The KMS cannot even be opened: `LocalKms::open` fails with `WrongRootSecret`.
-    OpenWrongRootSecret,
-    /// The KMS cannot even be opened: `LocalKms::open` fails with `Integrity` or `WrongRootSecret`.
-    OpenIntegrityOrWrongRootSecret,
+    /// The KMS cannot even be opened: it refuses the credentials with the backend's error
+    /// (`WrongRootSecret` for `LocalKms`, `KmsAuthentication` for `Pkcs11Kms`).
+    OpenWrongCredentials,
+    /// The KMS cannot even be opened: `Integrity` (or, for `LocalKms`, whose check value is in the
+    /// header, possibly `WrongRootSecret`).
+    OpenTampered,
 }
 
 use common::id_batch as batch;
-use common::keys;
 use Expect as E;
 use Op::*;
 use Situation::*;
@@ -118,16 +125,16 @@ const MATRIX: &[(Situation, Op, Expect)] = &[
     (RotatedOldVersion, Rewrap, E::Ok),
     (RotatedOldVersion, Reencrypt, E::Ok),
     (RotatedOldVersion, Migrate, E::Ok),
-    (WrongPassphrase, Write, E::OpenWrongRootSecret),
-    (WrongPassphrase, Read, E::OpenWrongRootSecret),
-    (WrongPassphrase, Rewrap, E::OpenWrongRootSecret),
-    (WrongPassphrase, Reencrypt, E::OpenWrongRootSecret),
-    (WrongPassphrase, Migrate, E::OpenWrongRootSecret),
-    (TamperedKeystore, Write, E::OpenIntegrityOrWrongRootSecret),
-    (TamperedKeystore, Read, E::OpenIntegrityOrWrongRootSecret),
-    (TamperedKeystore, Rewrap, E::OpenIntegrityOrWrongRootSecret),
-    (TamperedKeystore, Reencrypt, E::OpenIntegrityOrWrongRootSecret),
-    (TamperedKeystore, Migrate, E::OpenIntegrityOrWrongRootSecret),
+    (WrongCredentials, Write, E::OpenWrongCredentials),
+    (WrongCredentials, Read, E::OpenWrongCredentials),
+    (WrongCredentials, Rewrap, E::OpenWrongCredentials),
+    (WrongCredentials, Reencrypt, E::OpenWrongCredentials),
+    (WrongCredentials, Migrate, E::OpenWrongCredentials),
+    (TamperedKeyState, Write, E::OpenTampered),
+    (TamperedKeyState, Read, E::OpenTampered),
+    (TamperedKeyState, Rewrap, E::OpenTampered),
+    (TamperedKeyState, Reencrypt, E::OpenTampered),
+    (TamperedKeyState, Migrate, E::OpenTampered),
 ];
 
 const ROWS: i64 = 100;
@@ -136,13 +143,13 @@ fn count(t: &Table) -> Result<usize, Error> {
     Ok(t.scan().build()?.read_all()?.iter().map(|b| b.num_rows()).sum())
 }
 
-fn setup(fx: &Fixture) -> (Project, Table) {
+fn setup(fx: &Cell) -> (Project, Table) {
     let p = Project::create(
         &fx.catalog,
         fx.dir.path().join("proj"),
         "matrix",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
-        keys(fx),
+        fx.keys(),
     )
     .unwrap();
     let t = p.create_table("t", batch(0, 1).schema()).unwrap();
@@ -163,12 +170,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-fn kms_options(fx: &Fixture) -> LocalKmsOptions {
-    LocalKmsOptions::new()
-        .with_clock(fx.clock.clone())
-        .with_argon2(Argon2Params::insecure_for_tests())
-}
-
 /// What a cell observed: "ok", the error variant's name, or a description of anything else.
 fn label(r: &Result<(), Error>) -> String {
     match r {
@@ -180,16 +181,18 @@ fn label(r: &Result<(), Error>) -> String {
         Err(Error::AccessDenied { .. }) => "AccessDenied".into(),
         Err(Error::Integrity { .. }) => "Integrity".into(),
         Err(Error::WrongRootSecret { .. }) => "WrongRootSecret".into(),
+        Err(Error::KmsAuthentication { .. }) => "KmsAuthentication".into(),
         Err(e) => format!("other error: {e}"),
     }
 }
 
-fn matches_expect(expect: Expect, opened: bool, r: &Result<(), Error>) -> bool {
+fn matches_expect(backend: &dyn KmsBackend, expect: Expect, opened: bool, r: &Result<(), Error>) -> bool {
     match expect {
-        E::OpenWrongRootSecret => !opened && matches!(r, Err(Error::WrongRootSecret { .. })),
-        E::OpenIntegrityOrWrongRootSecret => {
-            !opened && matches!(r, Err(Error::Integrity { .. } | Error::WrongRootSecret { .. }))
-        }
+        E::OpenWrongCredentials => !opened && label(r) == backend.wrong_credentials_error(),
+        E::OpenTampered => match backend.name() {
+            "local" => !opened && matches!(r, Err(Error::Integrity { .. } | Error::WrongRootSecret { .. })),
+            _ => !opened && matches!(r, Err(Error::Integrity { .. })),
+        },
         _ => opened && label(r) == format!("{expect:?}"),
     }
 }
@@ -258,10 +261,15 @@ fn run_op(op: Op, p: &Project, t: &Table, rows_before: usize) -> Result<(), Erro
     Ok(())
 }
 
-/// Builds the cell and runs it: returns (whether the KMS opened, the outcome).
-fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
-    let fx = Fixture::new();
-    let (p, t) = setup(&fx);
+/// Builds the cell and runs it: returns (whether the KMS opened, the outcome), or `None` when the
+/// backend is unavailable (skipped).
+fn run_cell(backend: &dyn KmsBackend, situation: Situation, op: Op) -> Option<(bool, Result<(), Error>)> {
+    let fx = backend.cell(&format!("matrix-{situation:?}-{op:?}"))?;
+    Some(run_cell_in(backend, &fx, situation, op))
+}
+
+fn run_cell_in(backend: &dyn KmsBackend, fx: &Cell, situation: Situation, op: Op) -> (bool, Result<(), Error>) {
+    let (p, t) = setup(fx);
     let cmk = p.settings().cmk.clone().unwrap();
     let mut rows = ROWS as usize;
     match situation {
@@ -340,7 +348,7 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
                 fx.dir.path().join("other"),
                 "matrix_other",
                 ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(cmk.clone())),
-                keys(&fx),
+                fx.keys(),
                 other_id,
             )
             .unwrap();
@@ -372,26 +380,17 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
                 return (true, r);
             }
         }
-        WrongPassphrase | TamperedKeystore => {
-            let path = fx.dir.path().join("keystore");
-            let root = if situation == WrongPassphrase {
-                RootSecret::passphrase("another passphrase")
+        WrongCredentials | TamperedKeyState => {
+            let reopened = if situation == WrongCredentials {
+                backend.reopen_with_wrong_credentials(fx)
             } else {
-                let mut bytes = std::fs::read(&path).unwrap();
-                let last = bytes.len() - 1;
-                bytes[last] ^= 0x01;
-                std::fs::write(&path, bytes).unwrap();
-                RootSecret::passphrase("test passphrase")
+                backend.reopen_after_tampering(fx)
             };
-            return match LocalKms::open(&path, root, kms_options(&fx)) {
+            return match reopened {
                 Err(e) => (false, Err(e)),
                 Ok(kms) => {
                     // It opened although it should not have: run the operation with it anyway.
-                    let kms = Arc::new(kms);
-                    let cache = Arc::new(
-                        colvault::kms::KeyCache::new(kms.clone(), colvault::kms::CacheOptions::default()).unwrap(),
-                    );
-                    let r = Project::open(p.catalog(), p.name(), Keys { kms, cache })
+                    let r = Project::open(p.catalog(), p.name(), Cell::keys_with(kms))
                         .and_then(|p2| run_op(op, &p2, &p2.table("t")?, rows));
                     (true, r)
                 }
@@ -405,35 +404,57 @@ fn run_cell(situation: Situation, op: Op) -> (bool, Result<(), Error>) {
     (true, run_op(op, &p, &t, rows))
 }
 
-#[test]
-fn key_state_matrix() {
+/// Runs every cell of [`MATRIX`] against `backend`; panics listing every mismatch.
+fn run_matrix(backend: &dyn KmsBackend) {
     let started = std::time::Instant::now();
     let mut mismatches = Vec::new();
     let mut observed = Vec::new();
     for &(situation, op, expect) in MATRIX {
-        let (opened, r) = run_cell(situation, op);
+        let Some((opened, r)) = run_cell(backend, situation, op) else {
+            return; // the backend is unavailable and printed SKIPPED
+        };
         let got = if opened {
             label(&r)
         } else {
             format!("KMS open: {}", label(&r))
         };
         observed.push(format!("{situation:?} x {op:?} -> {got}"));
-        if !matches_expect(expect, opened, &r) {
+        if !matches_expect(backend, expect, opened, &r) {
             mismatches.push(format!("{situation:?} x {op:?}: expected {expect:?}, got {got}"));
         }
     }
     eprintln!(
-        "key-state matrix ({:?}):\n  {}",
+        "key-state matrix on {} ({:?}):\n  {}",
+        backend.name(),
         started.elapsed(),
         observed.join("\n  ")
     );
     assert!(
         mismatches.is_empty(),
-        "{} of {} cells differ:\n  {}",
+        "{}: {} of {} cells differ:\n  {}",
+        backend.name(),
         mismatches.len(),
         MATRIX.len(),
         mismatches.join("\n  ")
     );
+}
+
+fn backend(name: &str) -> Box<dyn KmsBackend> {
+    backends()
+        .into_iter()
+        .find(|b| b.name() == name)
+        .unwrap_or_else(|| panic!("no backend {name}"))
+}
+
+#[test]
+fn key_state_matrix_local() {
+    run_matrix(&*backend("local"));
+}
+
+#[cfg(feature = "pkcs11")]
+#[test]
+fn key_state_matrix_pkcs11() {
+    run_matrix(&*backend("pkcs11"));
 }
 
 #[test]
@@ -447,8 +468,8 @@ fn matrix_covers_every_cell_once() {
         NoGrant,
         WrongProjectContext,
         RotatedOldVersion,
-        WrongPassphrase,
-        TamperedKeystore,
+        WrongCredentials,
+        TamperedKeyState,
     ];
     let ops = [Write, Read, Rewrap, Reencrypt, Migrate];
     for s in situations {

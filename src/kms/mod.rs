@@ -20,12 +20,16 @@
 pub mod audit;
 pub mod cache;
 pub mod local;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod types;
 pub mod wrap;
 
 pub use audit::{AuditAction, AuditOutcome, AuditRecord};
 pub use cache::{CacheOptions, DataKeyEnvelope, KeyCache, DEFAULT_KEK_LIFETIME, MAX_KEK_LIFETIME};
 pub use local::{Argon2Params, LocalKms, LocalKmsOptions, RootSecret, MIN_PASSPHRASE_CHARS};
+#[cfg(feature = "pkcs11")]
+pub use pkcs11::{Pkcs11Kms, Pkcs11Options};
 pub use types::{
     CreateKeyRequest, EncryptionContext, KeyId, KeyMetadata, KeyOrigin, KeyState, KeyVersionInfo, KeyVersionState,
     Principal, WrappedKey,

@@ -14,6 +14,13 @@ pub mod moto;
 /// Project locations on each data-plane backend (local, memory, S3).
 pub mod stores;
 
+/// SoftHSM2 with a fresh token per test (feature `pkcs11`).
+#[cfg(feature = "pkcs11")]
+pub mod softhsm;
+
+/// The key-state matrix's KMS backends: a fresh KMS, catalog and clock per cell.
+pub mod kms_backend;
+
 use colvault::clock::ManualClock;
 use colvault::kms::{
     Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
