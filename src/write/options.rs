@@ -3,9 +3,7 @@
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 
 use crate::access::KeyAccess;
-#[cfg(feature = "insecure-test-vectors")]
-use crate::crypto::SecretKey;
-use crate::crypto::{random_array, Algorithm, CipherProvider, FileId};
+use crate::crypto::{random_array, SecretKey, Algorithm, CipherProvider, FileId};
 use crate::error::{Error, Result};
 use crate::kms::KeyId;
 

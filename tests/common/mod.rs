@@ -11,6 +11,10 @@ pub mod pg;
 #[cfg(any(feature = "s3", feature = "aws-kms"))]
 pub mod moto;
 
+/// `AwsKms` on that moto server (feature `aws-kms`).
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms;
+
 use colvault::clock::ManualClock;
 use colvault::kms::{
     Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
