@@ -3,7 +3,7 @@
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 
 use crate::access::KeyAccess;
-use crate::crypto::{random_array, SecretKey, Algorithm, CipherProvider, FileId};
+use crate::crypto::{random_array, Algorithm, CipherProvider, FileId, SecretKey};
 use crate::error::{Error, Result};
 use crate::kms::KeyId;
 

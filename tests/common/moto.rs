@@ -77,7 +77,10 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u1
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.as_bytes().to_vec()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.as_bytes().to_vec())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -140,7 +143,13 @@ impl MotoServer {
     pub fn bucket(&self, hint: &str) -> String {
         let clean: String = hint
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(30)
             .collect();
         let name = format!(
@@ -149,9 +158,14 @@ impl MotoServer {
             NEXT_BUCKET.fetch_add(1, Ordering::SeqCst),
             clean.trim_matches('-')
         );
-        let (status, body) = http(self.port, "PUT", &format!("/{name}"), b"")
-            .unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
-        assert_eq!(status, 200, "creating bucket {name}: {}", String::from_utf8_lossy(&body));
+        let (status, body) =
+            http(self.port, "PUT", &format!("/{name}"), b"").unwrap_or_else(|e| panic!("creating bucket {name}: {e}"));
+        assert_eq!(
+            status,
+            200,
+            "creating bucket {name}: {}",
+            String::from_utf8_lossy(&body)
+        );
         name
     }
 

@@ -35,7 +35,8 @@ fn validate_alias(a: &str) -> Result<()> {
     let ok = !a.is_empty()
         && a.len() <= 250
         && !a.starts_with("aws/")
-        && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-');
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -47,7 +48,10 @@ fn validate_alias(a: &str) -> Result<()> {
 
 /// The name of colvault's grant to `principal` (AWS grant names are `[a-zA-Z0-9:/_-]+`).
 fn grant_name(principal: &Principal) -> String {
-    format!("colvault-{}", hex(&blake3::hash(principal.as_str().as_bytes()).as_bytes()[..16]))
+    format!(
+        "colvault-{}",
+        hex(&blake3::hash(principal.as_str().as_bytes()).as_bytes()[..16])
+    )
 }
 
 /// The account root of the account owning `arn` (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID`).
@@ -62,8 +66,12 @@ impl AwsKms {
         &self,
         op: &'static str,
         key: &str,
-        fut: impl std::future::Future<Output = std::result::Result<T, aws_sdk_kms::error::SdkError<E, aws_sdk_kms::config::http::HttpResponse>>>
-            + Send
+        fut: impl std::future::Future<
+                Output = std::result::Result<
+                    T,
+                    aws_sdk_kms::error::SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
+                >,
+            > + Send
             + 'static,
     ) -> Result<T>
     where
@@ -219,7 +227,11 @@ impl KmsAdmin for AwsKms {
                 vec![tag(TAG_ORIGIN, ORIGIN_DEFAULT)?, tag(TAG_PROJECT, project.as_str())?],
                 vec![project.clone()],
             ),
-            KeyOrigin::Byok => ("colvault CMK: bring your own key".to_string(), vec![tag(TAG_ORIGIN, ORIGIN_BYOK)?], vec![]),
+            KeyOrigin::Byok => (
+                "colvault CMK: bring your own key".to_string(),
+                vec![tag(TAG_ORIGIN, ORIGIN_BYOK)?],
+                vec![],
+            ),
         };
         grantees.extend(grants);
         let request = self
@@ -328,7 +340,11 @@ impl KmsAdmin for AwsKms {
         })?;
         // AWS leaves a key Disabled when its deletion is cancelled; colvault restores the state the
         // key had, recorded here in a tag.
-        let resume = if view.state == KeyState::Enabled { "Enabled" } else { "Disabled" };
+        let resume = if view.state == KeyState::Enabled {
+            "Enabled"
+        } else {
+            "Disabled"
+        };
         let r = self
             .service
             .client()
@@ -347,7 +363,9 @@ impl KmsAdmin for AwsKms {
     }
 
     fn cancel_deletion(&self, key: &KeyId) -> Result<KeyMetadata> {
-        self.require(key, "cancel the deletion of", |s| matches!(s, KeyState::PendingDeletion { .. }))?;
+        self.require(key, "cancel the deletion of", |s| {
+            matches!(s, KeyState::PendingDeletion { .. })
+        })?;
         let r = self.service.client().list_resource_tags().key_id(key.as_str());
         let tags = self.admin_call("ListResourceTags", key.as_str(), r.send())?;
         let resume_enabled = tags
@@ -376,12 +394,14 @@ impl KmsAdmin for AwsKms {
     fn rotate(&self, key: &KeyId) -> Result<KeyMetadata> {
         self.require(key, "rotate", |s| matches!(s, KeyState::Enabled))?;
         let r = self.service.client().rotate_key_on_demand().key_id(key.as_str());
-        self.service.run(r.send())?.map_err(|e| match map(e, Call::admin("RotateKeyOnDemand", key.as_str())) {
-            Error::KmsService { detail, .. } if detail.starts_with("LimitExceededException") => Error::KeyLimit {
-                what: format!("on-demand rotations of key {key} ({detail})"),
-            },
-            other => other,
-        })?;
+        self.service
+            .run(r.send())?
+            .map_err(|e| match map(e, Call::admin("RotateKeyOnDemand", key.as_str())) {
+                Error::KmsService { detail, .. } if detail.starts_with("LimitExceededException") => Error::KeyLimit {
+                    what: format!("on-demand rotations of key {key} ({detail})"),
+                },
+                other => other,
+            })?;
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.metadata(key)
     }
@@ -432,7 +452,10 @@ mod tests {
         );
         assert_eq!(account_root("not an arn"), None);
         let n = grant_name(&Principal::new("project 7/é").unwrap());
-        assert!(n.len() == 41 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{n}");
+        assert!(
+            n.len() == 41 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "{n}"
+        );
         validate_alias("hr-key/2").unwrap();
         for bad in ["", "aws/x", "a b", "é", &"x".repeat(251)] {
             assert!(validate_alias(bad).is_err(), "{bad:?}");

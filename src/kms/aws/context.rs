@@ -81,7 +81,10 @@ mod tests {
         let base = aws_context("aws-kms", &k, 1, &p, &c, &[0; 16]);
         assert_eq!(base[PRINCIPAL], "p1");
         assert_eq!(base["colvault:ctx:ab"], "c");
-        assert!(!base.contains_key("colvault:ctx:table"), "empty values go in the digest only");
+        assert!(
+            !base.contains_key("colvault:ctx:table"),
+            "empty values go in the digest only"
+        );
         let variants = [
             aws_context("aws-kms2", &k, 1, &p, &c, &[0; 16]),
             aws_context("aws-kms", &KeyId::new("k2").unwrap(), 1, &p, &c, &[0; 16]),
@@ -96,7 +99,14 @@ mod tests {
                 &EncryptionContext::new().with("a", "bc").with("table", ""),
                 &[0; 16],
             ),
-            aws_context("aws-kms", &k, 1, &p, &EncryptionContext::new().with("ab", "c"), &[0; 16]),
+            aws_context(
+                "aws-kms",
+                &k,
+                1,
+                &p,
+                &EncryptionContext::new().with("ab", "c"),
+                &[0; 16],
+            ),
         ];
         for v in &variants {
             assert_ne!(v[DIGEST], base[DIGEST]);

@@ -22,7 +22,11 @@ pub(super) struct Call<'a> {
 
 impl<'a> Call<'a> {
     pub(super) fn admin(op: &'static str, key: &'a str) -> Self {
-        Call { op, key, principal: None }
+        Call {
+            op,
+            key,
+            principal: None,
+        }
     }
 
     pub(super) fn data(op: &'static str, key: &'a str, principal: &'a str) -> Self {
@@ -61,7 +65,10 @@ where
         }
         SdkError::TimeoutError(_) => call.service("the request timed out".into(), true),
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => call.service(
-            format!("the service could not be reached or answered badly: {}", DisplayErrorContext(&err)),
+            format!(
+                "the service could not be reached or answered badly: {}",
+                DisplayErrorContext(&err)
+            ),
             true,
         ),
         _ => call.service(format!("{}", DisplayErrorContext(&err)), false),
@@ -119,7 +126,10 @@ mod tests {
     fn codes_map_to_typed_errors() {
         let c = Call::data("Decrypt", "k1", "p1");
         assert!(matches!(from_code("NotFoundException", "", c), Error::UnknownKey { key } if key == "k1"));
-        assert!(matches!(from_code("DisabledException", "", c), Error::KeyDisabled { .. }));
+        assert!(matches!(
+            from_code("DisabledException", "", c),
+            Error::KeyDisabled { .. }
+        ));
         assert!(matches!(
             from_code("KMSInvalidStateException", "pending", c),
             Error::InvalidKeyState(_)
@@ -128,8 +138,14 @@ mod tests {
             from_code("AccessDeniedException", "", c),
             Error::AccessDenied { principal, .. } if principal == "p1"
         ));
-        assert!(matches!(from_code("InvalidCiphertextException", "", c), Error::Integrity { .. }));
-        assert!(matches!(from_code("IncorrectKeyException", "", c), Error::Integrity { .. }));
+        assert!(matches!(
+            from_code("InvalidCiphertextException", "", c),
+            Error::Integrity { .. }
+        ));
+        assert!(matches!(
+            from_code("IncorrectKeyException", "", c),
+            Error::Integrity { .. }
+        ));
         assert!(matches!(
             from_code("ThrottlingException", "slow down", c),
             Error::KmsService { retriable: true, .. }

@@ -109,7 +109,10 @@ fn data_key(plaintext: Option<Blob>, op: &'static str) -> Result<SecretKey> {
         return Err(Error::KmsService {
             kms: NAME.into(),
             operation: op.into(),
-            detail: format!("the service returned a data key of {} bytes, not {KEY_LEN}", bytes.len()),
+            detail: format!(
+                "the service returned a data key of {} bytes, not {KEY_LEN}",
+                bytes.len()
+            ),
             retriable: false,
         });
     }
@@ -196,7 +199,10 @@ impl AwsKms {
     fn explain(&self, key: &KeyId, principal: &Principal, err: Error) -> Error {
         if matches!(
             err,
-            Error::KeyDisabled { .. } | Error::InvalidKeyState(_) | Error::AccessDenied { .. } | Error::UnknownKey { .. }
+            Error::KeyDisabled { .. }
+                | Error::InvalidKeyState(_)
+                | Error::AccessDenied { .. }
+                | Error::UnknownKey { .. }
         ) {
             self.forget(key);
             if let Ok(v) = self.fresh_view(key) {

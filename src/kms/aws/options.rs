@@ -141,9 +141,7 @@ impl AwsKmsOptions {
                 });
             }
         }
-        if self.region.is_empty()
-            || !self.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if self.region.is_empty() || !self.region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(Error::Config {
                 setting: "AWS region".into(),
                 detail: format!("{:?} is not a region name", self.region),

@@ -159,7 +159,11 @@ pub(super) fn fetch(service: &Service, key: &KeyId) -> Result<KeyView> {
                     .send()
                     .await
                     .map_err(|e| map(e, Call::admin("ListKeyRotations", &id)))?;
-                all.extend(out.rotations().iter().filter_map(|r| r.rotation_date().map(system_time)));
+                all.extend(
+                    out.rotations()
+                        .iter()
+                        .filter_map(|r| r.rotation_date().map(system_time)),
+                );
                 match out.next_marker() {
                     Some(m) if out.truncated() => marker = Some(m.to_string()),
                     _ => break,
