@@ -81,7 +81,12 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let iterations: usize = arg("--iterations").and_then(|s| s.parse().ok()).unwrap_or(200);
     let (_moto, endpoint) = match arg("--endpoint") {
         Some(e) => (None, e),
@@ -103,7 +108,11 @@ fn main() {
         .create_key(CreateKeyRequest::project_default(principal.clone()))
         .expect("CreateKey")
         .id;
-    let ctx = |i: usize| EncryptionContext::new().with("project", "p").with("file", i.to_string());
+    let ctx = |i: usize| {
+        EncryptionContext::new()
+            .with("project", "p")
+            .with("file", i.to_string())
+    };
 
     // Warm up (connection, key check cached).
     let (_, warm) = kms.generate_data_key(&principal, &key, &ctx(0)).unwrap();

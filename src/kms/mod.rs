@@ -22,6 +22,7 @@ pub mod audit;
 pub mod aws;
 pub mod cache;
 pub mod local;
+pub mod select;
 pub mod types;
 pub mod wrap;
 
