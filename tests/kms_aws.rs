@@ -159,7 +159,7 @@ fn grants_name_colvault_principals() {
         .create_key(CreateKeyRequest::project_default(owner.clone()))
         .unwrap();
     assert_eq!(m.origin, KeyOrigin::ProjectDefault { project: owner.clone() });
-    assert_eq!(m.grants, [owner.clone()]);
+    assert_eq!(m.grants, std::slice::from_ref(&owner));
     let id = m.id;
     let (dek, w) = kms.generate_data_key(&owner, &id, &ctx("f1")).unwrap();
     assert_eq!(kms.decrypt_data_key(&owner, &w, &ctx("f1")).unwrap(), dek);
@@ -177,14 +177,14 @@ fn grants_name_colvault_principals() {
     );
     let (dek2, w2) = kms.generate_data_key(&other, &id, &ctx("f2")).unwrap();
     assert_eq!(kms.decrypt_data_key(&other, &w2, &ctx("f2")).unwrap(), dek2);
-    assert_eq!(kms.revoke(&id, &other).unwrap().grants, [owner.clone()]);
+    assert_eq!(kms.revoke(&id, &other).unwrap().grants, std::slice::from_ref(&owner));
     assert!(matches!(
         kms.decrypt_data_key(&other, &w2, &ctx("f2")),
         Err(Error::AccessDenied { .. })
     ));
     // The grant is seen by another client too (it lives in the service).
     let second = aws_kms::fresh("grants_name_colvault_principals").unwrap();
-    assert_eq!(second.describe(&id).unwrap().grants, [owner.clone()]);
+    assert_eq!(second.describe(&id).unwrap().grants, std::slice::from_ref(&owner));
     assert_eq!(second.decrypt_data_key(&owner, &w, &ctx("f1")).unwrap(), dek);
 }
 
