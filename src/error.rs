@@ -315,6 +315,41 @@ pub enum Error {
         detail: String,
     },
     // -- KMS section: variants added by the key management service go above this line --
+    /// A key management service could not be reached, throttled the request, or failed inside
+    /// (network error, timeout, `ThrottlingException`, `KMSInternalException` ...). Retriable when
+    /// `retriable` is set. Never carries key material.
+    #[error("KMS {kms}: {operation} failed: {detail}{}", if *retriable { " (temporary: try again)" } else { "" })]
+    KmsService {
+        /// Which KMS (its name, for instance `aws-kms`).
+        kms: String,
+        /// The request that failed (for instance `GenerateDataKey`).
+        operation: String,
+        /// What the service or the transport said.
+        detail: String,
+        /// Whether the same call may succeed when tried again.
+        retriable: bool,
+    },
+    /// An operation that this KMS backend cannot perform (for instance destroying one version of an
+    /// AWS KMS key, which the AWS KMS API has no call for, or changing the passphrase of a KMS that
+    /// has none).
+    #[error("KMS {kms} does not support {operation}: {detail}")]
+    KmsUnsupported {
+        /// Which KMS.
+        kms: String,
+        /// The operation refused.
+        operation: String,
+        /// Why, and what to do instead.
+        detail: String,
+    },
+    /// A missing or malformed setting: an environment variable, a `--kms` URL, or the
+    /// configuration file (named with its line).
+    #[error("configuration {setting}: {detail}")]
+    Config {
+        /// The variable, flag, or `file:line`.
+        setting: String,
+        /// What is wrong and what is expected.
+        detail: String,
+    },
 }
 
 /// The project name to put in a `colvault kms grant` hint: the principal's first word (a project

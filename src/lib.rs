@@ -6,6 +6,7 @@ pub mod access;
 pub mod catalog;
 pub mod clock;
 pub mod codec;
+pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod format;

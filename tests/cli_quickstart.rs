@@ -2,6 +2,9 @@
 //! rows written and checked, inspect shown, the key disabled (reads fail) and enabled (reads work);
 //! running it again works.
 
+#[cfg(feature = "aws-kms")]
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 
@@ -9,6 +12,9 @@ fn cmd(home: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_colvault"));
     c.current_dir(home).env("HOME", home);
     for v in [
+        "COLVAULT_KMS",
+        "COLVAULT_CONFIG",
+        "COLVAULT_CATALOG",
         "COLVAULT_KEYSTORE",
         "COLVAULT_ROOT_KEY_FILE",
         "COLVAULT_PASSPHRASE",
@@ -100,4 +106,67 @@ fn quickstart_default_is_a_million_rows() {
         .assert()
         .success()
         .stdout(predicate::str::contains("1,000,000 rows").and(predicate::str::contains("1000000\n")));
+}
+
+/// The quickstart with its keys in the AWS KMS API (moto, started by the test), selected with
+/// `--kms aws-kms:` and configured by the AWS_* environment; then the project opened through the
+/// configuration file, refused (naming both KMSs) with the local keystore selected, and a
+/// malformed configuration file named with its line.
+#[cfg(feature = "aws-kms")]
+#[test]
+fn quickstart_against_aws_kms_on_moto() {
+    let Some(server) = common::moto::server("quickstart_against_aws_kms_on_moto") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let aws = |args: &[&str]| {
+        let mut c = cmd(home.path());
+        c.args(args);
+        for (k, v) in server.env() {
+            c.env(k, v);
+        }
+        c
+    };
+    let out = aws(&["--kms", "aws-kms:", "quickstart", "--rows", "20000"])
+        .write_stdin("")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    for expected in [
+        "KMS        aws-kms: (aws-kms)",
+        "AES-256-GCM",
+        "OK: the same rows, in the same order",
+        "is disabled",
+        "exit code 3",
+        "20000",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("created keystore"), "no local keystore is made:\n{out}");
+    assert!(!home.path().join(".colvault/keystore").exists());
+
+    // The configuration file selects the KMS when no flag or COLVAULT_KMS does.
+    std::fs::write(home.path().join(".colvault/config.toml"), "kms = \"aws-kms:\"\n").unwrap();
+    aws(&["table", "count", "quickstart", "sales"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("20000"));
+    // A flag wins over the file: the local keystore cannot open the project, and says why.
+    aws(&["--kms", "local", "table", "count", "quickstart", "sales"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"aws-kms\"").and(predicate::str::contains("\"local\"")));
+    // A malformed file is named with its line.
+    std::fs::write(
+        home.path().join(".colvault/config.toml"),
+        "kms = \"aws-kms:\"\nkeystore = 1\n",
+    )
+    .unwrap();
+    aws(&["table", "count", "quickstart", "sales"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("config.toml:2"));
 }

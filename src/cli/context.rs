@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 use colvault::catalog::{self, Catalog};
+use colvault::config::Config;
+use colvault::kms::select::{open_kms, KmsUrl};
 use colvault::kms::{
     CacheOptions, CreateKeyRequest, EncryptionContext, KeyCache, KeyId, KeyMetadata, Kms, KmsAdmin, LocalKms,
     LocalKmsOptions, Principal, RootSecret, WrappedKey,
@@ -57,6 +59,17 @@ pub struct KeyOpts {
         help_heading = "Keystore options"
     )]
     pub catalog: Option<String>,
+    /// The KMS holding the keys: local (the keystore), pkcs11:module=PATH;token=LABEL, or aws-kms:
+    /// (endpoint, region and static credentials from AWS_*) [default: `kms` in the configuration
+    /// file ($COLVAULT_CONFIG, else ~/.colvault/config.toml), else local]
+    #[arg(
+        long,
+        global = true,
+        env = "COLVAULT_KMS",
+        value_name = "URL",
+        help_heading = "Keystore options"
+    )]
+    pub kms: Option<String>,
 }
 
 /// The open key services.
@@ -71,6 +84,8 @@ pub struct Ctx {
     pub catalog: Arc<dyn Catalog>,
     /// Set when no keystore exists and none was created: where colvault looked.
     missing: Option<Missing>,
+    /// The KMS selected (--kms, COLVAULT_KMS, the configuration file, else local).
+    pub selected: KmsUrl,
 }
 
 /// Where a command that only reads looked for a keystore and found none.
@@ -239,10 +254,28 @@ impl KeyOpts {
         }
     }
 
-    /// The catalog URL: --catalog / COLVAULT_CATALOG, else `catalog.db` beside the keystore.
+    /// The configuration file's settings (none when there is no file).
+    pub fn config(&self) -> CliResult<Config> {
+        Ok(match Config::default_path() {
+            Some(path) => Config::load(&path)?,
+            None => Config::default(),
+        })
+    }
+
+    /// The KMS selected: --kms / COLVAULT_KMS, else `kms` in the configuration file, else local.
+    pub fn kms_url(&self) -> CliResult<KmsUrl> {
+        let url = match &self.kms {
+            Some(u) => u.clone(),
+            None => self.config()?.kms.unwrap_or_else(|| "local".into()),
+        };
+        Ok(url.parse()?)
+    }
+
+    /// The catalog URL: --catalog / COLVAULT_CATALOG, else `catalog` in the configuration file,
+    /// else `catalog.db` beside the keystore.
     pub fn catalog_url(&self) -> CliResult<String> {
-        match &self.catalog {
-            Some(url) => Ok(url.clone()),
+        match self.catalog.clone().or(self.config()?.catalog) {
+            Some(url) => Ok(url),
             None => {
                 let ks = self.keystore_path()?;
                 let dir = ks.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -272,6 +305,10 @@ impl KeyOpts {
     /// Opens the keystore if it exists, and creates nothing. Without one, plaintext projects still
     /// open; anything that needs a key fails saying where colvault looked.
     pub fn open_existing(&self) -> CliResult<Ctx> {
+        let selected = self.kms_url()?;
+        if selected != KmsUrl::Local {
+            return self.open_service(selected);
+        }
         let path = self.keystore_path()?;
         if path.exists() {
             return self.open();
@@ -296,11 +333,44 @@ impl KeyOpts {
                 keystore: path,
                 root_key_file: if passphrase { None } else { Some(self.root_key_path()?) },
             }),
+            selected,
+        })
+    }
+
+    /// Opens a KMS other than the local keystore (it holds its own state: nothing is created
+    /// here).
+    fn open_service(&self, selected: KmsUrl) -> CliResult<Ctx> {
+        let kms = open_kms(&selected, || {
+            Err(colvault::Error::InvalidArgument(
+                "the local keystore is opened elsewhere".into(),
+            ))
+        })?;
+        let cache = Arc::new(KeyCache::new(
+            kms.clone(),
+            CacheOptions::default().with_lifetime(self.cache_lifetime()),
+        )?);
+        let catalog = self.open_catalog()?;
+        catalog::anchor_kms(catalog.as_ref(), kms.as_ref())?;
+        Ok(Ctx {
+            keys: Keys {
+                kms: kms.clone(),
+                cache,
+            },
+            kms,
+            local: None,
+            keystore: self.keystore_path()?,
+            catalog,
+            missing: None,
+            selected,
         })
     }
 
     /// [`open`](Self::open), giving the notes to `note`.
     pub fn open_with_notes(&self, note: &mut dyn FnMut(String)) -> CliResult<Ctx> {
+        let selected = self.kms_url()?;
+        if selected != KmsUrl::Local {
+            return self.open_service(selected);
+        }
         let path = self.keystore_path()?;
         let exists = path.exists();
         let root = self.root_secret(&path, exists, note)?;
@@ -333,6 +403,7 @@ impl KeyOpts {
             keystore: path,
             catalog,
             missing: None,
+            selected,
         })
     }
 
@@ -420,7 +491,20 @@ impl Ctx {
         match (&self.local, &self.missing) {
             (Some(l), _) => Ok(l),
             (None, Some(m)) => Err(m.error("this command")),
-            (None, None) => Err(CliError::other("no keystore is open")),
+            (None, None) => Err(CliError::usage(format!(
+                "this command works on the local keystore only, and the KMS selected is {} (--kms, COLVAULT_KMS or \
+                 the configuration file)",
+                self.selected
+            ))
+            .hint("select the local keystore with --kms local")),
+        }
+    }
+
+    /// The KMS, for messages: the keystore's path, or the URL of another KMS.
+    pub fn kms_description(&self) -> String {
+        match self.selected {
+            KmsUrl::Local => format!("keystore {}", self.keystore.display()),
+            ref other => format!("KMS {other}"),
         }
     }
 
@@ -437,8 +521,8 @@ impl Ctx {
             return Ok(k.id.clone());
         }
         Err(CliError::key(format!(
-            "unknown key {id_or_alias}: no key with this id or alias in keystore {}",
-            self.keystore.display()
+            "unknown key {id_or_alias}: no key with this id or alias in {}",
+            self.kms_description()
         ))
         .hint("`colvault kms list` shows the keys; check --keystore / COLVAULT_KEYSTORE"))
     }

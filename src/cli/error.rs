@@ -118,7 +118,11 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::TableRollback { .. }
         | Error::KeystoreRollback { .. }
         | Error::KdfCostTooHigh { .. } => Kind::Data,
-        Error::UnknownAlgorithm { .. } | Error::LegacyAlgorithmRefused | Error::WeakRootSecret(_) => Kind::Usage,
+        Error::UnknownAlgorithm { .. }
+        | Error::LegacyAlgorithmRefused
+        | Error::WeakRootSecret(_)
+        | Error::Config { .. }
+        | Error::KmsUnsupported { .. } => Kind::Usage,
         _ => Kind::Other,
     }
 }

@@ -43,6 +43,9 @@ Keys and secrets:
   for an existing passphrase keystore colvault asks for the passphrase when run on a terminal.
   Secrets are never given on the command line.
   COLVAULT_KEY_CACHE_SECONDS sets how long unwrapped key-encryption keys are cached (0: no caching).
+  --kms URL (COLVAULT_KMS, or `kms = \"URL\"` in ~/.colvault/config.toml or $COLVAULT_CONFIG) picks the KMS:
+  local (the keystore, default), pkcs11:module=PATH;token=LABEL, or aws-kms: (AWS_ENDPOINT_URL, AWS_REGION,
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); a project only opens with the KMS that holds its keys.
 
 Exit codes:
   0 success   1 other error   2 usage error   3 key error (disabled, pending deletion, deleted,

@@ -113,14 +113,19 @@ pub fn run(args: QuickstartArgs, opts: &KeyOpts) -> CliResult {
         thousands(rows as u64)
     );
 
-    step(1, "Keystore (the embedded local KMS)");
     let mut notes = Vec::new();
     let ctx = opts.open_with_notes(&mut |n| notes.push(n))?;
-    println!("   keystore   {}", ctx.keystore.display());
+    if ctx.selected == colvault::kms::select::KmsUrl::Local {
+        step(1, "Keystore (the embedded local KMS)");
+        println!("   keystore   {}", ctx.keystore.display());
+    } else {
+        step(1, "Key management service");
+        println!("   KMS        {} ({})", ctx.selected, ctx.kms.name());
+    }
     for n in &notes {
         println!("   {n}");
     }
-    if notes.is_empty() {
+    if notes.is_empty() && ctx.selected == colvault::kms::select::KmsUrl::Local {
         println!("   (opened the existing keystore)");
     }
 

@@ -18,14 +18,19 @@
 //! `InvalidKeyState`.
 
 pub mod audit;
+#[cfg(feature = "aws-kms")]
+pub mod aws;
 pub mod cache;
 pub mod local;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod select;
 pub mod types;
 pub mod wrap;
 
 pub use audit::{AuditAction, AuditOutcome, AuditRecord};
+#[cfg(feature = "aws-kms")]
+pub use aws::{AwsKms, AwsKmsOptions};
 pub use cache::{CacheOptions, DataKeyEnvelope, KeyCache, DEFAULT_KEK_LIFETIME, MAX_KEK_LIFETIME};
 pub use local::{Argon2Params, LocalKms, LocalKmsOptions, RootSecret, MIN_PASSPHRASE_CHARS};
 #[cfg(feature = "pkcs11")]

@@ -287,6 +287,15 @@ impl Project {
         let file = SettingsFile::parse(&raw)?;
         let settings = StoredSettings::decode_body(file.body)?;
         check_against_record(&settings, record)?;
+        if settings.cmk.is_some() && settings.kms != keys.kms.name() {
+            return Err(Error::InvalidArgument(format!(
+                "project {} keeps its keys in KMS {:?}, but the KMS selected is {:?}; select {:?} (--kms / COLVAULT_KMS)",
+                settings.name,
+                settings.kms,
+                keys.kms.name(),
+                settings.kms
+            )));
+        }
         let project = Project {
             dir: PathBuf::from(storage.url()),
             storage,

@@ -8,7 +8,9 @@ use assert_cmd::Command;
 use serde_json::Value;
 
 /// colvault's environment variables, which no CLI test inherits.
-pub const CLEARED_ENV: [&str; 7] = [
+pub const CLEARED_ENV: [&str; 9] = [
+    "COLVAULT_KMS",
+    "COLVAULT_CONFIG",
     "COLVAULT_KEYSTORE",
     "COLVAULT_ROOT_KEY_FILE",
     "COLVAULT_PASSPHRASE",

@@ -21,6 +21,10 @@ pub mod softhsm;
 /// The key-state matrix's KMS backends: a fresh KMS, catalog and clock per cell.
 pub mod kms_backend;
 
+/// `AwsKms` on that moto server (feature `aws-kms`).
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms;
+
 use colvault::clock::ManualClock;
 use colvault::kms::{
     Argon2Params, CacheOptions, CreateKeyRequest, KeyCache, KeyId, KmsAdmin, LocalKms, LocalKmsOptions, Principal,
