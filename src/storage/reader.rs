@@ -209,7 +209,7 @@ impl ObjectReader {
     }
 
     /// Copies from what is already here (magic, tail), if it covers the range.
-    fn from_cache(&self, offset: u64, buf: &mut [u8]) -> bool {
+    fn copy_cached(&self, offset: u64, buf: &mut [u8]) -> bool {
         let end = offset + buf.len() as u64;
         if end <= self.head.len() as u64 {
             buf.copy_from_slice(&self.head[offset as usize..end as usize]);
@@ -224,7 +224,7 @@ impl ObjectReader {
     }
 
     /// Copies from a prefetched piece, waiting for one in flight. `false` when no piece can serve.
-    fn from_prefetch(&self, offset: u64, buf: &mut [u8]) -> bool {
+    fn copy_prefetched(&self, offset: u64, buf: &mut [u8]) -> bool {
         let end = offset + buf.len() as u64;
         let mut g = self.prefetch.pieces.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -295,7 +295,7 @@ impl ReadAt for ObjectReader {
                     std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the object"),
                 )
             })?;
-        if buf.is_empty() || self.from_cache(offset, buf) || self.from_prefetch(offset, buf) {
+        if buf.is_empty() || self.copy_cached(offset, buf) || self.copy_prefetched(offset, buf) {
             return Ok(());
         }
         let (store, path, what) = (self.store.clone(), self.path.clone(), self.what.clone());
