@@ -15,7 +15,10 @@ use cli_env::Env;
 const CSV: &str = "id,name,amount\n1,alice,1.25\n2,bob,\n3,carol,7.50\n";
 
 /// The CLI with moto's environment.
-fn s3_env(test: &str) -> Option<(Env, Vec<(&'static str, String)>, String)> {
+/// The `AWS_*` variables a user would set.
+type Vars = Vec<(&'static str, String)>;
+
+fn s3_env(test: &str) -> Option<(Env, Vars, String)> {
     let server = moto::server(test)?;
     let bucket = server.bucket(test);
     Some((Env::new(), server.env(), bucket))

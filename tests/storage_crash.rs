@@ -151,7 +151,10 @@ fn child(test: &str, dir: &Path, mode: &str, start: i64, env: &[(&'static str, S
 }
 
 /// Sets up a project on a fresh bucket; the child's environment.
-fn setup(test: &str, dir: &Path) -> Option<(Project, String, Vec<(&'static str, String)>)> {
+/// A child process's environment.
+type Env = Vec<(&'static str, String)>;
+
+fn setup(test: &str, dir: &Path) -> Option<(Project, String, Env)> {
     let server = common::moto::server(test)?;
     let bucket = server.bucket(test);
     common::stores::register_s3(server, &bucket);
