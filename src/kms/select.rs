@@ -113,6 +113,7 @@ pub fn open_kms(url: &KmsUrl, local: impl FnOnce() -> Result<Arc<dyn KmsAdmin>>)
     }
 }
 
+#[cfg(not(all(feature = "pkcs11", feature = "aws-kms")))]
 fn missing_feature(feature: &str) -> Error {
     Error::KmsUnsupported {
         kms: feature.into(),
