@@ -2,7 +2,7 @@
 //! rows written and checked, inspect shown, the key disabled (reads fail) and enabled (reads work);
 //! running it again works.
 
-#[cfg(feature = "aws-kms")]
+#[cfg(any(feature = "aws-kms", feature = "pkcs11"))]
 mod common;
 
 use assert_cmd::Command;
@@ -169,4 +169,63 @@ fn quickstart_against_aws_kms_on_moto() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("config.toml:2"));
+}
+
+/// The quickstart with its keys on a PKCS#11 token (SoftHSM2, a fresh token initialised by the test
+/// in this process before the CLI starts), selected with `--kms pkcs11:module=PATH;token=LABEL`, the
+/// PIN from `COLVAULT_PKCS11_PIN` and the token directory from `SOFTHSM2_CONF`; then the project
+/// read again through the configuration file, refused with the local keystore selected, and
+/// refused with a wrong PIN.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn quickstart_against_pkcs11_on_softhsm() {
+    let Some(token) = common::softhsm::token("quickstart_against_pkcs11_on_softhsm") else {
+        return;
+    };
+    let conf = std::env::var_os("SOFTHSM2_CONF").expect("the SoftHSM2 harness sets SOFTHSM2_CONF");
+    let url = format!("pkcs11:module={};token={}", token.module.display(), token.label);
+    let home = tempfile::tempdir().unwrap();
+    let hsm = |args: &[&str], pin: &str| {
+        let mut c = cmd(home.path());
+        c.args(args).env("SOFTHSM2_CONF", &conf).env("COLVAULT_PKCS11_PIN", pin);
+        c
+    };
+    let pin = common::softhsm::USER_PIN;
+    let out = hsm(&["--kms", &url, "quickstart", "--rows", "20000"], pin)
+        .write_stdin("")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    for expected in [
+        format!("KMS        {url} (pkcs11)").as_str(),
+        "AES-256-GCM",
+        "OK: the same rows, in the same order",
+        "is disabled",
+        "exit code 3",
+        "20000",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("created keystore"), "no local keystore is made:\n{out}");
+    assert!(!home.path().join(".colvault/keystore").exists());
+
+    // The configuration file selects the KMS when no flag or COLVAULT_KMS does.
+    std::fs::write(home.path().join(".colvault/config.toml"), format!("kms = {:?}\n", url)).unwrap();
+    hsm(&["table", "count", "quickstart", "sales"], pin)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("20000"));
+    // A flag wins over the file: the local keystore cannot open the project, and says why.
+    hsm(&["--kms", "local", "table", "count", "quickstart", "sales"], pin)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"pkcs11\"").and(predicate::str::contains("\"local\"")));
+    // The token refuses a wrong PIN.
+    hsm(&["table", "count", "quickstart", "sales"], "wrong-pin-0000")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("PIN"));
 }

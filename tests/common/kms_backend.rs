@@ -60,6 +60,15 @@ pub trait KmsBackend {
     /// the right credentials (`LocalKms`: one byte of the keystore file flipped; `Pkcs11Kms`: one byte
     /// of the sealed state record on the token flipped, through a logged-in session).
     fn reopen_after_tampering(&self, cell: &Cell) -> Result<Arc<dyn KmsAdmin>, Error>;
+
+    /// Why this backend cannot produce the key-state matrix situation named `situation` (its
+    /// `Debug` name), or `None` when it can (the default). The matrix still makes the situation's
+    /// setup call for such a cell and requires it to fail with `Error::KmsUnsupported` (so a
+    /// backend that gains the ability makes the test fail until this is updated); the cell is then
+    /// reported as skipped, never as passed.
+    fn cannot_produce(&self, _situation: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 fn start_clock() -> Arc<ManualClock> {
@@ -178,11 +187,85 @@ impl KmsBackend for Pkcs11 {
     }
 }
 
+/// `AwsKms` on the moto server of the test binary (one server, a fresh CMK per project, so cells
+/// stay independent).
+#[cfg(feature = "aws-kms")]
+pub struct Aws;
+
+#[cfg(feature = "aws-kms")]
+impl Aws {
+    const NAME: &'static str = "aws-kms";
+}
+
+#[cfg(feature = "aws-kms")]
+impl KmsBackend for Aws {
+    fn name(&self) -> &'static str {
+        "aws-kms"
+    }
+
+    fn cell(&self, test: &str) -> Option<Cell> {
+        let kms = super::aws_kms::fresh(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = start_clock();
+        Some(cell_with(dir, kms, clock, Box::new(())))
+    }
+
+    /// moto does not check request signatures (see `common::moto`): any access key and secret are
+    /// accepted, so wrong credentials cannot be produced against it. Always
+    /// `Err(Error::KmsUnsupported)` with that explanation.
+    fn reopen_with_wrong_credentials(&self, _cell: &Cell) -> Result<Arc<dyn KmsAdmin>, Error> {
+        Err(Error::KmsUnsupported {
+            kms: Self::NAME.into(),
+            operation: "opening with wrong credentials".into(),
+            detail: "the moto emulator accepts any access key and secret (it checks no request signature), \
+                     so wrong credentials cannot be produced against it"
+                .into(),
+        })
+    }
+
+    fn wrong_credentials_error(&self) -> &'static str {
+        // What real AWS says to a bad signature or unknown access key; not producible on moto.
+        "KmsAuthentication"
+    }
+
+    /// The key state (enabled, disabled, pending deletion, grants, rotations) lives in the service,
+    /// not in anything colvault stores or could flip a byte of. Always `Err(Error::KmsUnsupported)`.
+    fn reopen_after_tampering(&self, _cell: &Cell) -> Result<Arc<dyn KmsAdmin>, Error> {
+        Err(Error::KmsUnsupported {
+            kms: Self::NAME.into(),
+            operation: "tampering with the stored key state".into(),
+            detail: "AWS KMS keeps every key's state inside the service; colvault stores none of it".into(),
+        })
+    }
+
+    fn cannot_produce(&self, situation: &str) -> Option<&'static str> {
+        match situation {
+            "Deleted" => Some(
+                "the AWS KMS API cannot delete a key on request (only when the ScheduleKeyDeletion window \
+                 ends, in real time): delete_key is KmsUnsupported",
+            ),
+            "DestroyedVersionUnused" | "DestroyedVersionNeeded" => {
+                Some("the AWS KMS API cannot destroy one version's material: destroy_version is KmsUnsupported")
+            }
+            "WrongCredentials" => Some(
+                "moto accepts any credentials (no signature check), so wrong credentials cannot be produced \
+                 on the emulator",
+            ),
+            "TamperedKeyState" => {
+                Some("AWS KMS keeps key state inside the service: there is no stored state to tamper with")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Every backend this build can test.
 pub fn backends() -> Vec<Box<dyn KmsBackend>> {
     #[allow(unused_mut)]
     let mut v: Vec<Box<dyn KmsBackend>> = vec![Box::new(Local)];
     #[cfg(feature = "pkcs11")]
     v.push(Box::new(Pkcs11));
+    #[cfg(feature = "aws-kms")]
+    v.push(Box::new(Aws));
     v
 }
