@@ -22,8 +22,11 @@
 //! is negligible); the bound is 3 (the head manifest, the file's magic and tail, the
 //! column's chunks).
 
+#[cfg(feature = "s3")]
 use std::net::TcpListener;
+#[cfg(feature = "s3")]
 use std::path::PathBuf;
+#[cfg(feature = "s3")]
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,7 +75,9 @@ fn keys(dir: &std::path::Path) -> Keys {
     Keys { kms, cache }
 }
 
+#[cfg(feature = "s3")]
 struct Moto(Child);
+#[cfg(feature = "s3")]
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.0.kill();
