@@ -51,7 +51,7 @@ enum Piece {
     Ready {
         bytes: Bytes,
         wanted: u64,
-        _permit: OwnedSemaphorePermit,
+        _permit: Option<OwnedSemaphorePermit>,
     },
     Failed {
         end: u64,
@@ -238,11 +238,38 @@ impl ObjectReader {
                 Piece::InFlight { .. } => {
                     g = self.prefetch.arrived.wait(g).unwrap_or_else(|e| e.into_inner());
                 }
-                Piece::Queued { .. } | Piece::Failed { .. } => {
-                    // Not fetched yet (or failed): fetch this read ourselves, and drop the piece
-                    // so the queue does not fetch it again.
+                Piece::Failed { .. } => {
+                    // Its fetch failed: this read fetches its own bytes (and reports the error
+                    // if the store still fails).
                     g.by_start.remove(&start);
                     return false;
+                }
+                Piece::Queued { end: piece_end, wanted } => {
+                    // Not issued yet (the queue waits for budget, or has not reached it): this
+                    // read fetches the whole piece now, for every read it serves, and the queue
+                    // skips it. Outside the budget: a read never waits on its own progress.
+                    let (piece_end, wanted) = (*piece_end, *wanted);
+                    g.by_start.insert(start, Piece::InFlight { end: piece_end, wanted });
+                    drop(g);
+                    let (store, path, what) = (self.store.clone(), self.path.clone(), self.what.clone());
+                    let got = block_on(async move { get_range(&store, &path, start..piece_end, &what).await });
+                    g = self.prefetch.pieces.lock().unwrap_or_else(|e| e.into_inner());
+                    match got {
+                        Ok(bytes) => {
+                            g.by_start.insert(
+                                start,
+                                Piece::Ready {
+                                    bytes,
+                                    wanted,
+                                    _permit: None,
+                                },
+                            );
+                        }
+                        Err(_) => {
+                            g.by_start.remove(&start);
+                        }
+                    }
+                    self.prefetch.arrived.notify_all();
                 }
                 Piece::Ready { bytes, wanted, .. } => {
                     let s = (offset - start) as usize;
@@ -370,7 +397,7 @@ impl ReadAt for ObjectReader {
                                 Ok(bytes) => Piece::Ready {
                                     bytes,
                                     wanted,
-                                    _permit: permit,
+                                    _permit: Some(permit),
                                 },
                                 Err(_) => Piece::Failed { end: r.end },
                             };
