@@ -10,7 +10,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "common/counting_kms.rs"]
+mod counting_kms;
+
+use counting_kms::CountingKms;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -356,48 +359,6 @@ fn disabled_and_pending_deletion_keys_are_refused_by_colvault() {
     assert_eq!(kms.decrypt_data_key(&owner, &w, &ctx("f")).unwrap(), dek);
 }
 
-/// Counts the KMS calls the cache makes.
-struct CountingKms {
-    inner: Arc<AwsKms>,
-    calls: AtomicUsize,
-}
-
-impl Kms for CountingKms {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn generate_data_key(
-        &self,
-        principal: &Principal,
-        key: &KeyId,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<(SecretKey, WrappedKey)> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.generate_data_key(principal, key, ctx)
-    }
-    fn decrypt_data_key(
-        &self,
-        principal: &Principal,
-        wrapped: &WrappedKey,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<SecretKey> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.decrypt_data_key(principal, wrapped, ctx)
-    }
-    fn rewrap(
-        &self,
-        principal: &Principal,
-        wrapped: &WrappedKey,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<WrappedKey> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.rewrap(principal, wrapped, ctx)
-    }
-    fn rotation_epoch(&self) -> u64 {
-        self.inner.rotation_epoch()
-    }
-}
-
 #[test]
 fn a_thousand_files_cost_two_kms_calls() {
     let Some(kms) = aws_kms::fresh("a_thousand_files_cost_two_kms_calls") else {
@@ -409,10 +370,7 @@ fn a_thousand_files_cost_two_kms_calls() {
         .unwrap()
         .id;
     kms.invalidate();
-    let counting = Arc::new(CountingKms {
-        inner: kms.clone(),
-        calls: AtomicUsize::new(0),
-    });
+    let counting = Arc::new(CountingKms::new(kms.clone()));
     let writer = KeyCache::new(counting.clone(), CacheOptions::default()).unwrap();
     let reader = KeyCache::new(counting.clone(), CacheOptions::default()).unwrap();
     let kek_ctx = EncryptionContext::new().with("project", "p1");
@@ -427,7 +385,7 @@ fn a_thousand_files_cost_two_kms_calls() {
     for (dek, env, dek_ctx) in &files {
         assert_eq!(&reader.open_data_key(&owner, env, &kek_ctx, dek_ctx).unwrap(), dek);
     }
-    let calls = counting.calls.load(Ordering::SeqCst);
+    let calls = counting.calls();
     let http = kms.requests() - requests;
     eprintln!("1,000 files written and read: {calls} KMS calls, {http} HTTP requests");
     assert_eq!(calls, 2, "one GenerateDataKey (writer) and one Decrypt (reader)");

@@ -1,70 +1,22 @@
 //! Double wrapping through KeyCache over LocalKms: O(1) KMS round trips for 1,000 files, the KEK
 //! lifetime and revocation, invalidate(), grants per principal, and envelope re-wrapping.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "common/counting_kms.rs"]
+mod counting_kms;
+
+use counting_kms::CountingKms;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use colvault::clock::ManualClock;
 use colvault::crypto::SecretKey;
 use colvault::kms::{
-    CacheOptions, CreateKeyRequest, DataKeyEnvelope, EncryptionContext, KeyCache, KeyId, Kms, KmsAdmin, LocalKms,
-    LocalKmsOptions, Principal, RootSecret, WrappedKey,
+    CacheOptions, CreateKeyRequest, DataKeyEnvelope, EncryptionContext, KeyCache, KeyId, KmsAdmin, LocalKms,
+    LocalKmsOptions, Principal, RootSecret,
 };
 use colvault::Error;
 
 const LIFETIME: Duration = Duration::from_secs(600);
-
-/// A KMS wrapper that counts round trips.
-struct CountingKms {
-    inner: Arc<LocalKms>,
-    generate: AtomicUsize,
-    decrypt: AtomicUsize,
-    rewrap: AtomicUsize,
-}
-
-impl CountingKms {
-    fn counts(&self) -> (usize, usize, usize) {
-        (
-            self.generate.load(Ordering::SeqCst),
-            self.decrypt.load(Ordering::SeqCst),
-            self.rewrap.load(Ordering::SeqCst),
-        )
-    }
-}
-
-impl Kms for CountingKms {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn generate_data_key(
-        &self,
-        principal: &Principal,
-        key: &KeyId,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<(SecretKey, WrappedKey)> {
-        self.generate.fetch_add(1, Ordering::SeqCst);
-        self.inner.generate_data_key(principal, key, ctx)
-    }
-    fn decrypt_data_key(
-        &self,
-        principal: &Principal,
-        wrapped: &WrappedKey,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<SecretKey> {
-        self.decrypt.fetch_add(1, Ordering::SeqCst);
-        self.inner.decrypt_data_key(principal, wrapped, ctx)
-    }
-    fn rewrap(
-        &self,
-        principal: &Principal,
-        wrapped: &WrappedKey,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<WrappedKey> {
-        self.rewrap.fetch_add(1, Ordering::SeqCst);
-        self.inner.rewrap(principal, wrapped, ctx)
-    }
-}
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -93,12 +45,7 @@ fn setup() -> Setup {
         .create_key(CreateKeyRequest::project_default(project.clone()))
         .unwrap()
         .id;
-    let counting = Arc::new(CountingKms {
-        inner: local.clone(),
-        generate: AtomicUsize::new(0),
-        decrypt: AtomicUsize::new(0),
-        rewrap: AtomicUsize::new(0),
-    });
+    let counting = Arc::new(CountingKms::without_rotation_signal(local.clone()));
     Setup {
         _dir: dir,
         clock,

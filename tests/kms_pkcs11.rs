@@ -5,7 +5,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "common/counting_kms.rs"]
+mod counting_kms;
+
+use counting_kms::CountingKms;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -450,58 +453,11 @@ fn the_state_record_cannot_be_altered_or_rolled_back_unnoticed() {
     ));
 }
 
-/// A KMS wrapper that counts round trips.
-struct CountingKms {
-    inner: Arc<dyn Kms>,
-    calls: AtomicUsize,
-}
-
-impl Kms for CountingKms {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn generate_data_key(
-        &self,
-        principal: &Principal,
-        key: &KeyId,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<(SecretKey, WrappedKey)> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.generate_data_key(principal, key, ctx)
-    }
-    fn decrypt_data_key(
-        &self,
-        principal: &Principal,
-        wrapped: &WrappedKey,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<SecretKey> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.decrypt_data_key(principal, wrapped, ctx)
-    }
-    fn rewrap(
-        &self,
-        principal: &Principal,
-        wrapped: &WrappedKey,
-        ctx: &EncryptionContext,
-    ) -> colvault::Result<WrappedKey> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.rewrap(principal, wrapped, ctx)
-    }
-    fn rotation_epoch(&self) -> u64 {
-        self.inner.rotation_epoch()
-    }
-}
-
 #[test]
 fn a_thousand_files_under_one_cmk_cost_at_most_two_round_trips() {
     let Some(h) = hsm("roundtrips") else { return };
     let k = h.new_key();
-    let counting = |kms: Arc<Pkcs11Kms>| {
-        Arc::new(CountingKms {
-            inner: kms,
-            calls: AtomicUsize::new(0),
-        })
-    };
+    let counting = |kms: Arc<Pkcs11Kms>| Arc::new(CountingKms::new(kms));
     let (w, r) = (counting(h.kms.clone()), counting(h.kms.clone()));
     let cache =
         |c: &Arc<CountingKms>| KeyCache::new(c.clone(), CacheOptions::default().with_clock(h.clock.clone())).unwrap();
@@ -513,7 +469,7 @@ fn a_thousand_files_under_one_cmk_cost_at_most_two_round_trips() {
         files.push((dek, env.to_bytes()));
         h.clock.advance(Duration::from_millis(250));
     }
-    let written = w.calls.load(Ordering::SeqCst);
+    let written = w.calls();
     assert!(
         (1..=2).contains(&written),
         "1,000 files written cost {written} KMS round trips"
@@ -526,6 +482,6 @@ fn a_thousand_files_under_one_cmk_cost_at_most_two_round_trips() {
             dek
         );
     }
-    let read = r.calls.load(Ordering::SeqCst);
+    let read = r.calls();
     assert!((1..=2).contains(&read), "1,000 files read cost {read} KMS round trips");
 }
