@@ -59,6 +59,29 @@ pub struct Entry {
     pub modified: SystemTime,
 }
 
+/// An object being opened in the background ([`Storage::open_ahead`]).
+pub struct PendingReader {
+    name: String,
+    task: tokio::task::JoinHandle<Result<Option<ObjectReader>>>,
+}
+
+impl PendingReader {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for the open: the reader, or `None` when there is no such object.
+    pub fn wait(self) -> Result<Option<Arc<dyn ReadAt>>> {
+        let r = futures::executor::block_on(self.task).map_err(|e| Error::Storage {
+            context: format!("opening {}", self.name),
+            message: e.to_string(),
+            retriable: true,
+        })??;
+        Ok(r.map(|r| Arc::new(r) as Arc<dyn ReadAt>))
+    }
+}
+
 /// A place in the data plane (a store and a prefix in it) where colvault reads and writes objects
 /// by relative name. Cheap to clone.
 #[derive(Clone)]
@@ -399,6 +422,20 @@ impl Storage {
         }
         let r = ObjectReader::open(self.store.clone(), self.path(name), len, self.describe(name))?;
         Ok(r.map(|r| Arc::new(r) as Arc<dyn ReadAt>))
+    }
+
+    /// Starts opening object `name` (its magic and tail) in the background, for a reader that will
+    /// want it next; `None` for a local directory, where opening costs no round trip.
+    pub fn open_ahead(&self, name: &str, len: Option<u64>) -> Option<PendingReader> {
+        if self.local.is_some() {
+            return None;
+        }
+        let handle = runtime::handle().ok()?;
+        let (store, path, what) = (self.store.clone(), self.path(name), self.describe(name));
+        Some(PendingReader {
+            name: name.to_string(),
+            task: handle.spawn(ObjectReader::open_async(store, path, len, what)),
+        })
     }
 
     /// A writer of the new object `name`, published by [`ObjectWriter::finish`] (dropping it

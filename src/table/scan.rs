@@ -12,6 +12,7 @@ use arrow::error::ArrowError;
 use super::{FileRef, Manifest, Table};
 use crate::error::{Error, Result};
 use crate::read::{BatchReader, FileReader, Predicate, ReaderOptions};
+use crate::storage::PendingReader;
 
 impl Table {
     /// A scan of the current version (or another one).
@@ -38,6 +39,7 @@ impl Table {
             predicates: Vec::new(),
             batch_size: 8192,
             current: None,
+            ahead: None,
         }
         .read_all()
     }
@@ -63,7 +65,17 @@ impl Table {
     }
 
     pub(super) fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
-        let file = match self.storage.reader(&Self::data_object(&f.name), Some(f.len))? {
+        self.open_file_from(f, m, None)
+    }
+
+    /// [`open_file`](Self::open_file), from an open started earlier when there is one.
+    fn open_file_from(&self, f: &FileRef, m: &Manifest, ahead: Option<PendingReader>) -> Result<FileReader> {
+        let name = Self::data_object(&f.name);
+        let source = match ahead.filter(|a| a.name() == name) {
+            Some(a) => a.wait()?,
+            None => self.storage.reader(&name, Some(f.len))?,
+        };
+        let file = match source {
             Some(file) => file,
             None => {
                 // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
@@ -161,6 +173,7 @@ impl TableScan {
             predicates: self.predicates,
             batch_size: self.batch_size,
             current: None,
+            ahead: None,
         })
     }
 }
@@ -176,6 +189,8 @@ pub struct TableReader {
     predicates: Vec<Predicate>,
     batch_size: usize,
     current: Option<(BatchReader, Vec<Option<usize>>)>,
+    /// The next file, being opened in the background (object stores).
+    ahead: Option<PendingReader>,
 }
 
 impl fmt::Debug for TableReader {
@@ -216,7 +231,13 @@ impl TableReader {
             let Some(f) = self.files.pop_front() else {
                 return Ok(None);
             };
-            let reader = self.table.open_file(&f, &self.manifest)?;
+            // On an object store, the next file's open (one round trip) runs while this one is read.
+            let ahead = self.ahead.take();
+            self.ahead = self
+                .files
+                .front()
+                .and_then(|n| self.table.storage.open_ahead(&Table::data_object(&n.name), Some(n.len)));
+            let reader = self.table.open_file_from(&f, &self.manifest, ahead)?;
             let file_schema = reader.schema();
             let present: Vec<usize> = self.names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
             let mut scan = reader.scan().project(present.clone()).batch_size(self.batch_size);
