@@ -91,18 +91,27 @@ impl Location {
     /// The canonical string of this location, what the catalog records: an absolute path for a
     /// local directory, else the URL.
     pub fn to_url(&self) -> String {
-        let join = |root: String, prefix: &str| {
-            if prefix.is_empty() {
-                root
-            } else {
-                format!("{root}/{prefix}")
+        match self {
+            Location::Local(_) => self.root(),
+            Location::Memory { prefix, .. } | Location::S3 { prefix, .. } | Location::Registered { prefix, .. } => {
+                let root = self.root();
+                if prefix.is_empty() {
+                    root
+                } else {
+                    format!("{root}/{prefix}")
+                }
             }
-        };
+        }
+    }
+
+    /// The store's root without the prefix: `scheme://authority`, or the directory of a local
+    /// location.
+    pub(crate) fn root(&self) -> String {
         match self {
             Location::Local(p) => p.display().to_string(),
-            Location::Memory { name, prefix } => join(format!("memory://{name}"), prefix),
-            Location::S3 { bucket, prefix } => join(format!("s3://{bucket}"), prefix),
-            Location::Registered { root, prefix } => join(root.clone(), prefix),
+            Location::Memory { name, .. } => format!("memory://{name}"),
+            Location::S3 { bucket, .. } => format!("s3://{bucket}"),
+            Location::Registered { root, .. } => root.clone(),
         }
     }
 

@@ -182,13 +182,7 @@ impl Storage {
         match self.local_file("") {
             Some(dir) => dir.display().to_string(),
             None => {
-                let base = self.location.to_url();
-                let root = match &self.location {
-                    Location::Memory { name, .. } => format!("memory://{name}"),
-                    Location::S3 { bucket, .. } => format!("s3://{bucket}"),
-                    Location::Registered { root, .. } => root.clone(),
-                    Location::Local(_) => base,
-                };
+                let root = self.location.root();
                 if self.prefix.is_empty() {
                     root
                 } else {
