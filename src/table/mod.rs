@@ -18,6 +18,7 @@ pub mod chain;
 pub mod lifecycle;
 pub mod manifest;
 mod scan;
+mod stream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -37,6 +38,7 @@ use crate::write::{Compression, FileWriter, WriterOptions};
 use crate::KeyAccess;
 pub use manifest::{FileRef, Manifest};
 pub use scan::{TableReader, TableScan};
+pub use stream::TableStream;
 
 const MAX_COMMIT_ATTEMPTS: usize = 100_000;
 
