@@ -76,7 +76,10 @@ fn orders(p: &Project) -> (Table, Vec<RecordBatch>) {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn text(batches: &[RecordBatch]) -> String {
@@ -172,7 +175,9 @@ fn a_plan_reads_the_version_it_was_planned_against() {
     let (t, _) = orders(&p);
     let session = SqlSession::for_project(&p);
     let rt = rt();
-    let df = rt.block_on(session.sql("SELECT count(*) FROM orders WHERE id >= 0")).unwrap();
+    let df = rt
+        .block_on(session.sql("SELECT count(*) FROM orders WHERE id >= 0"))
+        .unwrap();
     let task = df.task_ctx();
     let physical = rt.block_on(df.create_physical_plan()).unwrap();
     t.append([rows(1000, 500)]).unwrap();
@@ -205,7 +210,14 @@ fn insert_into_commits_once_and_round_trips() {
     let read = t.scan().columns(["id", "city"]).build().unwrap().read_all().unwrap();
     let mut ids: Vec<i64> = read
         .iter()
-        .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
         .collect();
     ids.sort_unstable();
     let mut expected: Vec<i64> = (0..1000).chain(1000..1450).collect();
@@ -246,9 +258,9 @@ fn create_table_as_select_and_drop_table() {
     orders(&p);
     let session = SqlSession::for_project(&p);
     let rt = rt();
-    rt.block_on(session.query(
-        "CREATE TABLE oslo AS SELECT id, city, amount * 2 AS twice FROM orders WHERE city = 'Oslo'",
-    ))
+    rt.block_on(
+        session.query("CREATE TABLE oslo AS SELECT id, city, amount * 2 AS twice FROM orders WHERE city = 'Oslo'"),
+    )
     .unwrap();
     let oslo = p.table("oslo").unwrap();
     let head = oslo.head().unwrap();
@@ -264,7 +276,9 @@ fn create_table_as_select_and_drop_table() {
         .unwrap();
     assert_eq!(p.table("empty_one").unwrap().head().unwrap().rows(), 0);
     // An existing name is refused; CREATE OR REPLACE is refused before the old table is touched.
-    assert!(rt.block_on(session.query("CREATE TABLE oslo AS SELECT 1 AS x")).is_err());
+    assert!(rt
+        .block_on(session.query("CREATE TABLE oslo AS SELECT 1 AS x"))
+        .is_err());
     let err = rt
         .block_on(session.query("CREATE OR REPLACE TABLE oslo AS SELECT 1 AS x"))
         .unwrap_err();
@@ -301,7 +315,9 @@ fn errors_are_typed_and_clear() {
         .unwrap_err();
     assert!(matches!(err, Error::KeyDisabled { .. }), "{err:?}");
     fx.kms.enable(&cmk).unwrap();
-    let n = rt.block_on(session.query("SELECT count(*) FROM orders WHERE id > 3")).unwrap();
+    let n = rt
+        .block_on(session.query("SELECT count(*) FROM orders WHERE id > 3"))
+        .unwrap();
     assert_eq!(single_i64(&n), 996);
 }
 

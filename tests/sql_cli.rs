@@ -16,7 +16,14 @@ const CSV: &str = "id,city,amount\n\
 fn shop() -> Env {
     let env = Env::new();
     env.run(&["project", "create", "./shop", "--name", "shop", "--encrypt"]);
-    env.run(&["table", "create", "./shop", "orders", "--schema", "id:int64!,city:utf8,amount:float64"]);
+    env.run(&[
+        "table",
+        "create",
+        "./shop",
+        "orders",
+        "--schema",
+        "id:int64!,city:utf8,amount:float64",
+    ]);
     std::fs::write(env.path().join("orders.csv"), CSV).unwrap();
     env.run(&["table", "import", "./shop", "orders", "orders.csv"]);
     env
@@ -41,7 +48,15 @@ fn every_output_format() {
     assert_eq!(lines[1]["city"], "Oslo");
     assert_eq!(lines[1]["n"], 2);
 
-    env.run(&["sql", "./shop", "SELECT * FROM orders", "--format", "parquet", "--output", "out.parquet"]);
+    env.run(&[
+        "sql",
+        "./shop",
+        "SELECT * FROM orders",
+        "--format",
+        "parquet",
+        "--output",
+        "out.parquet",
+    ]);
     let file = std::fs::File::open(env.path().join("out.parquet")).unwrap();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
@@ -65,7 +80,11 @@ fn explain_dml_and_the_prompt() {
     assert!(plan.contains("pruning=["), "{plan}");
 
     let before = env.json(&["table", "history", "./shop", "orders", "--json"]);
-    env.run(&["sql", "./shop", "INSERT INTO orders SELECT id + 10, city, amount FROM orders"]);
+    env.run(&[
+        "sql",
+        "./shop",
+        "INSERT INTO orders SELECT id + 10, city, amount FROM orders",
+    ]);
     let after = env.json(&["table", "history", "./shop", "orders", "--json"]);
     assert_eq!(
         after.as_array().map(Vec::len),

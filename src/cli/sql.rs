@@ -54,7 +54,8 @@ pub struct SqlArgs {
 
 pub fn run(args: SqlArgs, opts: &KeyOpts) -> CliResult {
     if args.format == SqlFormat::Parquet && args.output.is_none() {
-        return Err(CliError::usage("--format parquet needs --output FILE").hint("colvault sql PROJECT \"SELECT ...\" --format parquet --output out.parquet"));
+        return Err(CliError::usage("--format parquet needs --output FILE")
+            .hint("colvault sql PROJECT \"SELECT ...\" --format parquet --output out.parquet"));
     }
     let ctx = opts.open_existing()?;
     let project = ctx.project(&args.project)?;
@@ -109,10 +110,14 @@ async fn statement(session: &SqlSession, sql: &str, args: &SqlArgs) -> CliResult
         println!("{}", arrow::util::pretty::pretty_format_batches(&plan)?);
         return Ok(());
     }
-    let mut stream = df.execute_stream().await.map_err(colvault::sql::error_from_datafusion)?;
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(colvault::sql::error_from_datafusion)?;
     let schema = stream.schema();
     let next = |b: Option<datafusion::error::Result<RecordBatch>>| -> CliResult<Option<RecordBatch>> {
-        b.transpose().map_err(|e| colvault::sql::error_from_datafusion(e).into())
+        b.transpose()
+            .map_err(|e| colvault::sql::error_from_datafusion(e).into())
     };
     if args.format == SqlFormat::Table && args.output.is_none() {
         let mut out = Vec::new();
@@ -132,7 +137,9 @@ async fn statement(session: &SqlSession, sql: &str, args: &SqlArgs) -> CliResult
         SqlFormat::Json => Format::Jsonl,
         SqlFormat::Parquet => Format::Parquet,
         SqlFormat::Table => {
-            return Err(CliError::usage("--format table prints to the terminal: drop --output, or choose csv, json or parquet"))
+            return Err(CliError::usage(
+                "--format table prints to the terminal: drop --output, or choose csv, json or parquet",
+            ))
         }
     };
     let path = args.output.clone().unwrap_or_else(|| PathBuf::from("-"));
@@ -216,7 +223,10 @@ mod tests {
         let mut s = Splitter::default();
         assert!(s.push_line("SELECT 'a;b' AS x").is_empty());
         assert!(s.pending());
-        assert_eq!(s.push_line("  ; SELECT 2; -- a comment; not a statement"), vec!["SELECT 'a;b' AS x", "SELECT 2"]);
+        assert_eq!(
+            s.push_line("  ; SELECT 2; -- a comment; not a statement"),
+            vec!["SELECT 'a;b' AS x", "SELECT 2"]
+        );
         assert!(!s.pending());
         s.push_line("SELECT \"odd;name\" FROM t");
         assert_eq!(s.finish().as_deref(), Some("SELECT \"odd;name\" FROM t"));

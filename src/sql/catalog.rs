@@ -34,7 +34,9 @@ pub struct ProjectSchema {
 
 impl fmt::Debug for ProjectSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProjectSchema").field("project", &self.name).finish_non_exhaustive()
+        f.debug_struct("ProjectSchema")
+            .field("project", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -192,7 +194,11 @@ impl CatalogProvider for ProjectCatalog {
         self.project_schema(name).map(|s| s as Arc<dyn SchemaProvider>)
     }
 
-    fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+    fn register_schema(
+        &self,
+        name: &str,
+        _schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
         Err(to_df(Error::InvalidArgument(format!(
             "schema {name}: the schemas of the colvault catalog are its projects; create one with `colvault project create` (or Project::create)"
         ))))

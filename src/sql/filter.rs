@@ -59,10 +59,7 @@ fn collect(expr: &Expr, schema: &Schema, out: &mut Vec<Predicate>) {
         }
         Expr::IsNull(inner) => {
             if let Expr::Column(c) = inner.as_ref() {
-                if schema
-                    .field_with_name(&c.name)
-                    .is_ok_and(|f| prunable(f.data_type()))
-                {
+                if schema.field_with_name(&c.name).is_ok_and(|f| prunable(f.data_type())) {
                     out.push(Predicate::is_null(c.name.clone()));
                 }
             }

@@ -61,8 +61,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use catalog::{ProjectCatalog, ProjectSchema};
 pub use exec::ColvaultScanExec;
@@ -183,7 +183,10 @@ impl SqlSession {
 pub fn register_project(ctx: &SessionContext, project: &Project) -> Result<()> {
     let catalog_name = ctx.state().config_options().catalog.default_catalog.clone();
     let catalog = ctx.catalog(&catalog_name).ok_or_else(|| {
-        Error::InvalidArgument(format!("the session has no catalog {catalog_name:?} to register project {} in", project.name()))
+        Error::InvalidArgument(format!(
+            "the session has no catalog {catalog_name:?} to register project {} in",
+            project.name()
+        ))
     })?;
     catalog
         .register_schema(project.name(), Arc::new(ProjectSchema::new(project)))

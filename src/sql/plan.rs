@@ -74,9 +74,9 @@ pub(crate) fn open_file(table: &Table, f: &FileRef, m: &Manifest) -> Result<File
 
 /// Runs blocking colvault work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        Error::InvalidArgument(format!("a colvault task did not finish: {e}"))
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("a colvault task did not finish: {e}")))?
 }
 
 /// Plans a scan of snapshot `m`: opens its files (only the first ones covering `limit` rows when
@@ -186,7 +186,10 @@ fn statistics(m: &Manifest, opened: &[(Arc<FileReader>, Vec<usize>)]) -> Statist
         .sum();
     let bytes: i64 = opened
         .iter()
-        .flat_map(|(r, rgs)| rgs.iter().map(|&rg| r.parquet_metadata().row_group(rg).total_byte_size()))
+        .flat_map(|(r, rgs)| {
+            rgs.iter()
+                .map(|&rg| r.parquet_metadata().row_group(rg).total_byte_size())
+        })
         .sum();
     let columns = schema
         .fields()
@@ -227,7 +230,11 @@ fn column_statistics(name: &str, opened: &[(Arc<FileReader>, Vec<usize>)]) -> Co
             _ => nulls = None,
         }
         fold(&mut min, conv.row_group_mins(groups()).ok(), std::cmp::Ordering::Less);
-        fold(&mut max, conv.row_group_maxes(groups()).ok(), std::cmp::Ordering::Greater);
+        fold(
+            &mut max,
+            conv.row_group_maxes(groups()).ok(),
+            std::cmp::Ordering::Greater,
+        );
     }
     let bound = |b: Option<Option<ScalarValue>>| match b {
         Some(Some(v)) => Precision::Inexact(v),
@@ -243,7 +250,11 @@ fn column_statistics(name: &str, opened: &[(Arc<FileReader>, Vec<usize>)]) -> Co
 
 /// Folds row-group bounds into `acc` (keeping the one that is `better`); a missing bound makes the
 /// whole bound unknown (`None`).
-fn fold(acc: &mut Option<Option<ScalarValue>>, values: Option<datafusion::arrow::array::ArrayRef>, better: std::cmp::Ordering) {
+fn fold(
+    acc: &mut Option<Option<ScalarValue>>,
+    values: Option<datafusion::arrow::array::ArrayRef>,
+    better: std::cmp::Ordering,
+) {
     let Some(current) = acc.as_mut() else {
         return;
     };

@@ -150,7 +150,9 @@ impl DataSink for TableSink {
             None if self.overwrite => {
                 // INSERT OVERWRITE with no rows empties the table, in one commit.
                 let table = self.table.clone();
-                blocking(move || table.overwrite(std::iter::empty::<RecordBatch>())).await.map_err(to_df)?;
+                blocking(move || table.overwrite(std::iter::empty::<RecordBatch>()))
+                    .await
+                    .map_err(to_df)?;
                 Ok(0)
             }
             None => Ok(0),
@@ -176,9 +178,8 @@ fn conform(batch: &RecordBatch, target: &SchemaRef, table: &str) -> Result<Recor
             if c.data_type() == f.data_type() {
                 Ok(c.clone())
             } else {
-                datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| {
-                    Error::SchemaMismatch(format!("column {} of table {table}: {e}", f.name()))
-                })
+                datafusion::arrow::compute::cast(c, f.data_type())
+                    .map_err(|e| Error::SchemaMismatch(format!("column {} of table {table}: {e}", f.name())))
             }
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
@@ -199,7 +200,12 @@ fn storable(field: &Field) -> Field {
 
 /// `CREATE TABLE name AS SELECT ...` (and `CREATE TABLE name (...)`): the table is created in
 /// `project` holding `batches`, in one commit (blocking).
-pub(crate) fn create_table_as(project: &Project, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Table> {
+pub(crate) fn create_table_as(
+    project: &Project,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Table> {
     let fields: Vec<Field> = schema.fields().iter().map(|f| storable(f)).collect();
     let target = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
     let batches = batches
