@@ -133,7 +133,7 @@ pub(crate) fn duplicate(e: &Error) -> Error {
         },
         InvalidArgument(s) => InvalidArgument(s.clone()),
         Malformed { what, detail } => Malformed {
-            what: *what,
+            what,
             detail: detail.clone(),
         },
         NotColvault(s) => NotColvault(s.clone()),
@@ -171,7 +171,7 @@ pub(crate) fn duplicate(e: &Error) -> Error {
             retriable: *retriable,
         },
         NotRegistered { kind, name, hint } => NotRegistered {
-            kind: *kind,
+            kind,
             name: name.clone(),
             hint: hint.clone(),
         },
