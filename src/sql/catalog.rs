@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, MemTable, SchemaProvider, TableProvider};
+use datafusion::datasource::ViewTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use super::error::to_df;
@@ -23,6 +24,10 @@ use crate::project::{Keys, Project};
 /// are not dropped through [`SchemaProvider::deregister_table`] (DataFusion calls it for `CREATE OR
 /// REPLACE` before it reads the query, which would lose the table's data): `DROP TABLE` goes
 /// through [`SqlSession`](super::SqlSession), or [`Project::drop_table`].
+///
+/// `CREATE VIEW` makes a view of this schema for the session only: a view holds no rows (it is a
+/// query over tables, each read with its own keys), so nothing of it is stored in the project;
+/// `DROP VIEW` removes it. A view cannot take the name of a stored table.
 pub struct ProjectSchema {
     catalog: Arc<dyn Catalog>,
     name: String,
@@ -30,6 +35,8 @@ pub struct ProjectSchema {
     keys: Keys,
     /// The project, opened on first use (its settings checked against the catalog).
     project: Mutex<Option<Project>>,
+    /// The session's views in this schema, by name.
+    views: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
 
 impl fmt::Debug for ProjectSchema {
@@ -49,6 +56,7 @@ impl ProjectSchema {
             project_id: project.project_id().to_string(),
             keys: project.keys().clone(),
             project: Mutex::new(Some(project.clone())),
+            views: Mutex::default(),
         }
     }
 
@@ -60,6 +68,7 @@ impl ProjectSchema {
             project_id: record.project_id.clone(),
             keys: keys.clone(),
             project: Mutex::new(None),
+            views: Mutex::default(),
         }
     }
 
@@ -77,18 +86,28 @@ impl ProjectSchema {
     fn exists(&self, table: &str) -> Result<bool> {
         Ok(self.catalog.table(&self.project_id, table)?.is_some())
     }
+
+    fn views(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn TableProvider>>> {
+        self.views.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[async_trait]
 impl SchemaProvider for ProjectSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog
+        let mut names: Vec<String> = self
+            .catalog
             .list_tables(&self.project_id)
             .map(|t| t.into_iter().map(|t| t.name).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        names.extend(self.views().keys().cloned());
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(view) = self.views().get(name) {
+            return Ok(Some(view.clone()));
+        }
         if !self.exists(name).map_err(to_df)? {
             return Ok(None);
         }
@@ -101,10 +120,19 @@ impl SchemaProvider for ProjectSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.exists(name).unwrap_or(false)
+        self.views().contains_key(name) || self.exists(name).unwrap_or(false)
     }
 
     fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if table.downcast_ref::<ViewTable>().is_some() {
+            if self.exists(&name).map_err(to_df)? {
+                return Err(to_df(Error::AlreadyExists {
+                    kind: "table",
+                    name: format!("{}.{name} (a view cannot take the name of a table)", self.name),
+                }));
+            }
+            return Ok(self.views().insert(name, table));
+        }
         let Some(mem) = table.downcast_ref::<MemTable>() else {
             return Err(to_df(Error::InvalidArgument(format!(
                 "only tables of rows (CREATE TABLE {name} AS SELECT ..., CREATE TABLE {name} (...)) can be created in project {}; views and external tables are not stored in colvault projects",
@@ -124,6 +152,9 @@ impl SchemaProvider for ProjectSchema {
     }
 
     fn deregister_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(view) = self.views().remove(name) {
+            return Ok(Some(view));
+        }
         Err(to_df(Error::InvalidArgument(format!(
             "table {name} of project {} is not dropped or replaced this way: run DROP TABLE through colvault's SqlSession (CREATE OR REPLACE TABLE is not supported; use INSERT OVERWRITE)",
             self.name
