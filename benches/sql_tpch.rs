@@ -84,7 +84,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn main() {
     let a = args();
     let tmp = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let start = Instant::now();
     let data: Vec<(&str, Vec<RecordBatch>)> = tpch::TABLES
@@ -103,7 +106,8 @@ fn main() {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let mut w = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batches[0].schema(), Some(props)).unwrap();
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batches[0].schema(), Some(props)).unwrap();
         for b in batches {
             w.write(b).unwrap();
         }
@@ -119,8 +123,7 @@ fn main() {
     );
 
     // colvault, aes256, one file per table.
-    let catalog =
-        colvault::catalog::open(&format!("sqlite:{}", tmp.path().join("catalog.db").display())).unwrap();
+    let catalog = colvault::catalog::open(&format!("sqlite:{}", tmp.path().join("catalog.db").display())).unwrap();
     let kdir = tmp.path().join("keys");
     std::fs::create_dir_all(&kdir).unwrap();
     let settings = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault);
@@ -128,7 +131,9 @@ fn main() {
     let start = Instant::now();
     let mut colvault_bytes = 0;
     for (name, batches) in &data {
-        let (t, _) = p.create_table_from(name, batches[0].schema(), batches.iter().cloned()).unwrap();
+        let (t, _) = p
+            .create_table_from(name, batches[0].schema(), batches.iter().cloned())
+            .unwrap();
         colvault_bytes += t.head().unwrap().files.iter().map(|f| f.len).sum::<u64>();
     }
     println!(

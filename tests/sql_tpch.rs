@@ -39,7 +39,9 @@ fn write_parquet(rt: &tokio::runtime::Runtime, dir: &Path, data: &[(&str, Vec<Re
     for (name, batches) in data {
         let path = dir.join(format!("{name}.parquet"));
         let file = std::fs::File::create(&path).unwrap();
-        let props = WriterProperties::builder().set_max_row_group_row_count(Some(16 * 1024)).build();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(16 * 1024))
+            .build();
         let mut w = ArrowWriter::try_new(file, batches[0].schema(), Some(props)).unwrap();
         for b in batches {
             w.write(b).unwrap();
@@ -85,10 +87,7 @@ async fn run_parquet(ctx: &SessionContext, n: i32) -> Vec<RecordBatch> {
 
 #[test]
 fn tpch_queries_match_datafusion_over_parquet() {
-    let data: Vec<(&str, Vec<RecordBatch>)> = tpch::TABLES
-        .iter()
-        .map(|&t| (t, tpch::generate(t, SF, 8192)))
-        .collect();
+    let data: Vec<(&str, Vec<RecordBatch>)> = tpch::TABLES.iter().map(|&t| (t, tpch::generate(t, SF, 8192))).collect();
     let fx = Fixture::new();
     let parquet_dir = fx.dir.path().join("parquet");
     std::fs::create_dir_all(&parquet_dir).unwrap();
@@ -106,7 +105,10 @@ fn tpch_queries_match_datafusion_over_parquet() {
         "most queries return rows at SF {SF}"
     );
 
-    for (name, alg) in [("tpch_aes256", Algorithm::Aes256Gcm), ("tpch_aesctr", Algorithm::Aes256Ctr)] {
+    for (name, alg) in [
+        ("tpch_aes256", Algorithm::Aes256Gcm),
+        ("tpch_aesctr", Algorithm::Aes256Ctr),
+    ] {
         let settings = ProjectSettings::encrypted(alg, KeyChoice::ProjectDefault);
         let p = Project::create(&fx.catalog, fx.dir.path().join(name), name, settings, keys(&fx)).unwrap();
         load(&p, &data);

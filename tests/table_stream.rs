@@ -4,26 +4,20 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
-use async_trait::async_trait;
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::table::{Table, TableScan};
 use colvault::{Algorithm, CmpOp, Error, Predicate};
+use common::faulty::Faulty;
 use common::stores::{location, Backend};
 use common::{keys, Fixture};
-use futures::stream::BoxStream;
 use futures::TryStreamExt;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult,
-};
 
 fn rows(start: i64, n: i64) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
@@ -149,74 +143,21 @@ fn stream_matches_blocking_reader(backend: Backend) {
 
 crate::backend_tests!(stream_matches_blocking_reader);
 
-/// A store whose GETs wait until the test lets them through, one at a time.
-#[derive(Debug)]
-struct Gated {
-    inner: Arc<dyn ObjectStore>,
-    gate: tokio::sync::Semaphore,
-    waiting: AtomicUsize,
-}
-
-impl std::fmt::Display for Gated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gated")
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Gated {
-    async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> object_store::Result<PutResult> {
-        self.inner.put_opts(l, p, o).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        l: &Path,
-        o: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(l, o).await
-    }
-    async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        self.gate.acquire().await.unwrap().forget();
-        self.inner.get_opts(l, o).await
-    }
-    fn delete_stream(
-        &self,
-        l: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(l)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(&self, from: &Path, to: &Path, o: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, o).await
-    }
-}
-
 /// Every GET of the scan waits for a task on the same single-threaded runtime to let it through.
 /// A stream that blocked its polling thread on a request would keep that task from running and
 /// hang (caught by the watchdog); the async reader awaits instead, so the scan completes.
 #[test]
 fn stream_never_blocks_the_polling_thread() {
     let fx = Fixture::new();
-    let gated = Arc::new(Gated {
-        inner: Arc::new(object_store::memory::InMemory::new()),
-        gate: tokio::sync::Semaphore::new(0),
-        waiting: AtomicUsize::new(0),
-    });
+    let gated = Faulty::gated(Arc::new(object_store::memory::InMemory::new()));
     let root = format!("gated{}://s", std::process::id());
     colvault::storage::register_store(&root, gated.clone());
-    // Writing does not GET; open the gate wide for the setup's reads, then close it.
-    gated.gate.add_permits(1_000_000);
+    // Open the gate wide for the setup, then close it.
+    gated.release(1_000_000);
     let p = Project::create(&fx.catalog, format!("{root}/p"), "sales", encrypted(), keys(&fx)).unwrap();
     let t = table(&p);
     let want = blocking(t.scan()).unwrap().unwrap();
-    let left = gated.gate.available_permits();
-    gated.gate.forget_permits(left);
+    gated.close();
     let before = gated.waiting.load(Ordering::SeqCst);
 
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -236,7 +177,7 @@ fn stream_never_blocks_the_polling_thread() {
             while !collect.is_finished() {
                 let waiting = g.waiting.load(Ordering::SeqCst);
                 if waiting > released {
-                    g.gate.add_permits(waiting - released);
+                    g.release(waiting - released);
                     released = waiting;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;

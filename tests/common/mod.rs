@@ -11,6 +11,9 @@ pub mod pg;
 #[cfg(any(feature = "s3", feature = "aws-kms"))]
 pub mod moto;
 
+/// A store wrapper that fails requests or holds GETs on demand.
+pub mod faulty;
+
 /// Project locations on each data-plane backend (local, memory, S3).
 pub mod stores;
 

@@ -55,7 +55,18 @@ fn parameters(n: i32) -> &'static [&'static str] {
         13 => &["special", "requests"],
         14 => &["1995-09-01"],
         15 => &["1996-01-01"],
-        16 => &["Brand#45", "MEDIUM POLISHED", "49", "14", "23", "45", "19", "3", "36", "9"],
+        16 => &[
+            "Brand#45",
+            "MEDIUM POLISHED",
+            "49",
+            "14",
+            "23",
+            "45",
+            "19",
+            "3",
+            "36",
+            "9",
+        ],
         17 => &["Brand#23", "MED BOX"],
         18 => &["300"],
         19 => &["Brand#12", "Brand#23", "Brand#34", "1", "10", "20"],
@@ -101,9 +112,17 @@ pub fn canonical_rows(batches: &[RecordBatch]) -> Vec<String> {
     let opts = FormatOptions::default().with_null("NULL");
     for b in batches {
         let cols: Vec<_> = b.columns().iter().map(|c| round_floats(c.as_ref())).collect();
-        let fmts: Vec<ArrayFormatter> = cols.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+        let fmts: Vec<ArrayFormatter> = cols
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
         for r in 0..b.num_rows() {
-            rows.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join("|"));
+            rows.push(
+                fmts.iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
         }
     }
     rows.sort();
@@ -116,11 +135,7 @@ fn round_floats(a: &dyn Array) -> arrow::array::ArrayRef {
         DataType::Float64 | DataType::Float32 => {
             let f = arrow::compute::cast(a, &DataType::Float64).unwrap();
             let f = f.as_any().downcast_ref::<Float64Array>().unwrap();
-            std::sync::Arc::new(
-                f.iter()
-                    .map(|v| v.map(|v| format!("{v:.9e}")))
-                    .collect::<StringArray>(),
-            )
+            std::sync::Arc::new(f.iter().map(|v| v.map(|v| format!("{v:.9e}"))).collect::<StringArray>())
         }
         _ => arrow::array::make_array(a.to_data()),
     }
