@@ -1,20 +1,22 @@
 //! Attacks by someone with write access to a project's storage and no key: each is refused with its
 //! typed error, because what a reader expects comes from the catalog (the control plane), never
 //! from the storage it reads. After a rollback attempt, vacuum deletes nothing.
+//!
+//! The library-level attacks run on every data-plane backend in `control_plane_attacks_storage.rs`.
+//! What stays here is local only, and why:
+//! * the command-line attacks: the CLI runs as a separate process, which cannot see this process's
+//!   `memory://` stores; they tamper with the project directory and the keystore file by path
+//!   (the CLI on S3 is `cli_s3.rs`);
+//! * the keystore's audit-log cross-check: it is about the keystore file itself, a local file
+//!   whatever the data plane.
 
 #[path = "common/cli_env.rs"]
 mod cli_env;
-mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use arrow::array::RecordBatch;
-use colvault::kms::{CreateKeyRequest, KmsAdmin, Principal};
-use colvault::project::{KeyChoice, Project, ProjectSettings};
-use colvault::table::Table;
-use colvault::{Algorithm, Error};
-use common::{id_batch as batch, keys, Fixture};
+use colvault::kms::{CreateKeyRequest, KmsAdmin};
+use colvault::Error;
 
 /// The (only) current settings file of a project directory: `project-<digest>.cv`.
 fn settings_files(dir: &Path) -> Vec<PathBuf> {
@@ -26,28 +28,6 @@ fn settings_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-/// The settings file the catalog records for `p`.
-fn current_settings(p: &Project) -> PathBuf {
-    let rec = p.catalog().project(p.name()).unwrap().unwrap();
-    let hex: String = rec.settings_digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    p.dir().join(format!("project-{hex}.cv"))
-}
-
-fn encrypted(fx: &Fixture, name: &str) -> Project {
-    Project::create(
-        &fx.catalog,
-        fx.dir.path().join(name),
-        name,
-        ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
-        keys(fx),
-    )
-    .unwrap()
-}
-
-fn rows(t: &Table) -> Result<usize, Error> {
-    Ok(t.scan().build()?.read_all()?.iter().map(RecordBatch::num_rows).sum())
 }
 
 /// Every file under `dir`, recursively, for "nothing was deleted" checks.
@@ -74,303 +54,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), dest).unwrap();
         }
     }
-}
-
-#[test]
-fn plaintext_settings_copied_over_is_a_downgrade() {
-    let fx = Fixture::new();
-    let victim = encrypted(&fx, "victim");
-    let t = victim.create_table("t", batch(0, 1).schema()).unwrap();
-    t.append([batch(0, 10)]).unwrap();
-    let plain = Project::create(
-        &fx.catalog,
-        fx.dir.path().join("plain"),
-        "plain",
-        ProjectSettings::plaintext(),
-        keys(&fx),
-    )
-    .unwrap();
-    std::fs::copy(current_settings(&plain), current_settings(&victim)).unwrap();
-    let err = Project::open(&fx.catalog, "victim", keys(&fx)).unwrap_err();
-    assert!(matches!(err, Error::Downgrade { .. }), "{err}");
-    // Nothing can be written through a handle opened now; the data still reads once restored.
-    assert!(Project::open(&fx.catalog, "victim", keys(&fx)).is_err());
-}
-
-#[test]
-fn forged_settings_with_victims_id_and_migration_are_refused() {
-    let fx = Fixture::new();
-    let victim = encrypted(&fx, "victim");
-    victim.create_table("t", batch(0, 1).schema()).unwrap();
-    // The forger builds, in a catalog of its own, a project with the victim's name and id (so its
-    // default key is even granted to the victim's principal), and migrates it: its directory then
-    // holds a plaintext settings file, one recording a migration (`migrating_from`), and a final
-    // encrypted one, each with the victim's name and id and a valid MAC.
-    let forger_dir = fx.dir.path().join("forger");
-    std::fs::create_dir(&forger_dir).unwrap();
-    let forger_catalog = common::catalog_in(&forger_dir);
-    let forged = Project::create_with_id(
-        &forger_catalog,
-        forger_dir.join("victim"),
-        "victim",
-        ProjectSettings::plaintext(),
-        keys(&fx),
-        victim.project_id().to_string(),
-    )
-    .unwrap();
-    let forged = forged
-        .migrate(
-            ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
-            &|_, _, _| {},
-        )
-        .unwrap();
-    let candidates = settings_files(forged.dir());
-    assert_eq!(candidates.len(), 3, "{candidates:?}");
-    let target = current_settings(&victim);
-    let good = std::fs::read(&target).unwrap();
-    let mut kinds = Vec::new();
-    for forged_file in candidates {
-        std::fs::copy(&forged_file, &target).unwrap();
-        let err = Project::open(&fx.catalog, "victim", keys(&fx)).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Downgrade { .. } | Error::Integrity { .. } | Error::SettingsRollback { .. }
-            ),
-            "{err}"
-        );
-        kinds.push(format!("{err:?}").split_whitespace().next().unwrap().to_string());
-    }
-    // The plaintext one is a downgrade; the authenticated encrypted ones are not what the catalog
-    // records (their MACs verify: only the catalog's digest refuses them).
-    assert!(kinds.iter().any(|k| k.starts_with("Downgrade")), "{kinds:?}");
-    assert!(
-        kinds.iter().filter(|k| k.starts_with("Integrity")).count() >= 2,
-        "{kinds:?}"
-    );
-    std::fs::write(&target, good).unwrap();
-    Project::open(&fx.catalog, "victim", keys(&fx)).unwrap();
-}
-
-#[test]
-fn older_authentic_settings_are_a_settings_rollback() {
-    let fx = Fixture::new();
-    let p = Project::create(
-        &fx.catalog,
-        fx.dir.path().join("p"),
-        "rolling",
-        ProjectSettings::plaintext(),
-        keys(&fx),
-    )
-    .unwrap();
-    p.create_table("t", batch(0, 1).schema()).unwrap();
-    let gen0 = std::fs::read(current_settings(&p)).unwrap();
-    // Encryption on (generation 1), then a key and algorithm change (generation 2).
-    let p = p
-        .migrate(
-            ProjectSettings::encrypted(Algorithm::Rc4, KeyChoice::ProjectDefault).allow_legacy_rc4(),
-            &|_, _, _| {},
-        )
-        .unwrap();
-    let gen1 = std::fs::read(current_settings(&p)).unwrap();
-    let byok = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
-    fx.kms.grant(&byok, p.principal()).unwrap();
-    let p = p
-        .migrate(
-            ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(byok)),
-            &|_, _, _| {},
-        )
-        .unwrap();
-    assert_eq!(p.settings().generation, 2);
-    let current = current_settings(&p);
-    let good = std::fs::read(&current).unwrap();
-    // Before the key change (rc4 under the default key, authentic, MAC valid): a rollback.
-    std::fs::write(&current, &gen1).unwrap();
-    let err = Project::open(&fx.catalog, "rolling", keys(&fx)).unwrap_err();
-    assert!(
-        matches!(err, Error::Downgrade { .. } | Error::SettingsRollback { .. }),
-        "{err}"
-    );
-    // Before the migration (plaintext): a downgrade.
-    std::fs::write(&current, &gen0).unwrap();
-    let err = Project::open(&fx.catalog, "rolling", keys(&fx)).unwrap_err();
-    assert!(matches!(err, Error::Downgrade { .. }), "{err}");
-    std::fs::write(&current, &good).unwrap();
-    let p = Project::open(&fx.catalog, "rolling", keys(&fx)).unwrap();
-    assert_eq!(p.settings().algorithm, Algorithm::Aes256Gcm);
-    // Vacuum removes the superseded settings files, so no older copy lies around for the taking.
-    p.vacuum(Duration::ZERO).unwrap();
-    assert_eq!(settings_files(p.dir()), vec![current]);
-}
-
-#[test]
-fn forged_checksummed_manifest_appended_is_ignored_and_vacuumed() {
-    let fx = Fixture::new();
-    let p = encrypted(&fx, "victim");
-    let t = p.create_table("t", batch(0, 1).schema()).unwrap();
-    t.append([batch(0, 10)]).unwrap();
-    let head = t.head().unwrap();
-    let mut forged = head.clone();
-    forged.version += 1;
-    forged.prev_digest = *blake3::hash(&std::fs::read(t.manifest_file(head.version).unwrap()).unwrap()).as_bytes();
-    forged.files.clear();
-    forged.algorithm = Algorithm::None;
-    let bytes = forged.seal(None).unwrap();
-    let digest = *blake3::hash(&bytes).as_bytes();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    let path = t.dir().join(format!("_manifest/v{:020}-{hex}.cvm", forged.version));
-    std::fs::write(&path, &bytes).unwrap();
-    let t = p.table("t").unwrap();
-    assert_eq!(
-        t.head().unwrap().version,
-        head.version,
-        "readers follow the catalog's head"
-    );
-    assert_eq!(rows(&t).unwrap(), 10);
-    // The next commit builds on the catalog's head, not on the forged file.
-    let c = t.append([batch(10, 5)]).unwrap();
-    assert_eq!(c.version, head.version + 1);
-    assert_eq!(rows(&t).unwrap(), 15);
-    t.vacuum(Duration::ZERO).unwrap();
-    assert!(!path.exists(), "the orphan is vacuumed");
-}
-
-/// A table at version 4: created (version 1), then three appends of 10 rows.
-fn table_with_history(fx: &Fixture) -> (Project, Table) {
-    let p = encrypted(fx, "victim");
-    let t = p.create_table("t", batch(0, 1).schema()).unwrap();
-    for i in 0..3 {
-        t.append([batch(i * 10, 10)]).unwrap();
-    }
-    assert_eq!(t.head().unwrap().version, 4);
-    (p, t)
-}
-
-#[test]
-fn deleting_newer_manifests_is_a_table_rollback_and_vacuum_deletes_nothing() {
-    let fx = Fixture::new();
-    let (p, t) = table_with_history(&fx);
-    for v in [3, 4] {
-        std::fs::remove_file(t.manifest_file(v).unwrap()).unwrap();
-    }
-    let before = all_files(p.dir());
-    let fresh = p.table("t").unwrap();
-    let err = fresh.head().unwrap_err();
-    assert!(matches!(err, Error::TableRollback { version: 4, .. }), "{err}");
-    assert!(matches!(rows(&fresh), Err(Error::TableRollback { .. })));
-    assert!(matches!(fresh.append([batch(0, 1)]), Err(Error::TableRollback { .. })));
-    assert!(p.vacuum(Duration::ZERO).is_err());
-    assert!(fresh.vacuum(Duration::ZERO).is_err());
-    assert_eq!(all_files(p.dir()), before, "vacuum deleted something after a rollback");
-}
-
-#[test]
-fn restoring_an_old_manifest_dir_is_a_table_rollback_and_vacuum_deletes_nothing() {
-    let fx = Fixture::new();
-    let p = encrypted(&fx, "victim");
-    let t = p.create_table("t", batch(0, 1).schema()).unwrap();
-    t.append([batch(0, 10)]).unwrap();
-    let saved = fx.dir.path().join("saved_manifest");
-    copy_dir(&t.dir().join("_manifest"), &saved);
-    t.append([batch(10, 10)]).unwrap();
-    t.overwrite([batch(100, 3)]).unwrap();
-    std::fs::remove_dir_all(t.dir().join("_manifest")).unwrap();
-    copy_dir(&saved, &t.dir().join("_manifest"));
-    let before = all_files(p.dir());
-    let err = p.table("t").unwrap().head().unwrap_err();
-    assert!(matches!(err, Error::TableRollback { version: 4, .. }), "{err}");
-    assert!(p.vacuum(Duration::ZERO).is_err());
-    assert_eq!(all_files(p.dir()), before, "vacuum deleted something after a rollback");
-}
-
-#[test]
-fn project_vacuum_after_a_rollback_in_one_table_deletes_nothing_anywhere() {
-    let fx = Fixture::new();
-    let p = encrypted(&fx, "victim");
-    // Table "a" (first by name) has an orphan data file and a superseded settings file lies around;
-    // table "b" is rolled back.
-    let a = p.create_table("a", batch(0, 1).schema()).unwrap();
-    a.append([batch(0, 10)]).unwrap();
-    std::fs::write(a.dir().join("data/orphan.cvlt"), b"x").unwrap();
-    std::fs::write(p.dir().join("project-00000000000000000000000000000000.cv"), b"old").unwrap();
-    let b = p.create_table("b", batch(0, 1).schema()).unwrap();
-    b.append([batch(0, 10)]).unwrap();
-    b.head().unwrap();
-    std::fs::remove_file(b.manifest_file(2).unwrap()).unwrap();
-    let before = all_files(p.dir());
-    assert!(matches!(p.vacuum(Duration::ZERO), Err(Error::TableRollback { .. })));
-    assert_eq!(all_files(p.dir()), before, "vacuum deleted something after a rollback");
-}
-
-#[test]
-fn swapped_table_directories_are_refused() {
-    let fx = Fixture::new();
-    let p = encrypted(&fx, "victim");
-    let a = p.create_table("a", batch(0, 1).schema()).unwrap();
-    let b = p.create_table("b", batch(0, 1).schema()).unwrap();
-    a.append([batch(0, 10)]).unwrap();
-    b.append([batch(100, 20)]).unwrap();
-    let tmp = fx.dir.path().join("swap");
-    std::fs::rename(a.dir(), &tmp).unwrap();
-    std::fs::rename(b.dir(), a.dir()).unwrap();
-    std::fs::rename(&tmp, b.dir()).unwrap();
-    for name in ["a", "b"] {
-        let err = p.table(name).unwrap().head().unwrap_err();
-        assert!(matches!(err, Error::TableRollback { .. }), "{name}: {err}");
-    }
-}
-
-#[test]
-fn table_directory_copied_from_another_project_on_the_same_key_is_refused() {
-    let fx = Fixture::new();
-    let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
-    let mut projects = Vec::new();
-    for name in ["first", "second"] {
-        let id = colvault::project::new_project_id().unwrap();
-        fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
-        let p = Project::create_with_id(
-            &fx.catalog,
-            fx.dir.path().join(name),
-            name,
-            ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone())),
-            keys(&fx),
-            id,
-        )
-        .unwrap();
-        let t = p.create_table("t", batch(0, 1).schema()).unwrap();
-        t.append([batch(0, 10)]).unwrap();
-        projects.push((p, t));
-    }
-    let (first, second) = (&projects[0], &projects[1]);
-    std::fs::remove_dir_all(second.1.dir()).unwrap();
-    copy_dir(first.1.dir(), second.1.dir());
-    let err = second.0.table("t").unwrap().head().unwrap_err();
-    assert!(matches!(err, Error::TableRollback { .. }), "{err}");
-    assert_eq!(rows(&first.0.table("t").unwrap()).unwrap(), 10);
-}
-
-#[test]
-fn a_reused_project_name_gets_none_of_the_old_grants() {
-    let fx = Fixture::new();
-    let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
-    let id = colvault::project::new_project_id().unwrap();
-    fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
-    let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
-    let old = Project::create_with_id(
-        &fx.catalog,
-        fx.dir.path().join("old"),
-        "payroll",
-        s.clone(),
-        keys(&fx),
-        id,
-    )
-    .unwrap();
-    old.drop_project().unwrap();
-    // The name is free again; a new project under it is a new principal, with no grant.
-    let err = Project::create(&fx.catalog, fx.dir.path().join("new"), "payroll", s, keys(&fx)).unwrap_err();
-    assert!(matches!(err, Error::AccessDenied { .. }), "{err}");
-    assert!(fx.catalog.project("payroll").unwrap().is_none());
-    assert!(!fx.dir.path().join("new").exists());
 }
 
 // ---- the same attacks through the command line ----
@@ -505,38 +188,6 @@ fn cli_refuses_every_storage_attack() {
         list.contains("project sales") && list.contains("project plain"),
         "{list}"
     );
-}
-
-#[test]
-fn register_adopts_an_existing_directory_by_trust_on_first_use() {
-    let fx = Fixture::new();
-    let p = encrypted(&fx, "adopted");
-    let t = p.create_table("t", batch(0, 1).schema()).unwrap();
-    t.append([batch(0, 10)]).unwrap();
-    // A second catalog (the first was lost): the directory is adopted after verification.
-    let other = fx.dir.path().join("other");
-    std::fs::create_dir(&other).unwrap();
-    let catalog2 = common::catalog_in(&other);
-    let (adopted, report) = Project::register(&catalog2, p.dir(), keys(&fx)).unwrap();
-    assert_eq!(report.tables.len(), 1);
-    assert_eq!(report.tables[0].1, 2);
-    let name = &report.tables[0].0;
-    assert_eq!(rows(&adopted.table(name).unwrap()).unwrap(), 10);
-    // Registering twice is refused; damage found at registration is refused too.
-    assert!(matches!(
-        Project::register(&catalog2, p.dir(), keys(&fx)),
-        Err(Error::AlreadyExists { .. })
-    ));
-    let third = fx.dir.path().join("third");
-    std::fs::create_dir(&third).unwrap();
-    t.head().unwrap();
-    let head_file = t.manifest_file(2).unwrap();
-    let mut bytes = std::fs::read(&head_file).unwrap();
-    let n = bytes.len();
-    bytes[n - 5] ^= 1;
-    std::fs::write(&head_file, bytes).unwrap();
-    assert!(Project::register(&common::catalog_in(&third), p.dir(), keys(&fx)).is_err());
-    assert!(common::catalog_in(&third).project("adopted").unwrap().is_none());
 }
 
 /// The keystore's own cross-check, which works without a catalog: an older copy of the keystore
