@@ -1,194 +1,346 @@
-//! Attacks by someone with write access to a project's storage and no key: each is refused with its
-//! typed error, because what a reader expects comes from the catalog (the control plane), never
-//! from the storage it reads. After a rollback attempt, vacuum deletes nothing.
+//! Attacks by someone with write access to a project's storage and no key, through the command
+//! line: each is refused (exit code 4) because what a reader expects comes from the catalog (the
+//! control plane), never from the storage it reads. After a rollback attempt, vacuum deletes
+//! nothing.
 //!
-//! The library-level attacks run on every data-plane backend in `control_plane_attacks_storage.rs`.
-//! What stays here is local only, and why:
-//! * the command-line attacks: the CLI runs as a separate process, which cannot see this process's
-//!   `memory://` stores; they tamper with the project directory and the keystore file by path
-//!   (the CLI on S3 is `cli_s3.rs`);
-//! * the keystore's audit-log cross-check: it is about the keystore file itself, a local file
+//! The same attacks on the library run on every data-plane backend in
+//! `control_plane_attacks_storage.rs`. The command-line ones here run on a local directory and on
+//! S3 (moto's server on loopback, a bucket per test; the CLI configured through `AWS_*` as a user
+//! would): `NAME::local`, `NAME::s3`. Not on `memory://`: the CLI runs as a separate process,
+//! which cannot see this process's in-memory stores. The attacker works through the project's
+//! storage (objects read, replaced, deleted, copied). What stays local only, and why:
+//! * the keystore rollback (step 4 of `cli_refuses_every_storage_attack`, on both backends) and
+//!   the keystore's audit-log cross-check: they are about the keystore file itself, a local file
 //!   whatever the data plane.
 
 #[path = "common/cli_env.rs"]
 mod cli_env;
+mod common;
 
-use std::path::{Path, PathBuf};
-
-use colvault::kms::{CreateKeyRequest, KmsAdmin};
+use bytes::Bytes;
+use colvault::kms::CreateKeyRequest;
+use colvault::storage::Storage;
 use colvault::Error;
-
-/// The (only) current settings file of a project directory: `project-<digest>.cv`.
-fn settings_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "cv"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Every file under `dir`, recursively, for "nothing was deleted" checks.
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_dir() {
-            out.extend(all_files(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dest = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
-// ---- the same attacks through the command line ----
+use common::stores::{inventory, replace_all, settings_objects, snapshot, Backend};
 
 use cli_env::Env;
 
-impl Env {
+/// The CLI in a fresh home, its projects in local directories of the test's directory or under a
+/// fresh bucket on moto's S3 server.
+struct Cli {
+    env: Env,
+    /// The `AWS_*` variables the CLI gets (none for local projects).
+    vars: Vec<(&'static str, String)>,
+    bucket: Option<String>,
+}
+
+impl Cli {
+    /// `None` when the backend's service is unavailable here (skipped, after saying why).
+    fn new(backend: Backend, test: &str) -> Option<Cli> {
+        let env = Env::new();
+        match backend {
+            Backend::Local => Some(Cli {
+                env,
+                vars: Vec::new(),
+                bucket: None,
+            }),
+            Backend::Memory => panic!("the CLI cannot reach this process's memory:// stores"),
+            Backend::S3 => Self::s3(env, test),
+        }
+    }
+
+    #[cfg(feature = "s3")]
+    fn s3(env: Env, test: &str) -> Option<Cli> {
+        let server = common::moto::server(test)?;
+        let bucket = server.bucket(test);
+        // This process tampers through a store registered for the bucket; the CLI uses `AWS_*`.
+        common::stores::register_s3(server, &bucket);
+        Some(Cli {
+            env,
+            vars: server.env(),
+            bucket: Some(bucket),
+        })
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn s3(env: Env, test: &str) -> Option<Cli> {
+        // Says why S3 is skipped (or fails when services are required).
+        common::stores::location(Backend::S3, env.path(), test).map(|_| unreachable!())
+    }
+
+    fn cmd_in(&self, home: Option<&std::path::Path>) -> assert_cmd::Command {
+        let mut c = self.env.cmd();
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        if let Some(h) = home {
+            c.env("HOME", h);
+        }
+        c
+    }
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd_in(None).args(args).assert().success().get_output().stdout.clone();
+        String::from_utf8(out).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.run(args)).unwrap()
+    }
+    fn stderr_of(&self, args: &[&str]) -> (i32, String) {
+        let out = self.cmd_in(None).args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+    fn count(&self, loc: &str, table: &str) -> serde_json::Value {
+        self.json(&["table", "count", loc, table, "--json"])["rows"].clone()
+    }
+    /// Where project `name` is put: `./name`, or `s3://BUCKET/name`.
+    fn loc(&self, name: &str) -> String {
+        match &self.bucket {
+            Some(b) => format!("s3://{b}/{name}"),
+            None => format!("./{name}"),
+        }
+    }
+    /// The storage of the project at [`loc`](Self::loc)`(name)`, as the attacker reaches it.
+    fn storage(&self, name: &str) -> Storage {
+        match &self.bucket {
+            Some(b) => Storage::open(&format!("s3://{b}/{name}"), false).unwrap(),
+            None => Storage::open(self.env.path().join(name).to_str().unwrap(), false).unwrap(),
+        }
+    }
     fn catalog_show(&self, project: &str) -> serde_json::Value {
         self.json(&["catalog", "show", project, "--json"])
     }
-    fn settings_file(&self, project: &str) -> PathBuf {
+    /// The object name of the settings file the catalog records for `project`.
+    fn settings_file(&self, project: &str) -> String {
         let show = self.catalog_show(project);
         let digest = show["settings_digest"].as_str().unwrap();
-        PathBuf::from(show["location"].as_str().unwrap()).join(format!("project-{}.cv", &digest[..32]))
+        format!("project-{}.cv", &digest[..32])
+    }
+    /// The storage of table `table` of `project` (stored at `loc(project)`), from the catalog.
+    fn table(&self, project: &str, table: &str) -> Storage {
+        let show = self.catalog_show(project);
+        let t = show["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == table)
+            .unwrap()
+            .clone();
+        self.storage(project).child(t["location"].as_str().unwrap())
     }
 }
 
-fn stderr_of(env: &Env, args: &[&str]) -> (i32, String) {
-    let out = env.cmd().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+fn get(s: &Storage, name: &str) -> Bytes {
+    s.get(name).unwrap().unwrap()
 }
 
-#[test]
-fn cli_refuses_every_storage_attack() {
-    let env = Env::new();
-    std::fs::write(env.path().join("a.csv"), "id,name\n1,x\n2,y\n3,z\n").unwrap();
-    env.run(&["project", "create", "./sales", "--name", "sales", "--encrypt"]);
-    env.run(&["project", "create", "./plain", "--name", "plain"]);
+/// Swaps the objects of two tables.
+fn swap(a: &Storage, b: &Storage) {
+    let (in_a, in_b) = (snapshot(a), snapshot(b));
+    assert!(!in_a.is_empty() && !in_b.is_empty());
+    replace_all(a, &in_b);
+    replace_all(b, &in_a);
+}
+
+fn cli_refuses_every_storage_attack(backend: Backend) {
+    let Some(cli) = Cli::new(backend, "cli_refuses_every_storage_attack") else {
+        return;
+    };
+    let (sales, plain, mig) = (cli.loc("sales"), cli.loc("plain"), cli.loc("mig"));
+    let (sales, plain, mig) = (sales.as_str(), plain.as_str(), mig.as_str());
+    std::fs::write(cli.env.path().join("a.csv"), "id,name\n1,x\n2,y\n3,z\n").unwrap();
+    cli.run(&["project", "create", sales, "--name", "sales", "--encrypt"]);
+    cli.run(&["project", "create", plain, "--name", "plain"]);
     for t in ["a", "b"] {
-        env.run(&["table", "import", "./sales", t, "a.csv"]);
-        env.run(&["table", "import", "./sales", t, "a.csv"]);
+        cli.run(&["table", "import", sales, t, "a.csv"]);
+        cli.run(&["table", "import", sales, t, "a.csv"]);
     }
+    let store = cli.storage("sales");
 
     // 1. Plaintext settings copied over: refused as a downgrade, and import writes nothing.
-    let settings = env.settings_file("sales");
-    let good = std::fs::read(&settings).unwrap();
-    std::fs::copy(env.settings_file("plain"), &settings).unwrap();
+    let settings = cli.settings_file("sales");
+    let good = get(&store, &settings);
+    store
+        .put(&settings, get(&cli.storage("plain"), &cli.settings_file("plain")))
+        .unwrap();
+    let before = inventory(&store);
     for args in [
-        vec!["table", "count", "./sales", "a"],
-        vec!["table", "import", "./sales", "c", "a.csv"],
-        vec!["project", "verify", "./sales"],
+        vec!["table", "count", sales, "a"],
+        vec!["table", "import", sales, "c", "a.csv"],
+        vec!["project", "verify", sales],
     ] {
-        let (code, err) = stderr_of(&env, &args);
+        let (code, err) = cli.stderr_of(&args);
         assert_eq!(code, 4, "{args:?}: {err}");
         assert!(err.contains("downgrade refused"), "{args:?}: {err}");
     }
-    std::fs::write(&settings, &good).unwrap();
-    assert_eq!(env.json(&["table", "count", "./sales", "a", "--json"])["rows"], 6);
+    assert_eq!(inventory(&store), before, "something was written");
+    store.put(&settings, good).unwrap();
+    assert_eq!(cli.count(sales, "a"), 6);
 
     // 2. The newest manifest deleted: a rollback; vacuum deletes nothing.
-    let a_dir = env.table_dir("sales", "a");
-    let newest: PathBuf = {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(a_dir.join("_manifest"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        v.sort();
-        v.pop().unwrap()
-    };
-    let saved = std::fs::read(&newest).unwrap();
-    std::fs::remove_file(&newest).unwrap();
-    let before = all_files(&env.path().join("sales"));
-    let (code, err) = stderr_of(&env, &["table", "count", "./sales", "a"]);
+    let a = cli.table("sales", "a");
+    let newest = a.list("_manifest").unwrap().pop().unwrap().name;
+    let saved = get(&a, &newest);
+    a.delete(&newest).unwrap();
+    let before = inventory(&store);
+    let (code, err) = cli.stderr_of(&["table", "count", sales, "a"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("storage does not hold version 2"), "{err}");
-    let (code, err) = stderr_of(&env, &["project", "vacuum", "./sales", "--grace-seconds", "0"]);
+    let (code, err) = cli.stderr_of(&["project", "vacuum", sales, "--grace-seconds", "0"]);
     assert_ne!(code, 0, "{err}");
-    assert_eq!(all_files(&env.path().join("sales")), before, "vacuum deleted something");
-    std::fs::write(&newest, saved).unwrap();
+    assert_eq!(inventory(&store), before, "vacuum deleted something");
+    a.put(&newest, saved).unwrap();
 
-    // 3. Two table directories swapped: refused.
-    let b_dir = env.table_dir("sales", "b");
-    let tmp = env.path().join("swap");
-    std::fs::rename(&a_dir, &tmp).unwrap();
-    std::fs::rename(&b_dir, &a_dir).unwrap();
-    std::fs::rename(&tmp, &b_dir).unwrap();
-    let (code, err) = stderr_of(&env, &["table", "count", "./sales", "a"]);
+    // 3. Two tables' objects swapped: refused.
+    let b = cli.table("sales", "b");
+    swap(&a, &b);
+    let (code, err) = cli.stderr_of(&["table", "count", sales, "a"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("storage does not hold"), "{err}");
-    std::fs::rename(&a_dir, &tmp).unwrap();
-    std::fs::rename(&b_dir, &a_dir).unwrap();
-    std::fs::rename(&tmp, &b_dir).unwrap();
-    assert_eq!(env.json(&["table", "count", "./sales", "b", "--json"])["rows"], 6);
+    swap(&a, &b);
+    assert_eq!(cli.count(sales, "b"), 6);
 
     // 5. A forged manifest appended after the head: ignored (the count is the catalog's head's),
     //    and vacuumed as an orphan.
-    let forged = a_dir.join(format!("_manifest/v{:020}-{}.cvm", 3, "0".repeat(32)));
-    std::fs::write(&forged, b"CVMF forged").unwrap();
-    assert_eq!(env.json(&["table", "count", "./sales", "a", "--json"])["rows"], 6);
-    env.run(&["project", "vacuum", "./sales", "--grace-seconds", "0"]);
-    assert!(!forged.exists());
+    let forged = format!("_manifest/v{:020}-{}.cvm", 3, "0".repeat(32));
+    a.put(&forged, Bytes::from_static(b"CVMF forged")).unwrap();
+    assert_eq!(cli.count(sales, "a"), 6);
+    cli.run(&["project", "vacuum", sales, "--grace-seconds", "0"]);
+    assert!(a.get(&forged).unwrap().is_none());
 
     // 6. An old _manifest directory restored: a rollback.
-    let saved = env.path().join("saved_manifest");
-    copy_dir(&a_dir.join("_manifest"), &saved);
-    env.run(&["table", "import", "./sales", "a", "a.csv"]);
-    std::fs::remove_dir_all(a_dir.join("_manifest")).unwrap();
-    copy_dir(&saved, &a_dir.join("_manifest"));
-    let (code, err) = stderr_of(&env, &["table", "count", "./sales", "a"]);
+    let manifests = a.child("_manifest");
+    let saved = snapshot(&manifests);
+    cli.run(&["table", "import", sales, "a", "a.csv"]);
+    replace_all(&manifests, &saved);
+    let (code, err) = cli.stderr_of(&["table", "count", sales, "a"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("storage does not hold version 3"), "{err}");
 
     // 7. Older authentic settings (before a migration): refused.
-    env.run(&["project", "create", "./mig", "--name", "mig"]);
-    env.run(&["table", "import", "./mig", "t", "a.csv"]);
-    let before_migration = std::fs::read(env.settings_file("mig")).unwrap();
-    env.run(&["project", "migrate", "./mig", "--encrypt"]);
-    std::fs::write(env.settings_file("mig"), before_migration).unwrap();
-    let (code, err) = stderr_of(&env, &["table", "count", "./mig", "t"]);
+    cli.run(&["project", "create", mig, "--name", "mig"]);
+    cli.run(&["table", "import", mig, "t", "a.csv"]);
+    let before_migration = get(&cli.storage("mig"), &cli.settings_file("mig"));
+    cli.run(&["project", "migrate", mig, "--encrypt"]);
+    cli.storage("mig")
+        .put(&cli.settings_file("mig"), before_migration)
+        .unwrap();
+    let (code, err) = cli.stderr_of(&["table", "count", mig, "t"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("downgrade refused"), "{err}");
 
     // 4. An older copy of the keystore restored: refused by the catalog's generation mark, in a
     //    new process (the per-process check cannot see it).
-    let ks = env.home().join(".colvault/keystore");
+    let ks = cli.env.home().join(".colvault/keystore");
     let old = std::fs::read(&ks).unwrap();
-    env.run(&["kms", "create-key", "--alias", "later"]);
+    cli.run(&["kms", "create-key", "--alias", "later"]);
     std::fs::write(&ks, old).unwrap();
-    let (code, err) = stderr_of(&env, &["kms", "list"]);
+    let (code, err) = cli.stderr_of(&["kms", "list"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("keystore rollback refused"), "{err}");
-    let (code, err) = stderr_of(&env, &["table", "count", "./sales", "a"]);
+    let (code, err) = cli.stderr_of(&["table", "count", sales, "a"]);
     assert_eq!(code, 4, "{err}");
 
     // 8. The catalog lists what it anchors.
-    let list = env.run(&["catalog", "list"]);
+    let list = cli.run(&["catalog", "list"]);
     assert!(
         list.contains("project sales") && list.contains("project plain"),
         "{list}"
     );
 }
+
+/// The two attacks above that need a second project, through the command line: settings forged in
+/// another colvault home with the victim's name and id (plaintext, then mid-migration and migrated),
+/// and a table directory copied from another project on the same key.
+fn cli_refuses_forged_settings_and_copied_table_directories(backend: Backend) {
+    let Some(cli) = Cli::new(backend, "cli_refuses_forged_settings") else {
+        return;
+    };
+    std::fs::write(cli.env.path().join("a.csv"), "id,name\n1,x\n2,y\n").unwrap();
+    let key = cli.json(&["kms", "create-key", "--alias", "shared", "--json"])["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (first, second) = (cli.loc("first"), cli.loc("second"));
+    for (name, loc) in [("first", &first), ("second", &second)] {
+        let (_, err) = cli.stderr_of(&["project", "create", loc, "--name", name, "--encrypt", "--key", &key]);
+        let id = err.split("--id ").nth(1).unwrap().trim().to_string();
+        cli.run(&["kms", "grant", &key, &id]);
+        cli.run(&[
+            "project", "create", loc, "--name", name, "--encrypt", "--key", &key, "--id", &id,
+        ]);
+        cli.run(&["table", "import", loc, "t", "a.csv"]);
+    }
+    // A table directory copied from another project on the same key.
+    let (first_t, second_t) = (cli.table("first", "t"), cli.table("second", "t"));
+    let saved = snapshot(&second_t);
+    replace_all(&second_t, &snapshot(&first_t));
+    let (code, err) = cli.stderr_of(&["table", "count", &second, "t"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("storage does not hold"), "{err}");
+    replace_all(&second_t, &saved);
+    assert_eq!(cli.count(&second, "t"), 2);
+
+    // Settings forged elsewhere (another home: its own keystore and catalog) with the victim's name
+    // and id, plaintext and then migrated to encryption under the forger's key.
+    let victim_id = cli.catalog_show("first")["project_id"].as_str().unwrap().to_string();
+    let forger_home = cli.env.path().join("forger-home");
+    std::fs::create_dir(&forger_home).unwrap();
+    let forger = |args: &[&str]| {
+        let out = cli.cmd_in(Some(forger_home.as_path())).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let forged_loc = cli.loc("forged");
+    forger(&["project", "create", &forged_loc, "--name", "first", "--id", &victim_id]);
+    forger(&["table", "import", &forged_loc, "t", "a.csv"]);
+    forger(&["project", "migrate", &forged_loc, "--encrypt"]);
+    let (victim, target) = (cli.storage("first"), cli.settings_file("first"));
+    let good = get(&victim, &target);
+    let forged_store = cli.storage("forged");
+    let forged = settings_objects(&forged_store);
+    assert_eq!(forged.len(), 3, "{forged:?}");
+    for f in forged {
+        victim.put(&target, get(&forged_store, &f)).unwrap();
+        let (code, err) = cli.stderr_of(&["table", "count", &first, "t"]);
+        assert_eq!(code, 4, "{f}: {err}");
+        assert!(
+            err.contains("downgrade refused") || err.contains("not the settings the catalog records"),
+            "{err}"
+        );
+    }
+    victim.put(&target, good).unwrap();
+    assert_eq!(cli.count(&first, "t"), 2);
+}
+
+/// Runs each CLI test body on a local directory and on S3, as `NAME::local` and `NAME::s3`.
+macro_rules! cli_backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::Backend;
+                #[test]
+                fn local() {
+                    super::$name(Backend::Local);
+                }
+                #[test]
+                fn s3() {
+                    super::$name(Backend::S3);
+                }
+            }
+        )*
+    };
+}
+
+cli_backend_tests!(
+    cli_refuses_every_storage_attack,
+    cli_refuses_forged_settings_and_copied_table_directories,
+);
 
 /// The keystore's own cross-check, which works without a catalog: an older copy of the keystore
 /// beside an audit log that records changes committed after it is refused at open (here opened at
@@ -214,83 +366,4 @@ fn an_older_keystore_beside_a_newer_audit_log_is_refused() {
     // Control: the current keystore with the same log opens.
     std::fs::copy(&ks, elsewhere.join("keystore")).unwrap();
     LocalKms::open(elsewhere.join("keystore"), pass(), opts()).unwrap();
-}
-
-/// The two attacks above that need a second project, through the command line: settings forged in
-/// another colvault home with the victim's name and id (plaintext, then mid-migration and migrated),
-/// and a table directory copied from another project on the same key.
-#[test]
-fn cli_refuses_forged_settings_and_copied_table_directories() {
-    let env = Env::new();
-    std::fs::write(env.path().join("a.csv"), "id,name\n1,x\n2,y\n").unwrap();
-    let key = env.json(&["kms", "create-key", "--alias", "shared", "--json"])["key_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for name in ["first", "second"] {
-        let dir = format!("./{name}");
-        let (_, err) = stderr_of(
-            &env,
-            &["project", "create", &dir, "--name", name, "--encrypt", "--key", &key],
-        );
-        let id = err.split("--id ").nth(1).unwrap().trim().to_string();
-        env.run(&["kms", "grant", &key, &id]);
-        env.run(&[
-            "project",
-            "create",
-            &dir,
-            "--name",
-            name,
-            "--encrypt",
-            "--key",
-            &key,
-            "--id",
-            &id,
-        ]);
-        env.run(&["table", "import", &dir, "t", "a.csv"]);
-    }
-    // A table directory copied from another project on the same key.
-    let (first_t, second_t) = (env.table_dir("first", "t"), env.table_dir("second", "t"));
-    let saved = env.path().join("saved_second_t");
-    copy_dir(&second_t, &saved);
-    std::fs::remove_dir_all(&second_t).unwrap();
-    copy_dir(&first_t, &second_t);
-    let (code, err) = stderr_of(&env, &["table", "count", "./second", "t"]);
-    assert_eq!(code, 4, "{err}");
-    assert!(err.contains("storage does not hold"), "{err}");
-    std::fs::remove_dir_all(&second_t).unwrap();
-    copy_dir(&saved, &second_t);
-    assert_eq!(env.json(&["table", "count", "./second", "t", "--json"])["rows"], 2);
-
-    // Settings forged elsewhere (another home: its own keystore and catalog) with the victim's name
-    // and id, plaintext and then migrated to encryption under the forger's key.
-    let victim_id = env.catalog_show("first")["project_id"].as_str().unwrap().to_string();
-    let forger_home = env.path().join("forger-home");
-    std::fs::create_dir(&forger_home).unwrap();
-    let forger = |args: &[&str]| {
-        let out = env.cmd().env("HOME", &forger_home).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    forger(&["project", "create", "./forged", "--name", "first", "--id", &victim_id]);
-    forger(&["table", "import", "./forged", "t", "a.csv"]);
-    forger(&["project", "migrate", "./forged", "--encrypt"]);
-    let target = env.settings_file("first");
-    let good = std::fs::read(&target).unwrap();
-    let forged = settings_files(&env.path().join("forged"));
-    assert_eq!(forged.len(), 3, "{forged:?}");
-    for f in forged {
-        std::fs::copy(&f, &target).unwrap();
-        let (code, err) = stderr_of(&env, &["table", "count", "./first", "t"]);
-        assert_eq!(code, 4, "{}: {err}", f.display());
-        assert!(
-            err.contains("downgrade refused") || err.contains("not the settings the catalog records"),
-            "{err}"
-        );
-    }
-    std::fs::write(&target, good).unwrap();
-    assert_eq!(env.json(&["table", "count", "./first", "t", "--json"])["rows"], 2);
 }
