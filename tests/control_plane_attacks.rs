@@ -18,7 +18,7 @@ mod cli_env;
 mod common;
 
 use bytes::Bytes;
-use colvault::kms::CreateKeyRequest;
+use colvault::kms::{CreateKeyRequest, KmsAdmin};
 use colvault::storage::Storage;
 use colvault::Error;
 use common::stores::{inventory, replace_all, settings_objects, snapshot, Backend};
@@ -79,7 +79,14 @@ impl Cli {
         c
     }
     fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd_in(None).args(args).assert().success().get_output().stdout.clone();
+        let out = self
+            .cmd_in(None)
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
         String::from_utf8(out).unwrap()
     }
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -166,6 +173,7 @@ fn cli_refuses_every_storage_attack(backend: Backend) {
         .put(&settings, get(&cli.storage("plain"), &cli.settings_file("plain")))
         .unwrap();
     let before = inventory(&store);
+    assert!(before.len() > 3, "{before:?}");
     for args in [
         vec!["table", "count", sales, "a"],
         vec!["table", "import", sales, "c", "a.csv"],
@@ -185,6 +193,7 @@ fn cli_refuses_every_storage_attack(backend: Backend) {
     let saved = get(&a, &newest);
     a.delete(&newest).unwrap();
     let before = inventory(&store);
+    assert!(before.len() > 3, "{before:?}");
     let (code, err) = cli.stderr_of(&["table", "count", sales, "a"]);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("storage does not hold version 2"), "{err}");
@@ -269,7 +278,16 @@ fn cli_refuses_forged_settings_and_copied_table_directories(backend: Backend) {
         let id = err.split("--id ").nth(1).unwrap().trim().to_string();
         cli.run(&["kms", "grant", &key, &id]);
         cli.run(&[
-            "project", "create", loc, "--name", name, "--encrypt", "--key", &key, "--id", &id,
+            "project",
+            "create",
+            loc,
+            "--name",
+            name,
+            "--encrypt",
+            "--key",
+            &key,
+            "--id",
+            &id,
         ]);
         cli.run(&["table", "import", loc, "t", "a.csv"]);
     }

@@ -62,10 +62,7 @@ fn plaintext_settings_copied_over_is_a_downgrade(backend: Backend) {
     )
     .unwrap();
     let plain_bytes = plain.storage().get(&current_settings(&plain)).unwrap().unwrap();
-    victim
-        .storage()
-        .put(&current_settings(&victim), plain_bytes)
-        .unwrap();
+    victim.storage().put(&current_settings(&victim), plain_bytes).unwrap();
     let err = Project::open(&fx.catalog, "victim", keys(&fx)).unwrap_err();
     assert!(matches!(err, Error::Downgrade { .. }), "{err}");
     // Nothing can be written through a handle opened now; the data still reads once restored.
@@ -195,6 +192,7 @@ fn forged_checksummed_manifest_appended_is_ignored_and_vacuumed(backend: Backend
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     let path = format!("_manifest/v{:020}-{hex}.cvm", forged.version);
     s.put(&path, bytes.into()).unwrap();
+    assert!(s.get(&path).unwrap().is_some());
     let t = p.table("t").unwrap();
     assert_eq!(
         t.head().unwrap().version,
@@ -229,6 +227,7 @@ fn deleting_newer_manifests_is_a_table_rollback_and_vacuum_deletes_nothing(backe
         t.storage().delete(&manifest_object(&t, v)).unwrap();
     }
     let before = inventory(p.storage());
+    assert!(before.len() > 3, "{before:?}");
     let fresh = p.table("t").unwrap();
     let err = fresh.head().unwrap_err();
     assert!(matches!(err, Error::TableRollback { version: 4, .. }), "{err}");
@@ -255,6 +254,7 @@ fn restoring_an_old_manifest_dir_is_a_table_rollback_and_vacuum_deletes_nothing(
     t.overwrite([batch(100, 3)]).unwrap();
     replace_all(&manifests, &saved);
     let before = inventory(p.storage());
+    assert!(before.len() > 3, "{before:?}");
     let err = p.table("t").unwrap().head().unwrap_err();
     assert!(matches!(err, Error::TableRollback { version: 4, .. }), "{err}");
     assert!(p.vacuum(Duration::ZERO).is_err());
@@ -273,9 +273,7 @@ fn project_vacuum_after_a_rollback_in_one_table_deletes_nothing_anywhere(backend
     // table "b" is rolled back.
     let a = p.create_table("a", batch(0, 1).schema()).unwrap();
     a.append([batch(0, 10)]).unwrap();
-    a.storage()
-        .put("data/orphan.cvlt", b"x".to_vec().into())
-        .unwrap();
+    a.storage().put("data/orphan.cvlt", b"x".to_vec().into()).unwrap();
     p.storage()
         .put("project-00000000000000000000000000000000.cv", b"old".to_vec().into())
         .unwrap();
@@ -284,6 +282,7 @@ fn project_vacuum_after_a_rollback_in_one_table_deletes_nothing_anywhere(backend
     b.head().unwrap();
     b.storage().delete(&manifest_object(&b, 2)).unwrap();
     let before = inventory(p.storage());
+    assert!(before.len() > 3, "{before:?}");
     assert!(matches!(p.vacuum(Duration::ZERO), Err(Error::TableRollback { .. })));
     assert_eq!(
         inventory(p.storage()),
@@ -354,6 +353,7 @@ fn a_reused_project_name_gets_none_of_the_old_grants(backend: Backend) {
     fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
     let old = Project::create_with_id(&fx.catalog, &old_loc, "payroll", s.clone(), keys(&fx), id).unwrap();
+    assert!(!is_gone(&old_loc), "{old_loc}");
     old.drop_project().unwrap();
     assert!(is_gone(&old_loc), "{old_loc}");
     // The name is free again; a new project under it is a new principal, with no grant.

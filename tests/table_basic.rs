@@ -112,15 +112,7 @@ fn byok_needs_a_grant(backend: Backend) {
     let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
     let id = colvault::project::new_project_id().unwrap();
-    let err = Project::create_with_id(
-        &fx.catalog,
-        &b1,
-        "byok_proj",
-        s.clone(),
-        keys(&fx),
-        id.clone(),
-    )
-    .unwrap_err();
+    let err = Project::create_with_id(&fx.catalog, &b1, "byok_proj", s.clone(), keys(&fx), id.clone()).unwrap_err();
     match &err {
         Error::AccessDenied { .. } => {
             // The grant command for this very project, said once.
@@ -133,14 +125,7 @@ fn byok_needs_a_grant(backend: Backend) {
     // A grant to the project's name does not count: grants name ids.
     fx.kms.grant(&key, &Principal::new("byok_proj").unwrap()).unwrap();
     assert!(matches!(
-        Project::create_with_id(
-            &fx.catalog,
-            &b1,
-            "byok_proj",
-            s.clone(),
-            keys(&fx),
-            id.clone()
-        ),
+        Project::create_with_id(&fx.catalog, &b1, "byok_proj", s.clone(), keys(&fx), id.clone()),
         Err(Error::AccessDenied { .. })
     ));
     fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
@@ -338,7 +323,12 @@ fn downgraded_manifest_is_refused(backend: Backend) {
 fn a_manifest_under_another_cmk_is_refused(backend: Backend) {
     use colvault::table::Manifest;
     let fx = Fixture::new();
-    let Some(p) = project(&fx, backend, "a_manifest_under_another_cmk_is_refused", Algorithm::Aes256Gcm) else {
+    let Some(p) = project(
+        &fx,
+        backend,
+        "a_manifest_under_another_cmk_is_refused",
+        Algorithm::Aes256Gcm,
+    ) else {
         return;
     };
     let t = p.create_table("t", schema()).unwrap();
@@ -451,7 +441,12 @@ fn scan_options_and_expiry_by_age(backend: Backend) {
 
 fn rewrites_after_add_column_and_refused_byok_leaves_nothing(backend: Backend) {
     let fx = Fixture::new();
-    let Some(p) = project(&fx, backend, "rewrites_after_add_column_and_refused_byok_leaves_nothing", Algorithm::Aes256Gcm) else {
+    let Some(p) = project(
+        &fx,
+        backend,
+        "rewrites_after_add_column_and_refused_byok_leaves_nothing",
+        Algorithm::Aes256Gcm,
+    ) else {
         return;
     };
     let t = p
