@@ -1,5 +1,7 @@
 //! Projects and tables: settings, commits, snapshots, schema evolution, compaction, expiry,
-//! vacuum, concurrency, tamper detection.
+//! vacuum, concurrency, tamper detection; every test on every data-plane backend (a local
+//! directory, `memory://`, S3 on moto: `NAME::local`, `NAME::memory`, `NAME::s3`), the tampering
+//! done through the project's storage as an attacker with write access to the bucket would.
 
 mod common;
 
@@ -12,8 +14,8 @@ use colvault::kms::{CreateKeyRequest, KmsAdmin, Principal};
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::table::{Table, TableWriteOptions};
 use colvault::{Algorithm, Error};
-use common::keys;
-use common::Fixture;
+use common::stores::{inventory, is_gone, location, manifest_object, settings_objects, Backend};
+use common::{keys, Fixture};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -42,40 +44,32 @@ fn ids(t: &Table) -> Vec<i64> {
     out
 }
 
-/// The project's (only) settings file.
-fn settings_file(p: &Project) -> std::path::PathBuf {
-    let mut found: Vec<_> = std::fs::read_dir(p.dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "cv"))
-        .collect();
+/// The project's (only) settings object.
+fn settings_file(p: &Project) -> String {
+    let mut found = settings_objects(p.storage());
     assert_eq!(found.len(), 1, "{found:?}");
     found.pop().unwrap()
 }
 
-fn project(fx: &Fixture, alg: Algorithm) -> Project {
+/// A project of algorithm `alg` at a fresh location on `backend`, or `None` (skipped).
+fn project(fx: &Fixture, backend: Backend, test: &str, alg: Algorithm) -> Option<Project> {
     let settings = match alg {
         Algorithm::None => ProjectSettings::plaintext(),
         a => ProjectSettings::encrypted(a, KeyChoice::ProjectDefault).allow_legacy_rc4(),
     };
-    Project::create(
-        &fx.catalog,
-        fx.dir.path().join(format!("p_{alg}")),
-        &format!("proj_{alg}"),
-        settings,
-        keys(fx),
-    )
-    .unwrap()
+    let loc = location(backend, fx.dir.path(), test)?;
+    Some(Project::create(&fx.catalog, &loc, &format!("proj_{alg}"), settings, keys(fx)).unwrap())
 }
 
-#[test]
-fn project_names_and_settings() {
+fn project_names_and_settings(backend: Backend) {
     let fx = Fixture::new();
+    let Some(loc) = location(backend, fx.dir.path(), "project_names_and_settings") else {
+        return;
+    };
     for bad in ["ab", "1abc", "has-dash", "a234567890123456789012345678", "spa ce"] {
         let err = Project::create(
             &fx.catalog,
-            fx.dir.path().join(bad),
+            format!("{loc}/{bad}"),
             bad,
             ProjectSettings::plaintext(),
             keys(&fx),
@@ -83,7 +77,7 @@ fn project_names_and_settings() {
         .unwrap_err();
         assert!(err.to_string().contains("starts with a letter"), "{bad}: {err}");
     }
-    let p = project(&fx, Algorithm::Aes256Ctr);
+    let p = project(&fx, backend, "project_names_and_settings", Algorithm::Aes256Ctr).unwrap();
     let again = Project::open(p.catalog(), p.name(), keys(&fx)).unwrap();
     assert_eq!(again.settings(), p.settings());
     assert_eq!(again.settings().algorithm, Algorithm::Aes256Ctr);
@@ -94,36 +88,31 @@ fn project_names_and_settings() {
     assert!(!grants.contains(&Principal::new("proj_aesctr").unwrap()));
 
     // Settings cannot be edited: any changed byte is refused.
-    let path = settings_file(&p);
-    let good = std::fs::read(&path).unwrap();
+    let (s, name) = (p.storage(), settings_file(&p));
+    let good = s.get(&name).unwrap().unwrap();
     for i in 0..good.len() {
-        let mut bad = good.clone();
+        let mut bad = good.to_vec();
         bad[i] ^= 0x01;
-        std::fs::write(&path, &bad).unwrap();
+        s.put(&name, bad.into()).unwrap();
         assert!(
             Project::open(p.catalog(), p.name(), keys(&fx)).is_err(),
             "byte {i} of the settings changed unnoticed"
         );
     }
-    std::fs::write(&path, &good).unwrap();
+    s.put(&name, good).unwrap();
     Project::open(p.catalog(), p.name(), keys(&fx)).unwrap();
 }
 
-#[test]
-fn byok_needs_a_grant() {
+fn byok_needs_a_grant(backend: Backend) {
     let fx = Fixture::new();
+    let Some(b1) = location(backend, fx.dir.path(), "byok_needs_a_grant") else {
+        return;
+    };
+    let b2 = location(backend, fx.dir.path(), "byok_needs_a_grant").unwrap();
     let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key.clone()));
     let id = colvault::project::new_project_id().unwrap();
-    let err = Project::create_with_id(
-        &fx.catalog,
-        fx.dir.path().join("b1"),
-        "byok_proj",
-        s.clone(),
-        keys(&fx),
-        id.clone(),
-    )
-    .unwrap_err();
+    let err = Project::create_with_id(&fx.catalog, &b1, "byok_proj", s.clone(), keys(&fx), id.clone()).unwrap_err();
     match &err {
         Error::AccessDenied { .. } => {
             // The grant command for this very project, said once.
@@ -136,28 +125,22 @@ fn byok_needs_a_grant() {
     // A grant to the project's name does not count: grants name ids.
     fx.kms.grant(&key, &Principal::new("byok_proj").unwrap()).unwrap();
     assert!(matches!(
-        Project::create_with_id(
-            &fx.catalog,
-            fx.dir.path().join("b1"),
-            "byok_proj",
-            s.clone(),
-            keys(&fx),
-            id.clone()
-        ),
+        Project::create_with_id(&fx.catalog, &b1, "byok_proj", s.clone(), keys(&fx), id.clone()),
         Err(Error::AccessDenied { .. })
     ));
     fx.kms.grant(&key, &Principal::new(&id).unwrap()).unwrap();
-    let p = Project::create_with_id(&fx.catalog, fx.dir.path().join("b2"), "byok_proj", s, keys(&fx), id).unwrap();
+    let p = Project::create_with_id(&fx.catalog, &b2, "byok_proj", s, keys(&fx), id).unwrap();
     let t = p.create_table("t", schema()).unwrap();
     t.append([rows(0, 10)]).unwrap();
     assert_eq!(ids(&t).len(), 10);
 }
 
-#[test]
-fn commits_snapshots_and_evolution() {
+fn commits_snapshots_and_evolution(backend: Backend) {
     let fx = Fixture::new();
     for alg in Algorithm::ALL {
-        let p = project(&fx, alg);
+        let Some(p) = project(&fx, backend, "commits_snapshots_and_evolution", alg) else {
+            return;
+        };
         let t = p.create_table("events", schema()).unwrap();
         assert!(p.create_table("events", schema()).is_err());
         assert_eq!(p.list_tables().unwrap(), vec!["events".to_string()]);
@@ -189,10 +172,11 @@ fn commits_snapshots_and_evolution() {
     }
 }
 
-#[test]
-fn compact_expire_vacuum() {
+fn compact_expire_vacuum(backend: Backend) {
     let fx = Fixture::new();
-    let p = project(&fx, Algorithm::Aes256Gcm);
+    let Some(p) = project(&fx, backend, "compact_expire_vacuum", Algorithm::Aes256Gcm) else {
+        return;
+    };
     let t = p
         .create_table("t", schema())
         .unwrap()
@@ -209,24 +193,26 @@ fn compact_expire_vacuum() {
     let after = t.head().unwrap();
     assert_eq!((after.version, after.files.len()), (v, 1));
     assert_eq!(ids(&t), (0..60).collect::<Vec<_>>());
-    assert_eq!(std::fs::read_dir(t.dir().join("data")).unwrap().count(), 7);
+    let data_files = || inventory(&t.storage().child("data")).len();
+    assert_eq!(data_files(), 7);
     // Old snapshots still need the old files.
     assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 0);
     t.expire_snapshots(v).unwrap();
     assert!(t.scan().version(2).build().is_err(), "an expired snapshot is gone");
     assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 6);
-    assert_eq!(std::fs::read_dir(t.dir().join("data")).unwrap().count(), 1);
+    assert_eq!(data_files(), 1);
     assert_eq!(ids(&t), (0..60).collect::<Vec<_>>());
     // A stray uncommitted file is left alone during the grace period, removed after.
-    std::fs::write(t.dir().join("data/stray.cvlt"), b"x").unwrap();
+    t.storage().put("data/stray.cvlt", b"x".to_vec().into()).unwrap();
     assert_eq!(t.vacuum(Duration::from_secs(3600)).unwrap(), 0);
     assert_eq!(t.vacuum(Duration::ZERO).unwrap(), 1);
 }
 
-#[test]
-fn concurrent_appends_from_threads() {
+fn concurrent_appends_from_threads(backend: Backend) {
     let fx = Fixture::new();
-    let p = project(&fx, Algorithm::Aes256Gcm);
+    let Some(p) = project(&fx, backend, "concurrent_appends_from_threads", Algorithm::Aes256Gcm) else {
+        return;
+    };
     let t = p.create_table("t", schema()).unwrap();
     std::thread::scope(|s| {
         for th in 0..8i64 {
@@ -246,63 +232,64 @@ fn concurrent_appends_from_threads() {
     assert_eq!(ids(&t), want);
 }
 
-#[test]
-fn table_level_tampering_is_detected() {
+fn table_level_tampering_is_detected(backend: Backend) {
     let fx = Fixture::new();
-    let p = project(&fx, Algorithm::Aes256Gcm);
+    let Some(p) = project(&fx, backend, "table_level_tampering_is_detected", Algorithm::Aes256Gcm) else {
+        return;
+    };
     let a = p.create_table("a", schema()).unwrap();
     let b = p.create_table("b", schema()).unwrap();
     a.append([rows(0, 10)]).unwrap();
     a.append([rows(10, 10)]).unwrap();
     b.append([rows(100, 10)]).unwrap();
-    let data = |t: &str| {
-        let mut v: Vec<_> = std::fs::read_dir(p.table(t).unwrap().dir().join("data"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        v.sort();
-        v
+    let (sa, sb) = (a.storage().clone(), b.storage().clone());
+    let data = |s: &colvault::storage::Storage| -> Vec<String> {
+        s.list("data").unwrap().into_iter().map(|e| e.name).collect()
     };
+    let get = |s: &colvault::storage::Storage, name: &str| s.get(name).unwrap().unwrap();
     // 1. A data file replaced by an authentic file of another table.
-    let a_files = data("a");
-    let saved = std::fs::read(&a_files[0]).unwrap();
-    std::fs::copy(&data("b")[0], &a_files[0]).unwrap();
+    let a_files = data(&sa);
+    assert_eq!(a_files.len(), 2, "{a_files:?}");
+    let saved = get(&sa, &a_files[0]);
+    sa.put(&a_files[0], get(&sb, &data(&sb)[0])).unwrap();
     assert!(a.scan().build().unwrap().read_all().is_err());
     // 2. ... or by another authentic file of the same table.
-    std::fs::copy(&a_files[1], &a_files[0]).unwrap();
+    sa.put(&a_files[0], get(&sa, &a_files[1])).unwrap();
     assert!(a.scan().build().unwrap().read_all().is_err());
-    std::fs::write(&a_files[0], &saved).unwrap();
+    sa.put(&a_files[0], saved).unwrap();
     assert_eq!(ids(&a).len(), 20);
     // 3. A manifest edited.
     a.head().unwrap();
     b.head().unwrap();
-    let m = a.manifest_file(3).unwrap();
-    let good = std::fs::read(&m).unwrap();
-    let mut bad = good.clone();
+    let m = manifest_object(&a, 3);
+    let good = get(&sa, &m);
+    let mut bad = good.to_vec();
     let n = bad.len();
     bad[n - 20] ^= 1;
-    std::fs::write(&m, &bad).unwrap();
+    sa.put(&m, bad.into()).unwrap();
     let fresh = p.table("a").unwrap();
     assert!(matches!(fresh.head(), Err(Error::Integrity { .. })));
-    std::fs::write(&m, &good).unwrap();
+    sa.put(&m, good).unwrap();
     // 4. A manifest version removed from the chain.
-    let m2 = a.manifest_file(2).unwrap();
-    let saved2 = std::fs::read(&m2).unwrap();
-    std::fs::remove_file(&m2).unwrap();
+    let m2 = manifest_object(&a, 2);
+    let saved2 = get(&sa, &m2);
+    sa.delete(&m2).unwrap();
+    assert!(sa.get(&m2).unwrap().is_none());
     assert!(matches!(p.table("a").unwrap().head(), Err(Error::Integrity { .. })));
-    std::fs::write(&m2, &saved2).unwrap();
+    sa.put(&m2, saved2.clone()).unwrap();
     // 5. A manifest of another table moved in.
-    let mb = b.manifest_file(2).unwrap();
-    std::fs::copy(&mb, &m2).unwrap();
+    let mb = manifest_object(&b, 2);
+    sa.put(&m2, get(&sb, &mb)).unwrap();
     assert!(p.table("a").unwrap().head().is_err());
-    std::fs::write(&m2, &saved2).unwrap();
+    sa.put(&m2, saved2).unwrap();
     assert_eq!(ids(&p.table("a").unwrap()).len(), 20);
 }
 
-#[test]
-fn downgraded_manifest_is_refused() {
+fn downgraded_manifest_is_refused(backend: Backend) {
     let fx = Fixture::new();
-    let p = project(&fx, Algorithm::Aes256Gcm);
+    let Some(p) = project(&fx, backend, "downgraded_manifest_is_refused", Algorithm::Aes256Gcm) else {
+        return;
+    };
     let t = p.create_table("t", schema()).unwrap();
     t.append([rows(0, 10)]).unwrap();
     let head = t.head().unwrap();
@@ -311,19 +298,20 @@ fn downgraded_manifest_is_refused() {
     // ignored, and vacuum removes it as an orphan.
     let mut forged = head.clone();
     forged.version = head.version + 1;
-    let prev = std::fs::read(t.manifest_file(head.version).unwrap()).unwrap();
+    let s = t.storage();
+    let prev = s.get(&manifest_object(&t, head.version)).unwrap().unwrap();
     forged.prev_digest = *blake3::hash(&prev).as_bytes();
     forged.algorithm = Algorithm::None;
     let bytes = forged.seal(None).unwrap();
-    let forged_path = t.dir().join(format!("_manifest/v{:020}.cvm", forged.version));
-    std::fs::write(&forged_path, &bytes).unwrap();
+    let forged_path = format!("_manifest/v{:020}.cvm", forged.version);
+    s.put(&forged_path, bytes.clone().into()).unwrap();
     let fresh = p.table("t").unwrap();
     assert_eq!(fresh.head().unwrap().version, head.version);
     assert_eq!(ids(&fresh).len(), 10);
     assert_eq!(fresh.vacuum(Duration::ZERO).unwrap(), 1);
-    assert!(!forged_path.exists());
+    assert!(s.get(&forged_path).unwrap().is_none());
     // The same unsealed manifest in place of the head's file is refused.
-    std::fs::write(t.manifest_file(head.version).unwrap(), &bytes).unwrap();
+    s.put(&manifest_object(&t, head.version), bytes.into()).unwrap();
     let err = p.table("t").unwrap().head().unwrap_err();
     assert!(matches!(err, Error::Integrity { .. }), "{err}");
 }
@@ -332,11 +320,17 @@ fn downgraded_manifest_is_refused() {
 /// even when the project's principal may use that CMK and everything else about the manifest is
 /// right (this project, table and version, chained after the head). Before, a manifest's key was
 /// never compared with the project's CMK.
-#[test]
-fn a_manifest_under_another_cmk_is_refused() {
+fn a_manifest_under_another_cmk_is_refused(backend: Backend) {
     use colvault::table::Manifest;
     let fx = Fixture::new();
-    let p = project(&fx, Algorithm::Aes256Gcm);
+    let Some(p) = project(
+        &fx,
+        backend,
+        "a_manifest_under_another_cmk_is_refused",
+        Algorithm::Aes256Gcm,
+    ) else {
+        return;
+    };
     let t = p.create_table("t", schema()).unwrap();
     t.append([rows(0, 10)]).unwrap();
     let head = t.head().unwrap();
@@ -349,7 +343,8 @@ fn a_manifest_under_another_cmk_is_refused() {
         .id;
     let mut next = head.clone();
     next.version = head.version + 1;
-    next.prev_digest = *blake3::hash(&std::fs::read(t.manifest_file(head.version).unwrap()).unwrap()).as_bytes();
+    let prev = t.storage().get(&manifest_object(&t, head.version)).unwrap().unwrap();
+    next.prev_digest = *blake3::hash(&prev).as_bytes();
     next.operation = "append".into();
     let access = p.access(t.table_id());
     let under_other = next.seal(Some((&access, &other))).unwrap();
@@ -389,11 +384,12 @@ fn a_manifest_under_another_cmk_is_refused() {
     let commit = |bytes: &[u8]| {
         let digest = *blake3::hash(bytes).as_bytes();
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(
-            t.dir().join(format!("_manifest/v{:020}-{hex}.cvm", next.version)),
-            bytes,
-        )
-        .unwrap();
+        t.storage()
+            .put(
+                &format!("_manifest/v{:020}-{hex}.cvm", next.version),
+                bytes.to_vec().into(),
+            )
+            .unwrap();
         let cur = fx.catalog.table_by_id(t.table_id()).unwrap().unwrap().head;
         let new = colvault::catalog::TableHead {
             version: next.version,
@@ -409,11 +405,12 @@ fn a_manifest_under_another_cmk_is_refused() {
     assert!(matches!(err, Error::ManifestKeyMismatch { .. }), "{err}");
 }
 
-#[test]
-fn scan_options_and_expiry_by_age() {
+fn scan_options_and_expiry_by_age(backend: Backend) {
     use colvault::{CmpOp, Predicate};
     let fx = Fixture::new();
-    let p = project(&fx, Algorithm::Aes256Ctr);
+    let Some(p) = project(&fx, backend, "scan_options_and_expiry_by_age", Algorithm::Aes256Ctr) else {
+        return;
+    };
     let t = p.create_table("t", schema()).unwrap();
     t.append([rows(0, 100)]).unwrap();
     t.append([rows(100, 100)]).unwrap();
@@ -442,10 +439,16 @@ fn scan_options_and_expiry_by_age() {
     assert_eq!(ids(&t).len(), 200);
 }
 
-#[test]
-fn rewrites_after_add_column_and_refused_byok_leaves_nothing() {
+fn rewrites_after_add_column_and_refused_byok_leaves_nothing(backend: Backend) {
     let fx = Fixture::new();
-    let p = project(&fx, Algorithm::Aes256Gcm);
+    let Some(p) = project(
+        &fx,
+        backend,
+        "rewrites_after_add_column_and_refused_byok_leaves_nothing",
+        Algorithm::Aes256Gcm,
+    ) else {
+        return;
+    };
     let t = p
         .create_table("t", schema())
         .unwrap()
@@ -472,9 +475,22 @@ fn rewrites_after_add_column_and_refused_byok_leaves_nothing() {
 
     // A refused BYOK creation leaves no directory behind.
     let key = fx.kms.create_key(CreateKeyRequest::byok()).unwrap().id;
-    let dir = fx.dir.path().join("refused");
+    let dir = location(backend, fx.dir.path(), "refused").unwrap();
     let s = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::Byok(key));
     assert!(Project::create(&fx.catalog, &dir, "refused_proj", s, keys(&fx)).is_err());
     assert!(fx.catalog.project("refused_proj").unwrap().is_none());
-    assert!(!dir.exists());
+    assert!(is_gone(&dir), "{dir}");
 }
+
+crate::backend_tests!(
+    project_names_and_settings,
+    byok_needs_a_grant,
+    commits_snapshots_and_evolution,
+    compact_expire_vacuum,
+    concurrent_appends_from_threads,
+    table_level_tampering_is_detected,
+    downgraded_manifest_is_refused,
+    a_manifest_under_another_cmk_is_refused,
+    scan_options_and_expiry_by_age,
+    rewrites_after_add_column_and_refused_byok_leaves_nothing,
+);

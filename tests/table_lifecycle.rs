@@ -1,5 +1,6 @@
 //! Key lifecycle end to end on a table: disable, enable, deletion, rotation, rewrap, version
-//! destruction, re-encryption. The KEK cache lifetime runs on an injected clock.
+//! destruction, re-encryption. The KEK cache lifetime runs on an injected clock. Every test runs on
+//! every data-plane backend (a local directory, `memory://`, S3 on moto).
 
 mod common;
 
@@ -11,20 +12,24 @@ use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
 use colvault::table::Table;
 use colvault::{Algorithm, Error};
 use common::id_batch as batch;
+use common::stores::{location, Backend};
 use common::Fixture;
 
 fn count(t: &Table) -> Result<usize, Error> {
     Ok(t.scan().build()?.read_all()?.iter().map(|b| b.num_rows()).sum())
 }
 
-fn setup(fx: &Fixture) -> (Project, Table) {
+/// An encrypted project at a fresh location on `backend` with table `t` of 100 rows, or `None`
+/// (skipped).
+fn setup(fx: &Fixture, backend: Backend, test: &str) -> Option<(Project, Table)> {
     let keys = Keys {
         kms: fx.kms.clone(),
         cache: fx.cache.clone(),
     };
+    let loc = location(backend, fx.dir.path(), test)?;
     let p = Project::create(
         &fx.catalog,
-        fx.dir.path().join("proj"),
+        &loc,
         "lifecycle",
         ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault),
         keys,
@@ -32,15 +37,16 @@ fn setup(fx: &Fixture) -> (Project, Table) {
     .unwrap();
     let t = p.create_table("t", batch(0, 1).schema()).unwrap();
     t.append([batch(0, 100)]).unwrap();
-    (p, t)
+    Some((p, t))
 }
 
 const LIFETIME: Duration = Duration::from_secs(600);
 
-#[test]
-fn disable_enable_and_cache_lifetime() {
+fn disable_enable_and_cache_lifetime(backend: Backend) {
     let fx = Fixture::new();
-    let (p, t) = setup(&fx);
+    let Some((p, t)) = setup(&fx, backend, "disable_enable_and_cache_lifetime") else {
+        return;
+    };
     let cmk = p.settings().cmk.clone().unwrap();
     fx.kms.disable(&cmk).unwrap();
     // Within the cache lifetime the cached KEKs still work...
@@ -60,10 +66,11 @@ fn disable_enable_and_cache_lifetime() {
     assert_eq!(count(&t).unwrap(), 110);
 }
 
-#[test]
-fn deletion_and_crypto_shredding() {
+fn deletion_and_crypto_shredding(backend: Backend) {
     let fx = Fixture::new();
-    let (p, t) = setup(&fx);
+    let Some((p, t)) = setup(&fx, backend, "deletion_and_crypto_shredding") else {
+        return;
+    };
     let cmk = p.settings().cmk.clone().unwrap();
     fx.kms.schedule_deletion(&cmk, 7).unwrap();
     fx.cache.invalidate();
@@ -90,10 +97,11 @@ fn deletion_and_crypto_shredding() {
     assert!(matches!(err, Error::KeyDeleted { .. }), "{err}");
 }
 
-#[test]
-fn rotate_rewrap_destroy() {
+fn rotate_rewrap_destroy(backend: Backend) {
     let fx = Fixture::new();
-    let (p, t) = setup(&fx);
+    let Some((p, t)) = setup(&fx, backend, "rotate_rewrap_destroy") else {
+        return;
+    };
     let cmk = p.settings().cmk.clone().unwrap();
     fx.kms.rotate(&cmk).unwrap();
     fx.cache.invalidate();
@@ -111,8 +119,8 @@ fn rotate_rewrap_destroy() {
     let err = p.destroy_key_version(1).unwrap_err();
     assert!(err.to_string().contains("still needed"), "{err}");
 
-    let data_dir = t.dir().join("data");
-    let old_file = std::fs::read(data_dir.join(&head.files[0].name)).unwrap();
+    let data = |name: &str| t.storage().get(&format!("data/{name}")).unwrap().unwrap();
+    let old_file = data(&head.files[0].name);
     let progress_calls = std::sync::atomic::AtomicUsize::new(0);
     let report = p
         .rewrap(&|_, _, _| {
@@ -124,7 +132,7 @@ fn rotate_rewrap_destroy() {
     let after = t.head().unwrap();
     assert!(after.files.iter().all(|f| f.key_version == 2));
     assert_eq!(after.files[0].file_id, head.files[0].file_id);
-    let new_file = std::fs::read(data_dir.join(&after.files[0].name)).unwrap();
+    let new_file = data(&after.files[0].name);
     // Same chunk bytes (column data not re-encrypted), a new footer.
     let chunks_end = |f: &[u8]| {
         let n = f.len();
@@ -149,10 +157,11 @@ fn rotate_rewrap_destroy() {
     t.vacuum(Duration::ZERO).unwrap();
 }
 
-#[test]
-fn reencrypt_gives_fresh_keys() {
+fn reencrypt_gives_fresh_keys(backend: Backend) {
     let fx = Fixture::new();
-    let (_p, t) = setup(&fx);
+    let Some((_p, t)) = setup(&fx, backend, "reencrypt_gives_fresh_keys") else {
+        return;
+    };
     t.append([batch(100, 20)]).unwrap();
     let before = t.head().unwrap();
     let r = t.reencrypt(&|_, _, _| {}).unwrap();
@@ -164,3 +173,10 @@ fn reencrypt_gives_fresh_keys() {
     }
     assert_eq!(count(&t).unwrap(), 120);
 }
+
+crate::backend_tests!(
+    disable_enable_and_cache_lifetime,
+    deletion_and_crypto_shredding,
+    rotate_rewrap_destroy,
+    reencrypt_gives_fresh_keys,
+);

@@ -1,4 +1,5 @@
-//! Migration: turning encryption on, changing key and algorithm, turning it off.
+//! Migration: turning encryption on, changing key and algorithm, turning it off; on every
+//! data-plane backend (a local directory, `memory://`, S3 on moto).
 
 mod common;
 
@@ -10,6 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use colvault::kms::{CreateKeyRequest, KmsAdmin};
 use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
 use colvault::{Algorithm, Error};
+use common::stores::{location, Backend};
 use common::Fixture;
 
 fn batch(start: i64, n: i64) -> RecordBatch {
@@ -26,11 +28,23 @@ fn batch(start: i64, n: i64) -> RecordBatch {
     .unwrap()
 }
 
-fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+/// Every byte the project holds: on a local directory every file found by walking it (staging and
+/// hidden files included), elsewhere every object under its prefix.
+fn all_bytes(p: &Project) -> Vec<u8> {
     let mut out = Vec::new();
-    for e in walk(dir) {
-        out.extend(std::fs::read(e).unwrap());
+    match p.storage().local_dir() {
+        Some(dir) => {
+            for e in walk(&dir) {
+                out.extend(std::fs::read(e).unwrap());
+            }
+        }
+        None => {
+            for (_, b) in common::stores::snapshot(p.storage()) {
+                out.extend_from_slice(&b);
+            }
+        }
     }
+    assert!(!out.is_empty());
     out
 }
 
@@ -66,16 +80,18 @@ fn rows(p: &Project) -> Vec<usize> {
         .collect()
 }
 
-#[test]
-fn migrate_on_change_and_off() {
+fn migrate_on_change_and_off(backend: Backend) {
     let fx = Fixture::new();
+    let Some(loc) = location(backend, fx.dir.path(), "migrate_on_change_and_off") else {
+        return;
+    };
     let keys = Keys {
         kms: fx.kms.clone(),
         cache: fx.cache.clone(),
     };
     let p = Project::create(
         &fx.catalog,
-        fx.dir.path().join("proj"),
+        &loc,
         "migrating",
         ProjectSettings::plaintext(),
         keys.clone(),
@@ -87,7 +103,7 @@ fn migrate_on_change_and_off() {
         t.append([batch(100, 50)]).unwrap();
     }
     assert!(
-        all_bytes(p.dir()).windows(11).any(|w| w == b"SECRETVALUE"),
+        all_bytes(&p).windows(11).any(|w| w == b"SECRETVALUE"),
         "plaintext to begin with"
     );
 
@@ -106,7 +122,7 @@ fn migrate_on_change_and_off() {
     assert!(p.settings().migrating_from.is_none());
     assert_eq!(rows(&p), vec![150, 150]);
     assert!(
-        !all_bytes(p.dir()).windows(11).any(|w| w == b"SECRETVALUE"),
+        !all_bytes(&p).windows(11).any(|w| w == b"SECRETVALUE"),
         "nothing stays in plaintext anywhere in the project"
     );
     let t = p.table("a").unwrap();
@@ -143,3 +159,5 @@ fn migrate_on_change_and_off() {
     let p = Project::open(p.catalog(), p.name(), keys).unwrap();
     assert_eq!(rows(&p), vec![150, 150]);
 }
+
+crate::backend_tests!(migrate_on_change_and_off);

@@ -99,3 +99,97 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+// ---- the data plane as an attacker with write access to it sees it ----
+
+use bytes::Bytes;
+use colvault::storage::Storage;
+
+/// Every object under `s`, with its bytes (to save a table's or a directory's contents before an
+/// attack and put them back after).
+pub fn snapshot(s: &Storage) -> Vec<(String, Bytes)> {
+    s.list("")
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let b = s.get(&e.name).unwrap().unwrap();
+            (e.name, b)
+        })
+        .collect()
+}
+
+/// Replaces everything under `s` by `objects` (removing what is there first): restoring a saved
+/// snapshot, or copying another table's objects in.
+pub fn replace_all(s: &Storage, objects: &[(String, Bytes)]) {
+    s.delete_all("").unwrap();
+    for (name, bytes) in objects {
+        s.put(name, bytes.clone()).unwrap();
+    }
+}
+
+/// Flips one bit of byte `at` of object `name`, in place.
+pub fn flip(s: &Storage, name: &str, at: usize) {
+    let mut b = s.get(name).unwrap().unwrap().to_vec();
+    b[at] ^= 0x01;
+    s.put(name, b.into()).unwrap();
+}
+
+/// What `s` holds, for "nothing was deleted" checks: each object's name and size. On a local
+/// directory every file found by walking it, staging and hidden files included (which
+/// `Storage::list` does not show).
+pub fn inventory(s: &Storage) -> Vec<(String, u64)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, e.metadata().unwrap().len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match s.local_dir() {
+        Some(dir) => walk(&dir, &dir, &mut out),
+        None => out.extend(s.list("").unwrap().into_iter().map(|e| (e.name, e.size))),
+    }
+    out.sort();
+    out
+}
+
+/// Whether nothing is at location `loc`: on a local directory, that the directory does not exist;
+/// on an object store, that no object is under the prefix.
+pub fn is_gone(loc: &str) -> bool {
+    if !loc.contains("://") {
+        return !Path::new(loc).exists();
+    }
+    Storage::open(loc, false).unwrap().list("").unwrap().is_empty()
+}
+
+/// The object name (relative to the table's storage) of a manifest file
+/// [`Table::manifest_file`](colvault::table::Table::manifest_file) names.
+pub fn manifest_object(t: &colvault::table::Table, version: u64) -> String {
+    let f = t.manifest_file(version).unwrap();
+    format!("_manifest/{}", f.file_name().unwrap().to_str().unwrap())
+}
+
+/// The settings objects (`*.cv`) at the top of a project's storage, sorted.
+pub fn settings_objects(s: &Storage) -> Vec<String> {
+    s.list("")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| !n.contains('/') && n.ends_with(".cv"))
+        .collect()
+}
+
+/// The object name of the settings file the catalog records for `p`.
+pub fn current_settings(p: &colvault::project::Project) -> String {
+    let rec = p.catalog().project(p.name()).unwrap().unwrap();
+    let hex: String = rec.settings_digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("project-{hex}.cv")
+}
