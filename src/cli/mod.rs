@@ -11,6 +11,7 @@ mod project;
 mod quickstart;
 mod speed;
 mod table;
+mod table_import;
 
 use std::process::ExitCode;
 
