@@ -117,7 +117,11 @@ impl KeyAccess {
         let (what, expected) = match column {
             None => (
                 "the file key".to_string(),
-                rule.file_cmks.iter().map(KeyId::as_str).collect::<Vec<_>>().join(" or "),
+                rule.file_cmks
+                    .iter()
+                    .map(KeyId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             ),
             Some(c) => match rule.column(c) {
                 Some((_, name, cmk)) => (format!("the key of column {name:?}"), cmk.to_string()),

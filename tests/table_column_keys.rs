@@ -3,9 +3,9 @@
 //! appends, compaction, rewrap, re-encryption and migration keep the column under its key. A writer
 //! who holds the project's key but not the column's cannot move the column out from under it.
 
-mod common;
 #[path = "common/cli_env.rs"]
 mod cli_env;
+mod common;
 
 use std::sync::Arc;
 
@@ -152,7 +152,11 @@ fn the_catalog_and_every_manifest_record_the_column_keys() {
     assert_eq!(t.column_keys(), expected.as_slice());
     let rec = fx.catalog.table(p.project_id(), "staff").unwrap().unwrap();
     assert_eq!(rec.column_keys, expected, "the catalog anchors them");
-    assert_eq!(t.head().unwrap().column_keys, expected, "the sealed manifest records them");
+    assert_eq!(
+        t.head().unwrap().column_keys,
+        expected,
+        "the sealed manifest records them"
+    );
     t.append([batch(0, 100)]).unwrap();
     t.append([batch(100, 50)]).unwrap();
     assert_column_under(&t, 2, &cmk(&p), &hr);
@@ -181,11 +185,18 @@ fn a_byok_column_key_works_only_after_its_owner_grants_it() {
     match &err {
         Error::AccessDenied { principal, key } => {
             assert_eq!(key, hr2.as_str());
-            assert!(principal.contains(p.project_id()) && principal.contains("salary"), "{principal}");
+            assert!(
+                principal.contains(p.project_id()) && principal.contains("salary"),
+                "{principal}"
+            );
         }
         other => panic!("expected AccessDenied, got {other}"),
     }
-    assert!(err.to_string().contains(&format!("colvault kms grant {hr2} {}", p.project_id())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("colvault kms grant {hr2} {}", p.project_id())),
+        "{err}"
+    );
     assert!(p.list_tables().unwrap().is_empty(), "nothing was created");
     assert_eq!(std::fs::read_dir(p.dir().join("tables")).unwrap().count(), 0);
 
@@ -227,7 +238,10 @@ fn misuse_is_refused_with_typed_errors_and_nothing_is_created() {
         ("salary".into(), ColumnKeyProblem::ProjectKey)
     );
     assert_eq!(
-        problem(TableOptions::new().column_key("address.zip", hr.clone()), nested_schema()),
+        problem(
+            TableOptions::new().column_key("address.zip", hr.clone()),
+            nested_schema()
+        ),
         (
             "address.zip".into(),
             ColumnKeyProblem::NestedField {
@@ -247,7 +261,10 @@ fn misuse_is_refused_with_typed_errors_and_nothing_is_created() {
     .unwrap();
     match plain.create_table_with("t", schema(), salary_under(&hr)) {
         Err(Error::InvalidColumnKey { problem, .. }) => assert_eq!(problem, ColumnKeyProblem::ProjectNotEncrypted),
-        other => panic!("expected ProjectNotEncrypted, got {:?}", other.map(|t| t.name().to_string())),
+        other => panic!(
+            "expected ProjectNotEncrypted, got {:?}",
+            other.map(|t| t.name().to_string())
+        ),
     }
     assert!(plain.list_tables().unwrap().is_empty());
 }
@@ -269,7 +286,11 @@ fn a_key_on_a_nested_field_covers_all_of_its_leaves() {
     let (p, hr) = setup(&fx);
     let s = nested_schema();
     let t = p
-        .create_table_with("people", s.clone(), TableOptions::new().column_key("address", hr.clone()))
+        .create_table_with(
+            "people",
+            s.clone(),
+            TableOptions::new().column_key("address", hr.clone()),
+        )
         .unwrap();
     let DataType::Struct(fields) = s.field(1).data_type().clone() else {
         unreachable!()
@@ -356,8 +377,15 @@ fn rewrap_moves_both_keys_to_their_current_versions_and_keeps_the_column_apart()
     assert_eq!(all(&t), before);
     assert_column_under(&t, 2, &cmk(&p), &hr);
     let head = t.head().unwrap();
-    let versions: Vec<u32> = envelope_keys(&t, &head.files[0]).into_iter().map(|(_, _, v)| v).collect();
-    assert_eq!(versions, vec![2, 2], "the file key and the column key, each at its CMK's new version");
+    let versions: Vec<u32> = envelope_keys(&t, &head.files[0])
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(
+        versions,
+        vec![2, 2],
+        "the file key and the column key, each at its CMK's new version"
+    );
     assert_column_apart(&fx, &t, "salary", &["id", "name"], &hr);
 }
 
@@ -490,7 +518,8 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
         t.append([batch(0, 10)]).unwrap();
         t
     };
-    let writer = |t: &Table| WriterOptions::encrypted(Algorithm::Aes256Gcm, p.access(t.table_id()), project_key.clone());
+    let writer =
+        |t: &Table| WriterOptions::encrypted(Algorithm::Aes256Gcm, p.access(t.table_id()), project_key.clone());
     let honest_ids = vec![project_key.clone(), hr.clone()];
 
     // 1. Salary back under the project's key, listed as such: the manifest is refused.
@@ -508,7 +537,13 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
         }],
     ] {
         let t = table();
-        insider_commit(&p, &t, writer(&t).column_key("salary", hr.clone()), honest_ids.clone(), Some(keys));
+        insider_commit(
+            &p,
+            &t,
+            writer(&t).column_key("salary", hr.clone()),
+            honest_ids.clone(),
+            Some(keys),
+        );
         mismatch(t.head());
         mismatch(t.scan().build());
     }
@@ -517,10 +552,22 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
     //    listed as under the HR key: the column does not read, the other columns do, and
     //    maintenance refuses the file.
     let t = table();
-    insider_commit(&p, &t, writer(&t).column_key("salary", evil.clone()), vec![project_key.clone(), evil.clone()], None);
+    insider_commit(
+        &p,
+        &t,
+        writer(&t).column_key("salary", evil.clone()),
+        vec![project_key.clone(), evil.clone()],
+        None,
+    );
     mismatch(t.head());
     let t = table();
-    insider_commit(&p, &t, writer(&t).column_key("salary", evil.clone()), honest_ids.clone(), None);
+    insider_commit(
+        &p,
+        &t,
+        writer(&t).column_key("salary", evil.clone()),
+        honest_ids.clone(),
+        None,
+    );
     assert_eq!(rows(&t, &["id", "name"]).unwrap(), 15);
     assert!(matches!(
         read(&t, &["salary"]),
@@ -530,7 +577,13 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
 
     // 4. Salary with a key of its own, but wrapped under the project's key: it does not read.
     let t = table();
-    insider_commit(&p, &t, writer(&t).column_key("salary", project_key.clone()), honest_ids.clone(), None);
+    insider_commit(
+        &p,
+        &t,
+        writer(&t).column_key("salary", project_key.clone()),
+        honest_ids.clone(),
+        None,
+    );
     assert_eq!(rows(&t, &["id", "name"]).unwrap(), 15);
     assert!(mismatch(read(&t, &["salary"])).contains("salary"));
     mismatch(t.reencrypt(&|_, _, _| {}));
@@ -538,11 +591,19 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
     // 5. Another column under the HR key too (so HR could read names): listed, the manifest is
     //    refused; not listed, that column does not read.
     let t = table();
-    let both = || writer(&t).column_key("name", hr.clone()).column_key("salary", hr.clone());
+    let both = || {
+        writer(&t)
+            .column_key("name", hr.clone())
+            .column_key("salary", hr.clone())
+    };
     insider_commit(&p, &t, both(), vec![project_key.clone(), hr.clone(), hr.clone()], None);
     mismatch(t.head());
     let t = table();
-    let both = || writer(&t).column_key("name", hr.clone()).column_key("salary", hr.clone());
+    let both = || {
+        writer(&t)
+            .column_key("name", hr.clone())
+            .column_key("salary", hr.clone())
+    };
     insider_commit(&p, &t, both(), honest_ids.clone(), None);
     mismatch(read(&t, &["name"]));
 
@@ -591,12 +652,30 @@ fn cli_create_import_schema_and_catalog_show_the_column_keys() {
 
     // Not yet granted: a key error; granted: created, and shown.
     let err = env.fails(
-        &["table", "create", "./hrdept", "staff", "--schema", schema, "--column-key", &salary],
+        &[
+            "table",
+            "create",
+            "./hrdept",
+            "staff",
+            "--schema",
+            schema,
+            "--column-key",
+            &salary,
+        ],
         3,
     );
     assert!(err.contains("colvault kms grant"), "{err}");
     env.run(&["kms", "grant", &hr, "./hrdept"]);
-    let out = env.run(&["table", "create", "./hrdept", "staff", "--schema", schema, "--column-key", &salary]);
+    let out = env.run(&[
+        "table",
+        "create",
+        "./hrdept",
+        "staff",
+        "--schema",
+        schema,
+        "--column-key",
+        &salary,
+    ]);
     assert!(out.contains(&format!("under its own key {hr}")), "{out}");
     let s = env.json(&["table", "schema", "./hrdept", "staff", "--json"]);
     assert_eq!(s["fields"][2]["key_id"], hr.as_str());
@@ -607,13 +686,43 @@ fn cli_create_import_schema_and_catalog_show_the_column_keys() {
 
     // Misuse: usage errors naming the problem.
     let err = env.fails(
-        &["table", "create", "./hrdept", "t2", "--schema", schema, "--column-key", &format!("wage={hr}")],
+        &[
+            "table",
+            "create",
+            "./hrdept",
+            "t2",
+            "--schema",
+            schema,
+            "--column-key",
+            &format!("wage={hr}"),
+        ],
         2,
     );
     assert!(err.contains("wage"), "{err}");
-    env.fails(&["table", "create", "./hrdept", "t2", "--schema", schema, "--column-key", "salary"], 2);
+    env.fails(
+        &[
+            "table",
+            "create",
+            "./hrdept",
+            "t2",
+            "--schema",
+            schema,
+            "--column-key",
+            "salary",
+        ],
+        2,
+    );
     let err = env.fails(
-        &["table", "create", "./open", "t2", "--schema", schema, "--column-key", &salary],
+        &[
+            "table",
+            "create",
+            "./open",
+            "t2",
+            "--schema",
+            schema,
+            "--column-key",
+            &salary,
+        ],
         2,
     );
     assert!(err.contains("not encrypted"), "{err}");
@@ -623,9 +732,20 @@ fn cli_create_import_schema_and_catalog_show_the_column_keys() {
     std::fs::write(env.path().join("pay.csv"), "id,name,salary\n1,ann,100.5\n2,bo,200.25\n").unwrap();
     env.run(&["table", "import", "./hrdept", "pay", "pay.csv", "--column-key", &salary]);
     env.run(&["table", "import", "./hrdept", "pay", "pay.csv"]);
-    let other = env.json(&["kms", "create-key", "--json"])["key_id"].as_str().unwrap().to_string();
+    let other = env.json(&["kms", "create-key", "--json"])["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     env.fails(
-        &["table", "import", "./hrdept", "pay", "pay.csv", "--column-key", &format!("salary={other}")],
+        &[
+            "table",
+            "import",
+            "./hrdept",
+            "pay",
+            "pay.csv",
+            "--column-key",
+            &format!("salary={other}"),
+        ],
         2,
     );
     let s = env.json(&["table", "schema", "./hrdept", "pay", "--json"]);
@@ -633,7 +753,17 @@ fn cli_create_import_schema_and_catalog_show_the_column_keys() {
 
     // The HR key disabled: the other columns export, salary does not (a key error naming it).
     env.run(&["kms", "disable", &hr]);
-    let out = env.run(&["table", "export", "./hrdept", "pay", "-", "--format", "csv", "--columns", "id,name"]);
+    let out = env.run(&[
+        "table",
+        "export",
+        "./hrdept",
+        "pay",
+        "-",
+        "--format",
+        "csv",
+        "--columns",
+        "id,name",
+    ]);
     assert_eq!(out.lines().count(), 5, "{out}");
     let err = env.fails(&["table", "head", "./hrdept", "pay"], 3);
     assert!(err.contains("salary") && err.contains("disabled"), "{err}");

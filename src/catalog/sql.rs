@@ -626,7 +626,10 @@ mod tests {
         }];
         assert_eq!(column_keys_from(&column_keys_text(&keys)).unwrap(), keys);
         assert!(matches!(column_keys_from("[]"), Err(Error::Malformed { .. })));
-        assert!(matches!(column_keys_from("[[\"a\",\"bad key\"]]"), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            column_keys_from("[[\"a\",\"bad key\"]]"),
+            Err(Error::Malformed { .. })
+        ));
     }
 
     #[test]

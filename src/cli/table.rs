@@ -13,7 +13,9 @@ use colvault::table::{ColumnKey, Table, TableOptions, TableWriteOptions};
 use serde_json::{json, Value};
 
 use super::context::KeyOpts;
-use super::dataio::{describe_field, open_source, parse_field, parse_schema, table_schema_of, CsvOptions, Format, Sink};
+use super::dataio::{
+    describe_field, open_source, parse_field, parse_schema, table_schema_of, CsvOptions, Format, Sink,
+};
 use super::error::{CliError, CliResult};
 use super::output::{bar, print_json, size, spinner, thousands, time_ms};
 use super::table_import::{import, ImportArgs};
@@ -516,7 +518,12 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             let p = ctx.project(&project)?;
             let t = p.table(&table)?;
             let schema = t.head()?.schema;
-            let key_of = |name: &str| t.column_keys().iter().find(|k| k.column == name).map(|k| k.cmk.as_str());
+            let key_of = |name: &str| {
+                t.column_keys()
+                    .iter()
+                    .find(|k| k.column == name)
+                    .map(|k| k.cmk.as_str())
+            };
             if json {
                 print_json(&json!({"fields": schema.fields().iter().map(|f| json!({
                     "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable(),

@@ -140,7 +140,8 @@ pub fn import(p: &Project, args: ImportArgs<'_>) -> CliResult {
                 pb: &pb,
                 done: false,
             };
-            p.create_table_from_with(table, schema, options, feed).map(|(_, info)| info)
+            p.create_table_from_with(table, schema, options, feed)
+                .map(|(_, info)| info)
         }
     };
     pb.finish_and_clear();
@@ -176,4 +177,3 @@ pub fn import(p: &Project, args: ImportArgs<'_>) -> CliResult {
         }),
     }
 }
-

@@ -335,7 +335,12 @@ impl Manifest {
     }
 
     /// An empty version-0 manifest for a new table with column keys.
-    pub fn genesis_with(table_id: String, schema: SchemaRef, algorithm: Algorithm, column_keys: Vec<ColumnKey>) -> Self {
+    pub fn genesis_with(
+        table_id: String,
+        schema: SchemaRef,
+        algorithm: Algorithm,
+        column_keys: Vec<ColumnKey>,
+    ) -> Self {
         Manifest {
             version: 0,
             prev_digest: [0; 32],

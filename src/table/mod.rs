@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
+pub use crate::catalog::ColumnKey;
 use crate::catalog::{new_id, TableHead, TableRecord};
 use crate::crypto::FileId;
 use crate::error::{Error, Result};
@@ -36,7 +37,6 @@ use crate::project::Project;
 use crate::storage::{ObjectWriter, Storage};
 use crate::write::{Compression, FileWriter, WriterOptions};
 use crate::KeyAccess;
-pub use crate::catalog::ColumnKey;
 use column_keys::ColumnPolicy;
 pub use column_keys::TableOptions;
 pub use manifest::{FileRef, Manifest};
