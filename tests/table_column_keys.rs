@@ -449,6 +449,44 @@ fn migration_keeps_the_column_under_its_key_and_never_drops_it() {
     assert_column_apart(&fx, &t, "salary", &["id", "name"], &hr);
 }
 
+#[test]
+fn a_registered_project_keeps_its_tables_column_keys() {
+    let fx = Fixture::new();
+    let (p, hr) = setup(&fx);
+    let t = p.create_table_with("staff", schema(), salary_under(&hr)).unwrap();
+    t.append([batch(0, 10)]).unwrap();
+    // Another catalog adopts the directory (trust on first use): the column keys come from the
+    // verified head manifest, are recorded in the new catalog, and every file is checked against them.
+    let other = fx.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let catalog2 = common::catalog_in(&other);
+    let (adopted, report) = Project::register(&catalog2, p.dir(), common::keys(&fx)).unwrap();
+    let name = &report.tables[0].0;
+    let rec = catalog2.table(adopted.project_id(), name).unwrap().unwrap();
+    assert_eq!(rec.column_keys, t.column_keys());
+    let t2 = adopted.table(name).unwrap();
+    assert_eq!(all(&t2), all(&t));
+    assert_column_apart(&fx, &t2, "salary", &["id", "name"], &hr);
+
+    // A directory whose newest manifest moved salary back under the project's key is adopted with
+    // those column keys only if every file agrees: one that keeps salary under its file key while
+    // the manifest says otherwise is refused at registration.
+    insider_commit(
+        &p,
+        &t,
+        WriterOptions::encrypted(Algorithm::Aes256Gcm, p.access(t.table_id()), cmk(&p)),
+        vec![cmk(&p), hr.clone()],
+        None,
+    );
+    let third = fx.dir.path().join("third");
+    std::fs::create_dir(&third).unwrap();
+    mismatch(Project::register(
+        &common::catalog_in(&third),
+        p.dir(),
+        common::keys(&fx),
+    ));
+}
+
 /// A writer who holds the project's key but not the column's: writes a data file with `opts` and
 /// commits it (listed with `key_ids`, and the manifest's column keys replaced by `column_keys` when
 /// given) as the next version, as the library would, swapping the catalog's head.

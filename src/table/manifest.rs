@@ -355,3 +355,55 @@ impl Manifest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field};
+
+    fn manifest(column_keys: Vec<ColumnKey>) -> Manifest {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("salary", DataType::Float64, true),
+        ]));
+        let mut m = Manifest::genesis_with("t1".into(), schema, Algorithm::None, column_keys);
+        m.version = 1;
+        m
+    }
+
+    /// The checksummed form of `bytes` with its format byte set to `format`.
+    fn with_format(bytes: &[u8], format: u8) -> Vec<u8> {
+        let mut b = bytes[..bytes.len() - 32].to_vec();
+        b[4] = format;
+        let sum = *blake3::hash(&b).as_bytes();
+        b.extend_from_slice(&sum);
+        b
+    }
+
+    #[test]
+    fn column_keys_need_format_2_and_round_trip() {
+        let keys = vec![ColumnKey {
+            column: "salary".into(),
+            cmk: KeyId::new("k-hr").unwrap(),
+        }];
+        let with = manifest(keys.clone()).seal(None).unwrap();
+        let without = manifest(Vec::new()).seal(None).unwrap();
+        assert_eq!((with[4], without[4]), (FORMAT_COLUMN_KEYS, FORMAT));
+        assert_eq!(Manifest::open(&with, 1, Some("t1"), None).unwrap().column_keys, keys);
+        assert!(Manifest::open(&without, 1, Some("t1"), None)
+            .unwrap()
+            .column_keys
+            .is_empty());
+        // A format byte that disagrees with the body is refused either way.
+        for bad in [with_format(&with, FORMAT), with_format(&without, FORMAT_COLUMN_KEYS)] {
+            assert!(matches!(
+                Manifest::open(&bad, 1, Some("t1"), None),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        assert!(matches!(
+            Manifest::open(&with_format(&without, 3), 1, Some("t1"), None),
+            Err(Error::UnsupportedVersion { .. })
+        ));
+    }
+}
