@@ -28,6 +28,8 @@ pub struct KeyAccess {
 /// its entry names, and no other field has a key of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ColumnKeyRule {
+    /// The table's name, for messages.
+    pub table: String,
     /// The CMKs the file key may be under (the project's, and during a migration the one it leaves).
     pub file_cmks: Vec<KeyId>,
     /// (field index, column name, CMK), in schema order.
@@ -114,22 +116,24 @@ impl KeyAccess {
         if ok {
             return Ok(());
         }
-        let (what, expected) = match column {
-            None => (
-                "the file key".to_string(),
-                rule.file_cmks
-                    .iter()
-                    .map(KeyId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-            ),
+        let what = match column {
+            None => "the file key".to_string(),
             Some(c) => match rule.column(c) {
-                Some((_, name, cmk)) => (format!("the key of column {name:?}"), cmk.to_string()),
-                None => (format!("a key of its own for field {c}"), "no key of its own".into()),
+                Some((_, name, _)) => format!("the key of column {name:?}"),
+                None => format!("a key of its own for field {c}"),
             },
         };
+        let expected = if rule.columns.is_empty() {
+            "none".to_string()
+        } else {
+            rule.columns
+                .iter()
+                .map(|(_, name, cmk)| format!("{name}={cmk}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         Err(Error::ColumnKeyMismatch {
-            table: self.table_id.clone(),
+            table: rule.table.clone(),
             detail: format!("a data file holds {what} under key {key}"),
             expected,
         })

@@ -220,6 +220,7 @@ impl Table {
     pub(super) fn column_rule(&self) -> ColumnKeyRule {
         let indices = self.columns.indices.get().map(Vec::as_slice).unwrap_or(&[]);
         ColumnKeyRule {
+            table: self.name.clone(),
             file_cmks: self.manifest_cmks(),
             columns: indices
                 .iter()
