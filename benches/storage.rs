@@ -164,6 +164,7 @@ struct Run {
     name: &'static str,
     write: Duration,
     whole: Duration,
+    whole_async: Duration,
     one: Duration,
     counts: Option<(RequestCounts, RequestCounts)>,
     file_len: u64,
@@ -211,6 +212,20 @@ fn run(
     assert_eq!(rows(t1.scan().build().unwrap().read_all().unwrap()), rows_n);
     let whole = start.elapsed();
     let whole_counts = counter.map(|c| c.counts());
+    // The same read through the async API (TableScan::stream) on a two-thread runtime.
+    let t3 = fresh();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let streamed: Vec<arrow::array::RecordBatch> = rt.block_on(async {
+        use futures::TryStreamExt;
+        t3.scan().stream().await.unwrap().try_collect().await.unwrap()
+    });
+    assert_eq!(rows(streamed), rows_n);
+    let whole_async = start.elapsed();
     let t2 = fresh();
     if let Some(c) = counter {
         c.reset();
@@ -233,6 +248,7 @@ fn run(
         name,
         write,
         whole,
+        whole_async,
         one,
         counts: whole_counts.zip(one_counts),
         file_len,
@@ -283,8 +299,16 @@ fn main() {
     let file_bytes = runs[0].file_len as f64;
     println!("\nfile: {:.1} MB", file_bytes / 1e6);
     println!(
-        "{:<12} {:>10} {:>12} {:>12} {:>12} {:>12} {:>14} {:>14}",
-        "backend", "write s", "whole s", "whole MB/s", "one-col s", "whole GETs", "whole bytes", "one-col GETs/bytes"
+        "{:<12} {:>10} {:>12} {:>12} {:>14} {:>12} {:>12} {:>14} {:>14}",
+        "backend",
+        "write s",
+        "whole s",
+        "whole MB/s",
+        "async MB/s",
+        "one-col s",
+        "whole GETs",
+        "whole bytes",
+        "one-col GETs/bytes"
     );
     for r in &runs {
         let (wg, wb, og) = match &r.counts {
@@ -296,11 +320,12 @@ fn main() {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<12} {:>10.3} {:>12.3} {:>12.1} {:>12.3} {:>12} {:>14} {:>14}",
+            "{:<12} {:>10.3} {:>12.3} {:>12.1} {:>14.1} {:>12.3} {:>12} {:>14} {:>14}",
             r.name,
             r.write.as_secs_f64(),
             r.whole.as_secs_f64(),
             mb(r.whole, file_bytes),
+            mb(r.whole_async, file_bytes),
             r.one.as_secs_f64(),
             wg,
             wb,

@@ -18,6 +18,8 @@ pub mod kms;
 pub mod project;
 pub mod read;
 pub mod sample;
+#[cfg(feature = "datafusion")]
+pub mod sql;
 pub mod storage;
 pub mod table;
 pub mod write;

@@ -10,6 +10,8 @@ mod output;
 mod project;
 mod quickstart;
 mod speed;
+#[cfg(feature = "datafusion")]
+mod sql;
 mod table;
 mod table_import;
 
@@ -97,6 +99,10 @@ enum Command {
         #[command(subcommand)]
         cmd: table::TableCmd,
     },
+    /// Run SQL over a project's tables (DataFusion): a query, INSERT INTO, CREATE TABLE ... AS SELECT,
+    /// DROP TABLE; without a statement, a prompt reading statements from stdin
+    #[cfg(feature = "datafusion")]
+    Sql(sql::SqlArgs),
     /// Show a data file's envelope without any key; with --project, also its row groups and statistics
     Inspect(inspect::InspectArgs),
     /// Measure seal and open throughput of every algorithm and cipher provider on this machine (all
@@ -135,6 +141,8 @@ pub fn main() -> ExitCode {
         Command::Catalog { cmd } => catalog::run(cmd, &cli.keys),
         Command::Project { cmd } => project::run(cmd, &cli.keys),
         Command::Table { cmd } => table::run(cmd, &cli.keys),
+        #[cfg(feature = "datafusion")]
+        Command::Sql(args) => sql::run(args, &cli.keys),
         Command::Inspect(args) => inspect::run(args, &cli.keys),
         Command::Speed { mib, runs } => speed::speed(mib, runs).map_err(Into::into),
     };

@@ -36,6 +36,13 @@ pub trait ReadAt: Send + Sync {
     /// ahead, coalesced and concurrently ([`crate::storage::ObjectReader`]). The default (local
     /// files, memory) does nothing.
     fn prefetch(&self, _ranges: &[std::ops::Range<u64>]) {}
+    /// Resolves once reads of `ranges` will not wait for the network: for a remote source, when
+    /// the bytes prefetched for them have arrived (fetching those still queued), so an async
+    /// caller awaits the network instead of blocking a thread on it. Local sources are always
+    /// ready. A fetch that fails here is reported by the read that needs the bytes.
+    fn ready<'a>(&'a self, _ranges: &'a [std::ops::Range<u64>]) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 fn slice_range(data: &[u8], offset: u64, len: usize) -> Result<&[u8]> {
@@ -111,5 +118,8 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     }
     fn prefetch(&self, ranges: &[std::ops::Range<u64>]) {
         (**self).prefetch(ranges)
+    }
+    fn ready<'a>(&'a self, ranges: &'a [std::ops::Range<u64>]) -> futures::future::BoxFuture<'a, ()> {
+        (**self).ready(ranges)
     }
 }

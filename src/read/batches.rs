@@ -15,8 +15,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use arrow::array::{RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow::datatypes::SchemaRef;
@@ -26,6 +29,7 @@ use parquet::arrow::ProjectionMask;
 
 use super::chunks::VirtualFile;
 use crate::error::{Error, Result};
+use crate::format::ReadAt;
 
 /// Decoded batches a lane keeps ahead of the caller.
 const LANE_AHEAD: usize = 8;
@@ -255,6 +259,10 @@ pub struct BatchReader {
     schema: SchemaRef,
     shared: Arc<ScanShared>,
     failed: bool,
+    /// What the lanes read from, and the byte ranges of each selected row group's chunks (for
+    /// [`BatchReader::into_stream`], which awaits them before decoding).
+    source: Arc<dyn ReadAt>,
+    ranges: Vec<Vec<Range<u64>>>,
 }
 
 impl fmt::Debug for BatchReader {
@@ -269,7 +277,13 @@ impl fmt::Debug for BatchReader {
 
 impl BatchReader {
     /// `lanes[r][g]`: row group r's decoder of field group g, all groups in output order.
-    pub(super) fn new(lanes: Vec<Vec<Arc<Lane>>>, schema: SchemaRef, shared: Arc<ScanShared>) -> Self {
+    pub(super) fn new(
+        lanes: Vec<Vec<Arc<Lane>>>,
+        schema: SchemaRef,
+        shared: Arc<ScanShared>,
+        source: Arc<dyn ReadAt>,
+        ranges: Vec<Vec<Range<u64>>>,
+    ) -> Self {
         let groups = lanes.first().map_or(1, Vec::len).max(1);
         let threads = rayon::current_num_threads();
         let in_flight = threads.div_ceil(groups).clamp(2, MAX_ROW_GROUPS_IN_FLIGHT);
@@ -280,6 +294,8 @@ impl BatchReader {
             schema,
             shared,
             failed: false,
+            source,
+            ranges,
         }
     }
 
@@ -389,6 +405,48 @@ impl BatchReader {
         (self.current + self.in_flight).min(self.lanes.len())
     }
 
+    /// The chunks the next [`next_batch`](Self::next_batch) may read: those of the row groups in
+    /// flight and of the one after them (which a finished row group lets in).
+    fn upcoming_ranges(&self) -> Vec<Range<u64>> {
+        let end = (self.window_end() + 1).min(self.ranges.len());
+        self.ranges
+            .get(self.current..end)
+            .map(<[_]>::concat)
+            .unwrap_or_default()
+    }
+
+    /// One step of [`into_stream`](Self::into_stream): awaits the bytes the next batch needs,
+    /// then decodes it on the rayon pool, so no thread of the caller's runtime blocks on the
+    /// network or on decoding. Consumes the reader and gives it back with the batch.
+    async fn step(self) -> Result<(Self, Option<RecordBatch>)> {
+        let ranges = self.upcoming_ranges();
+        self.source.ready(&ranges).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rayon::spawn(move || {
+            let mut reader = self;
+            let got = reader.next_batch();
+            let _ = tx.send(got.map(|b| (reader, b)));
+        });
+        rx.await
+            .map_err(|_| Error::integrity("a decoding task (it ended without a result)"))?
+    }
+
+    /// The batches as an async [`Stream`](futures::Stream) (see [`BatchStream`]).
+    pub fn into_stream(self) -> BatchStream {
+        let schema = self.schema.clone();
+        let inner = futures::stream::unfold(Some(self), |state| async move {
+            match state?.step().await {
+                Ok((reader, Some(b))) => Some((Ok(b), Some(reader))),
+                Ok((_, None)) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        BatchStream {
+            schema,
+            inner: Box::pin(inner),
+        }
+    }
+
     /// All remaining batches.
     pub fn read_all(mut self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
@@ -417,5 +475,33 @@ impl Iterator for BatchReader {
 impl RecordBatchReader for BatchReader {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+}
+
+/// The batches of a scan as an async stream ([`BatchReader::into_stream`]): each batch's bytes
+/// are awaited (an object store's prefetched pieces), then it is decoded on the rayon pool; the
+/// polling thread never blocks. Dropping the stream stops its decoders.
+pub struct BatchStream {
+    schema: SchemaRef,
+    inner: Pin<Box<dyn futures::Stream<Item = Result<RecordBatch>> + Send>>,
+}
+
+impl BatchStream {
+    /// The schema of the batches.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl fmt::Debug for BatchStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchStream").finish_non_exhaustive()
+    }
+}
+
+impl futures::Stream for BatchStream {
+    type Item = Result<RecordBatch>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
     }
 }

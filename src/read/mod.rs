@@ -5,7 +5,7 @@ mod chunks;
 mod pool;
 mod scan;
 
-pub use batches::BatchReader;
+pub use batches::{BatchReader, BatchStream};
 pub use scan::{CmpOp, Predicate, ScanBuilder};
 
 use std::collections::HashMap;

@@ -226,13 +226,17 @@ impl<'a> ScanBuilder<'a> {
         // Every sealed chunk the scan will read, so a remote source fetches them ahead,
         // coalesced and concurrently (local sources ignore this).
         let leaves = reader.body.leaves as usize;
-        let ranges: Vec<std::ops::Range<u64>> = row_groups
+        let ranges: Vec<Vec<std::ops::Range<u64>>> = row_groups
             .iter()
-            .flat_map(|&rg| wanted_leaves.iter().map(move |&l| rg * leaves + l))
-            .filter_map(|i| reader.body.chunks.get(i))
-            .map(|c| c.offset..c.offset + c.len)
+            .map(|&rg| {
+                wanted_leaves
+                    .iter()
+                    .filter_map(|&l| reader.body.chunks.get(rg * leaves + l))
+                    .map(|c| c.offset..c.offset + c.len)
+                    .collect()
+            })
             .collect();
-        reader.source.prefetch(&ranges);
+        reader.source.prefetch(&ranges.concat());
         let layout = ChunkLayout::of(reader);
         let mut fields: Vec<usize> = projection.clone();
         fields.sort_unstable();
@@ -284,6 +288,6 @@ impl<'a> ScanBuilder<'a> {
                 .project(&fields)
                 .map_err(|e| Error::Arrow(e.to_string()))?,
         );
-        Ok(BatchReader::new(lanes, schema, shared))
+        Ok(BatchReader::new(lanes, schema, shared, reader.source.clone(), ranges))
     }
 }

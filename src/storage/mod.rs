@@ -46,7 +46,7 @@ pub use writer::ObjectWriter;
 use crate::error::{Error, Result};
 use crate::format::ReadAt;
 
-pub(crate) use runtime::block_on;
+pub(crate) use runtime::{block_on, blocking};
 
 /// An object listed by [`Storage::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +73,12 @@ impl PendingReader {
 
     /// Waits for the open: the reader, or `None` when there is no such object.
     pub fn wait(self) -> Result<Option<Arc<dyn ReadAt>>> {
-        let r = futures::executor::block_on(self.task).map_err(|e| Error::Storage {
+        futures::executor::block_on(self.wait_async())
+    }
+
+    /// Awaits the open (the async form of [`wait`](Self::wait)).
+    pub async fn wait_async(self) -> Result<Option<Arc<dyn ReadAt>>> {
+        let r = self.task.await.map_err(|e| Error::Storage {
             context: format!("opening {}", self.name),
             message: e.to_string(),
             retriable: true,
@@ -416,6 +421,32 @@ impl Storage {
         }
         let r = ObjectReader::open(self.store.clone(), self.path(name), len, self.describe(name))?;
         Ok(r.map(|r| Arc::new(r) as Arc<dyn ReadAt>))
+    }
+
+    /// Opens object `name` for positioned reads without blocking the caller's thread (the async
+    /// form of [`reader`](Self::reader)): an object store's magic and tail are fetched on the IO
+    /// runtime; a local file is opened directly (no network wait).
+    pub async fn reader_async(&self, name: &str, len: Option<u64>) -> Result<Option<Arc<dyn ReadAt>>> {
+        if self.local.is_some() {
+            return self.reader(name, len);
+        }
+        let (store, path, what) = (self.store.clone(), self.path(name), self.describe(name));
+        let r = runtime::run(ObjectReader::open_async(store, path, len, what)).await?;
+        Ok(r.map(|r| Arc::new(r) as Arc<dyn ReadAt>))
+    }
+
+    /// The whole object `name`, or `None` (the async form of [`get`](Self::get)).
+    pub async fn get_async(&self, name: &str) -> Result<Option<Bytes>> {
+        let (store, path) = (self.store.clone(), self.path(name));
+        let ctx = format!("reading {}", self.describe(name));
+        runtime::run(async move {
+            match store.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some).map_err(|e| store_error(ctx, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(store_error(ctx, e)),
+            }
+        })
+        .await
     }
 
     /// Starts opening object `name` (its magic and tail) in the background, for a reader that will

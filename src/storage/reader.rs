@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::{block_on, store_error};
+use super::{block_on, runtime, store_error};
 use crate::error::{Error, Result};
 use crate::format::ReadAt;
 
@@ -74,8 +75,45 @@ struct Pieces {
 
 struct Prefetch {
     pieces: Mutex<Pieces>,
+    /// Signalled when a piece changes, for blocking reads ...
     arrived: Condvar,
+    /// ... and for async waiters ([`ReadAt::ready`]).
+    changed: Notify,
     closed: AtomicBool,
+}
+
+impl Prefetch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pieces> {
+        self.pieces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        self.arrived.notify_all();
+        self.changed.notify_waiters();
+    }
+
+    /// Records the outcome of a fetch of the piece at `start` that a read took over: its bytes,
+    /// or (failed) no piece, so the reads it would have served fetch for themselves.
+    fn settle(&self, start: u64, wanted: u64, got: Result<Bytes>) {
+        let mut g = self.lock();
+        match got {
+            Ok(bytes) => {
+                g.by_start.insert(
+                    start,
+                    Piece::Ready {
+                        bytes,
+                        wanted,
+                        _permit: None,
+                    },
+                );
+            }
+            Err(_) => {
+                g.by_start.remove(&start);
+            }
+        }
+        drop(g);
+        self.wake();
+    }
 }
 
 /// A [`ReadAt`] over one object of an object store (see the module documentation).
@@ -159,6 +197,7 @@ impl ObjectReader {
             prefetch: Arc::new(Prefetch {
                 pieces: Mutex::new(Pieces::default()),
                 arrived: Condvar::new(),
+                changed: Notify::new(),
                 closed: AtomicBool::new(false),
             }),
         }))
@@ -253,23 +292,8 @@ impl ObjectReader {
                     drop(g);
                     let (store, path, what) = (self.store.clone(), self.path.clone(), self.what.clone());
                     let got = block_on(async move { get_range(&store, &path, start..piece_end, &what).await });
-                    g = self.prefetch.pieces.lock().unwrap_or_else(|e| e.into_inner());
-                    match got {
-                        Ok(bytes) => {
-                            g.by_start.insert(
-                                start,
-                                Piece::Ready {
-                                    bytes,
-                                    wanted,
-                                    _permit: None,
-                                },
-                            );
-                        }
-                        Err(_) => {
-                            g.by_start.remove(&start);
-                        }
-                    }
-                    self.prefetch.arrived.notify_all();
+                    self.prefetch.settle(start, wanted, got);
+                    g = self.prefetch.lock();
                 }
                 Piece::Ready { bytes, wanted, .. } => {
                     let s = (offset - start) as usize;
@@ -281,6 +305,57 @@ impl ObjectReader {
                         *wanted = left;
                     }
                     return true;
+                }
+            }
+        }
+    }
+}
+
+impl ObjectReader {
+    /// Awaits the bytes of `r` (see [`ReadAt::ready`]): returns when the piece covering them is
+    /// here, or when no piece covers them (a read then fetches for itself). A queued or failed
+    /// piece is fetched now, on the IO runtime, as a blocking read would.
+    async fn ready_one(&self, r: Range<u64>) {
+        let end = r.end;
+        if r.is_empty() || end > self.len {
+            return;
+        }
+        if end <= self.head.len() as u64 || r.start >= self.tail_start {
+            return; // magic or tail: here since the open
+        }
+        loop {
+            let notified = self.prefetch.changed.notified();
+            futures::pin_mut!(notified);
+            notified.as_mut().enable();
+            let take = {
+                let mut g = self.prefetch.lock();
+                let Some((&start, piece)) = g.by_start.range(..=r.start).next_back() else {
+                    return;
+                };
+                if piece.end(start) < end {
+                    return;
+                }
+                match piece {
+                    Piece::Ready { .. } => return,
+                    Piece::InFlight { .. } => None,
+                    Piece::Queued { end, wanted } => Some((start, *end, *wanted)),
+                    Piece::Failed { end } => Some((start, *end, end - start)),
+                }
+                .inspect(|&(start, end, wanted)| {
+                    g.by_start.insert(start, Piece::InFlight { end, wanted });
+                })
+            };
+            match take {
+                None => notified.await,
+                Some((start, piece_end, wanted)) => {
+                    let (store, path, what) = (self.store.clone(), self.path.clone(), self.what.clone());
+                    let got =
+                        runtime::run(async move { get_range(&store, &path, start..piece_end, &what).await }).await;
+                    let failed = got.is_err();
+                    self.prefetch.settle(start, wanted, got);
+                    if failed {
+                        return;
+                    }
                 }
             }
         }
@@ -329,6 +404,16 @@ impl ReadAt for ObjectReader {
         let bytes = block_on(async move { get_range(&store, &path, offset..end, &what).await })?;
         buf.copy_from_slice(&bytes);
         Ok(())
+    }
+
+    fn ready<'a>(&'a self, ranges: &'a [Range<u64>]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // Pieces are fetched concurrently by the prefetch queue; waiting on them in order
+            // costs no extra time.
+            for r in ranges {
+                self.ready_one(r.clone()).await;
+            }
+        })
     }
 
     fn prefetch(&self, ranges: &[Range<u64>]) {
@@ -403,7 +488,7 @@ impl ReadAt for ObjectReader {
                             };
                         }
                         drop(g);
-                        pf.arrived.notify_all();
+                        pf.wake();
                     }
                 })
                 .await;

@@ -35,6 +35,34 @@ pub(crate) fn handle() -> Result<Handle> {
         })
 }
 
+/// Runs `fut` on the IO runtime and awaits it from any executor (the async API: the caller's
+/// thread is never blocked, and the request runs where the store's clients live).
+pub(crate) async fn run<T, F>(fut: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    handle()?.spawn(fut).await.map_err(|e| Error::Storage {
+        context: "an IO task".into(),
+        message: e.to_string(),
+        retriable: true,
+    })?
+}
+
+/// Runs blocking `f` (a catalog query, a KMS call) on the IO runtime's blocking pool and awaits
+/// it, so an async caller's thread does not block.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    handle()?.spawn_blocking(f).await.map_err(|e| Error::Storage {
+        context: "a blocking task".into(),
+        message: e.to_string(),
+        retriable: false,
+    })?
+}
+
 /// Runs `fut` to completion on the IO runtime and returns its output, from any thread.
 pub(crate) fn block_on<T, F>(fut: F) -> Result<T>
 where

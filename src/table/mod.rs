@@ -19,6 +19,7 @@ mod column_keys;
 pub mod lifecycle;
 pub mod manifest;
 mod scan;
+mod stream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -41,6 +42,7 @@ use column_keys::ColumnPolicy;
 pub use column_keys::TableOptions;
 pub use manifest::{FileRef, Manifest};
 pub use scan::{TableReader, TableScan};
+pub use stream::TableStream;
 
 const MAX_COMMIT_ATTEMPTS: usize = 100_000;
 

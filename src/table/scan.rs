@@ -11,6 +11,7 @@ use arrow::error::ArrowError;
 
 use super::{FileRef, Manifest, Table};
 use crate::error::{Error, Result};
+use crate::format::ReadAt;
 use crate::read::{BatchReader, FileReader, Predicate, ReaderOptions};
 use crate::storage::PendingReader;
 
@@ -30,18 +31,15 @@ impl Table {
     /// All rows of one committed file, in the manifest's schema (columns added after the file was
     /// written read as null), for rewriting it.
     pub(super) fn read_file(&self, f: &FileRef, m: &Manifest) -> Result<Vec<RecordBatch>> {
-        TableReader {
+        let plan = ScanPlan {
             table: self.clone(),
-            manifest: m.clone(),
-            files: VecDeque::from([f.clone()]),
+            manifest: Arc::new(m.clone()),
             schema: m.schema.clone(),
             names: m.schema.fields().iter().map(|f| f.name().clone()).collect(),
             predicates: Vec::new(),
             batch_size: 8192,
-            current: None,
-            ahead: None,
-        }
-        .read_all()
+        };
+        TableReader::new(plan, VecDeque::from([f.clone()])).read_all()
     }
 
     /// Opens one committed file, checking it against the manifest: its id, length and footer digest,
@@ -75,6 +73,12 @@ impl Table {
             Some(a) => a.wait()?,
             None => self.storage.reader(&name, Some(f.len))?,
         };
+        self.open_source(f, m, source)
+    }
+
+    /// Opens committed file `f` from `source` (`None`: no such object) and checks it against the
+    /// manifest.
+    pub(super) fn open_source(&self, f: &FileRef, m: &Manifest, source: Option<Arc<dyn ReadAt>>) -> Result<FileReader> {
         let file = match source {
             Some(file) => file,
             None => {
@@ -138,6 +142,13 @@ impl TableScan {
 
     /// The reader over the snapshot.
     pub fn build(self) -> Result<TableReader> {
+        let plan = self.plan()?;
+        let files = plan.manifest.files.iter().cloned().collect();
+        Ok(TableReader::new(plan, files))
+    }
+
+    /// The snapshot, its checks and the output schema: what the blocking and async readers share.
+    pub(super) fn plan(self) -> Result<ScanPlan> {
         let m = match self.version {
             Some(v) => self.table.snapshot(v)?,
             None => self.table.head()?,
@@ -164,30 +175,77 @@ impl TableScan {
             })
             .collect::<Result<Vec<_>>>()?;
         let schema = Arc::new(m.schema.project(&indices).map_err(|e| Error::Arrow(e.to_string()))?);
-        Ok(TableReader {
+        Ok(ScanPlan {
             table: self.table,
-            files: m.files.iter().cloned().collect(),
-            manifest: m,
+            manifest: Arc::new(m),
             schema,
             names,
             predicates: self.predicates,
             batch_size: self.batch_size,
-            current: None,
-            ahead: None,
         })
+    }
+}
+
+/// A planned scan: the snapshot and what to read of each of its files.
+pub(super) struct ScanPlan {
+    pub(super) table: Table,
+    pub(super) manifest: Arc<Manifest>,
+    pub(super) schema: SchemaRef,
+    names: Vec<String>,
+    predicates: Vec<Predicate>,
+    batch_size: usize,
+}
+
+impl ScanPlan {
+    /// Starts reading one opened file: its batches (projected to the columns it has, pruned by the
+    /// predicates on columns it has) and, per output column, where it is in those batches (`None`:
+    /// added after the file was written, read as null).
+    pub(super) fn start(&self, reader: &FileReader) -> Result<(BatchReader, Vec<Option<usize>>)> {
+        let file_schema = reader.schema();
+        let present: Vec<usize> = self.names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
+        let mut scan = reader.scan().project(present.clone()).batch_size(self.batch_size);
+        for p in &self.predicates {
+            if file_schema.index_of(p.column()).is_ok() {
+                scan = scan.filter(p.clone());
+            }
+        }
+        let batches = scan.build()?;
+        // Where each output column comes from in this file's (projected, schema-ordered) batches.
+        let mut sorted = present;
+        sorted.sort_unstable();
+        let map = self
+            .names
+            .iter()
+            .map(|n| {
+                file_schema
+                    .index_of(n)
+                    .ok()
+                    .and_then(|i| sorted.iter().position(|&s| s == i))
+            })
+            .collect();
+        Ok((batches, map))
+    }
+
+    /// A file's batch `b` in the scan's schema.
+    pub(super) fn conform(&self, map: &[Option<usize>], b: &RecordBatch) -> Result<RecordBatch> {
+        let columns = map
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(src, field)| match src {
+                Some(i) => b.column(*i).clone(),
+                None => new_null_array(field.data_type(), b.num_rows()),
+            })
+            .collect();
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts).map_err(|e| Error::Arrow(e.to_string()))
     }
 }
 
 /// Batches of a table snapshot, file after file. Columns added after a file was written read as
 /// null for that file's rows.
 pub struct TableReader {
-    table: Table,
-    manifest: Manifest,
+    plan: ScanPlan,
     files: VecDeque<FileRef>,
-    schema: SchemaRef,
-    names: Vec<String>,
-    predicates: Vec<Predicate>,
-    batch_size: usize,
     current: Option<(BatchReader, Vec<Option<usize>>)>,
     /// The next file, being opened in the background (object stores).
     ahead: Option<PendingReader>,
@@ -196,16 +254,25 @@ pub struct TableReader {
 impl fmt::Debug for TableReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TableReader")
-            .field("version", &self.manifest.version)
+            .field("version", &self.plan.manifest.version)
             .field("files_left", &self.files.len())
             .finish_non_exhaustive()
     }
 }
 
 impl TableReader {
+    fn new(plan: ScanPlan, files: VecDeque<FileRef>) -> Self {
+        TableReader {
+            plan,
+            files,
+            current: None,
+            ahead: None,
+        }
+    }
+
     /// The snapshot's version.
     pub fn version(&self) -> u64 {
-        self.manifest.version
+        self.plan.manifest.version
     }
 
     /// The next batch, with colvault's typed error.
@@ -213,18 +280,7 @@ impl TableReader {
         loop {
             if let Some((reader, map)) = &mut self.current {
                 if let Some(b) = reader.next_batch()? {
-                    let columns = map
-                        .iter()
-                        .zip(self.schema.fields())
-                        .map(|(src, field)| match src {
-                            Some(i) => b.column(*i).clone(),
-                            None => new_null_array(field.data_type(), b.num_rows()),
-                        })
-                        .collect();
-                    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-                    return RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts)
-                        .map(Some)
-                        .map_err(|e| Error::Arrow(e.to_string()));
+                    return self.plan.conform(map, &b).map(Some);
                 }
                 self.current = None;
             }
@@ -232,35 +288,14 @@ impl TableReader {
                 return Ok(None);
             };
             // On an object store, the next file's open (one round trip) runs while this one is read.
+            let table = &self.plan.table;
             let ahead = self.ahead.take();
             self.ahead = self
                 .files
                 .front()
-                .and_then(|n| self.table.storage.open_ahead(&Table::data_object(&n.name), Some(n.len)));
-            let reader = self.table.open_file_from(&f, &self.manifest, ahead)?;
-            let file_schema = reader.schema();
-            let present: Vec<usize> = self.names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
-            let mut scan = reader.scan().project(present.clone()).batch_size(self.batch_size);
-            for p in &self.predicates {
-                if file_schema.index_of(p.column()).is_ok() {
-                    scan = scan.filter(p.clone());
-                }
-            }
-            let batches = scan.build()?;
-            // Where each output column comes from in this file's (projected, schema-ordered) batches.
-            let mut sorted = present.clone();
-            sorted.sort_unstable();
-            let map = self
-                .names
-                .iter()
-                .map(|n| {
-                    file_schema
-                        .index_of(n)
-                        .ok()
-                        .and_then(|i| sorted.iter().position(|&s| s == i))
-                })
-                .collect();
-            self.current = Some((batches, map));
+                .and_then(|n| table.storage.open_ahead(&Table::data_object(&n.name), Some(n.len)));
+            let reader = table.open_file_from(&f, &self.plan.manifest, ahead)?;
+            self.current = Some(self.plan.start(&reader)?);
         }
     }
 
@@ -285,6 +320,6 @@ impl Iterator for TableReader {
 
 impl RecordBatchReader for TableReader {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.plan.schema.clone()
     }
 }

@@ -14,6 +14,10 @@ pub mod moto;
 /// Project locations on each data-plane backend (local, memory, S3).
 pub mod stores;
 
+/// TPC-H data and queries (feature `datafusion`).
+#[cfg(feature = "datafusion")]
+pub mod tpch;
+
 /// SoftHSM2 with a fresh token per test (feature `pkcs11`).
 #[cfg(feature = "pkcs11")]
 pub mod softhsm;

@@ -1,0 +1,286 @@
+//! Planning a scan of one table snapshot: which files and row groups it reads (after statistics
+//! pruning), how they are cut into DataFusion partitions, and the statistics reported to the
+//! planner.
+//!
+//! Every file of the snapshot is opened once here (its footer authenticated against the manifest;
+//! on an object store, one round trip each, several at a time): the open readers go into the plan,
+//! so execution reads exactly the planned snapshot and never opens a footer twice.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::Array;
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, Statistics};
+use datafusion::scalar::ScalarValue;
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+
+use crate::error::{Error, Result};
+use crate::read::{FileReader, Predicate};
+use crate::table::{FileRef, Manifest, Table};
+
+/// Files opened at once while planning (each open is one round trip on an object store).
+const OPEN_CONCURRENCY: usize = 16;
+
+/// Part of one file that one partition reads: some of its row groups.
+#[derive(Clone)]
+pub(crate) struct FileSlice {
+    pub(crate) reader: Arc<FileReader>,
+    pub(crate) row_groups: Vec<usize>,
+    pub(crate) rows: u64,
+}
+
+impl std::fmt::Debug for FileSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSlice")
+            .field("file_id", &self.reader.file_id())
+            .field("row_groups", &self.row_groups)
+            .finish()
+    }
+}
+
+/// A planned scan: its partitions (each a list of file slices, in table order) and statistics.
+#[derive(Debug)]
+pub(crate) struct ScanPlan {
+    pub(crate) partitions: Vec<Vec<FileSlice>>,
+    /// Statistics of the whole table schema over what the scan reads.
+    pub(crate) statistics: Statistics,
+    pub(crate) files: usize,
+    pub(crate) row_groups: usize,
+}
+
+/// Opens committed file `f` of snapshot `m`, checking it is the file the manifest committed.
+pub(crate) fn open_file(table: &Table, f: &FileRef, m: &Manifest) -> Result<FileReader> {
+    let name = format!("data/{}", f.name);
+    let source = table.storage().reader(&name, Some(f.len))?.ok_or_else(|| {
+        // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
+        match table.head() {
+            Ok(h) if m.version < h.oldest_retained.max(1) => Error::SnapshotExpired {
+                table: table.name().to_string(),
+                version: m.version,
+            },
+            _ => Error::integrity(format!("data file {} (missing)", f.file_id)),
+        }
+    })?;
+    let r = FileReader::open_shared(source, table.reader_options(f, m)?)?;
+    if r.file_id() != f.file_id || r.file_len() != f.len || r.footer_digest() != f.footer_digest {
+        return Err(Error::integrity(format!(
+            "data file {} (it is not the file the manifest committed)",
+            f.file_id
+        )));
+    }
+    Ok(r)
+}
+
+/// Runs blocking colvault work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("a colvault task did not finish: {e}")))?
+}
+
+/// Plans a scan of snapshot `m`: opens its files (only the first ones covering `limit` rows when
+/// a limit applies), prunes row groups with `predicates`, cuts what remains into at most
+/// `target_partitions` partitions of about equal rows.
+pub(crate) async fn plan(
+    table: &Table,
+    m: Arc<Manifest>,
+    predicates: Vec<Predicate>,
+    limit: Option<usize>,
+    target_partitions: usize,
+) -> Result<ScanPlan> {
+    let mut files: Vec<FileRef> = m.files.iter().filter(|f| f.rows > 0).cloned().collect();
+    if let Some(limit) = limit {
+        let mut rows = 0u64;
+        let keep = files
+            .iter()
+            .take_while(|f| {
+                let before = rows;
+                rows += f.rows;
+                before < limit as u64
+            })
+            .count();
+        files.truncate(keep);
+    }
+    let predicates = Arc::new(predicates);
+    let opened: Vec<(Arc<FileReader>, Vec<usize>)> = futures::stream::iter(files)
+        .map(|f| {
+            let (table, m, predicates) = (table.clone(), m.clone(), predicates.clone());
+            blocking(move || {
+                let r = open_file(&table, &f, &m)?;
+                let schema = r.schema();
+                let rgs = {
+                    let mut scan = r.scan();
+                    for p in predicates.iter() {
+                        if schema.index_of(p.column()).is_ok() {
+                            scan = scan.filter(p.clone());
+                        }
+                    }
+                    scan.selected_row_groups()?
+                };
+                Ok((Arc::new(r), rgs))
+            })
+        })
+        .buffered(OPEN_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let statistics = statistics(&m, &opened);
+    let files = opened.iter().filter(|(_, rgs)| !rgs.is_empty()).count();
+    let row_groups = opened.iter().map(|(_, rgs)| rgs.len()).sum();
+    Ok(ScanPlan {
+        partitions: partition(&opened, target_partitions),
+        statistics,
+        files,
+        row_groups,
+    })
+}
+
+fn rg_rows(r: &FileReader, rg: usize) -> u64 {
+    r.parquet_metadata().row_group(rg).num_rows().max(0) as u64
+}
+
+/// Cuts the selected row groups into at most `n` partitions of about equal rows, in table order
+/// (a partition holds whole row groups, of one file or several).
+fn partition(opened: &[(Arc<FileReader>, Vec<usize>)], n: usize) -> Vec<Vec<FileSlice>> {
+    let total: u64 = opened
+        .iter()
+        .flat_map(|(r, rgs)| rgs.iter().map(|&rg| rg_rows(r, rg)))
+        .sum();
+    let per = total.div_ceil(n.max(1) as u64).max(1);
+    let mut parts: Vec<Vec<FileSlice>> = Vec::new();
+    let mut current: Vec<FileSlice> = Vec::new();
+    let mut current_rows = 0u64;
+    for (r, rgs) in opened {
+        let mut slice: Option<FileSlice> = None;
+        for &rg in rgs {
+            let rows = rg_rows(r, rg);
+            let s = slice.get_or_insert_with(|| FileSlice {
+                reader: r.clone(),
+                row_groups: Vec::new(),
+                rows: 0,
+            });
+            s.row_groups.push(rg);
+            s.rows += rows;
+            current_rows += rows;
+            if current_rows >= per && parts.len() + 1 < n {
+                current.extend(slice.take());
+                parts.push(std::mem::take(&mut current));
+                current_rows = 0;
+            }
+        }
+        current.extend(slice);
+    }
+    if !current.is_empty() || parts.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
+/// Row counts, null counts and (inexact) min/max of every column of the table schema over the
+/// selected row groups, from the footers' statistics where the caller's keys opened them.
+fn statistics(m: &Manifest, opened: &[(Arc<FileReader>, Vec<usize>)]) -> Statistics {
+    let schema = &m.schema;
+    let rows: u64 = opened
+        .iter()
+        .flat_map(|(r, rgs)| rgs.iter().map(|&rg| rg_rows(r, rg)))
+        .sum();
+    let bytes: i64 = opened
+        .iter()
+        .flat_map(|(r, rgs)| {
+            rgs.iter()
+                .map(|&rg| r.parquet_metadata().row_group(rg).total_byte_size())
+        })
+        .sum();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            crate::error::contain("statistics", || Ok(column_statistics(field.name(), opened)))
+                .unwrap_or_else(|_| ColumnStatistics::new_unknown())
+        })
+        .collect();
+    Statistics {
+        num_rows: Precision::Exact(rows as usize),
+        total_byte_size: Precision::Inexact(bytes.max(0) as usize),
+        column_statistics: columns,
+    }
+}
+
+fn column_statistics(name: &str, opened: &[(Arc<FileReader>, Vec<usize>)]) -> ColumnStatistics {
+    let mut nulls: Option<u64> = Some(0);
+    let mut min: Option<Option<ScalarValue>> = Some(None);
+    let mut max: Option<Option<ScalarValue>> = Some(None);
+    for (r, rgs) in opened {
+        if rgs.is_empty() {
+            continue;
+        }
+        let schema = r.schema();
+        if schema.index_of(name).is_err() {
+            // A column added after this file was written: all null here.
+            nulls = nulls.map(|n| n + rgs.iter().map(|&rg| rg_rows(r, rg)).sum::<u64>());
+            continue;
+        }
+        let meta = r.parquet_metadata();
+        let Ok(conv) = StatisticsConverter::try_new(name, &schema, meta.file_metadata().schema_descr()) else {
+            return ColumnStatistics::new_unknown();
+        };
+        let groups = || rgs.iter().map(|&rg| meta.row_group(rg));
+        match conv.row_group_null_counts(groups()) {
+            Ok(a) if a.null_count() == 0 => nulls = nulls.map(|n| n + a.values().iter().sum::<u64>()),
+            _ => nulls = None,
+        }
+        fold(&mut min, conv.row_group_mins(groups()).ok(), std::cmp::Ordering::Less);
+        fold(
+            &mut max,
+            conv.row_group_maxes(groups()).ok(),
+            std::cmp::Ordering::Greater,
+        );
+    }
+    let bound = |b: Option<Option<ScalarValue>>| match b {
+        Some(Some(v)) => Precision::Inexact(v),
+        _ => Precision::Absent,
+    };
+    ColumnStatistics {
+        null_count: nulls.map_or(Precision::Absent, |n| Precision::Exact(n as usize)),
+        min_value: bound(min),
+        max_value: bound(max),
+        ..ColumnStatistics::new_unknown()
+    }
+}
+
+/// Folds row-group bounds into `acc` (keeping the one that is `better`); a missing bound makes the
+/// whole bound unknown (`None`).
+fn fold(
+    acc: &mut Option<Option<ScalarValue>>,
+    values: Option<datafusion::arrow::array::ArrayRef>,
+    better: std::cmp::Ordering,
+) {
+    let Some(current) = acc.as_mut() else {
+        return;
+    };
+    let Some(values) = values else {
+        *acc = None;
+        return;
+    };
+    for i in 0..values.len() {
+        if values.is_null(i) {
+            *acc = None;
+            return;
+        }
+        let Ok(v) = ScalarValue::try_from_array(&values, i) else {
+            *acc = None;
+            return;
+        };
+        match current {
+            None => *current = Some(v),
+            Some(c) => match v.partial_cmp(c) {
+                Some(o) if o == better => *c = v,
+                Some(_) => {}
+                None => {
+                    *acc = None;
+                    return;
+                }
+            },
+        }
+    }
+}
