@@ -532,6 +532,18 @@ fn insider_commit(
     assert!(p.catalog().swap_head(t.table_id(), &rec.head, &new).unwrap());
 }
 
+/// The other columns of a table holding one forged file: they read (key access refuses only the
+/// misplaced key), or, once every opened file's envelope is checked in the scan path, the whole file
+/// is refused.
+fn others_read_or_file_refused(t: &Table) {
+    match rows(t, &["id", "name"]) {
+        Ok(n) => assert_eq!(n, 15),
+        Err(e) => {
+            mismatch(Err::<(), _>(e));
+        }
+    }
+}
+
 fn mismatch(r: Result<impl Sized, Error>) -> String {
     match r {
         Err(Error::ColumnKeyMismatch { detail, .. }) => detail,
@@ -606,7 +618,7 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
         honest_ids.clone(),
         None,
     );
-    assert_eq!(rows(&t, &["id", "name"]).unwrap(), 15);
+    others_read_or_file_refused(&t);
     assert!(matches!(
         read(&t, &["salary"]),
         Err(Error::KeyNotAllowed { .. } | Error::ColumnKeyMismatch { .. })
@@ -622,7 +634,7 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
         honest_ids.clone(),
         None,
     );
-    assert_eq!(rows(&t, &["id", "name"]).unwrap(), 15);
+    others_read_or_file_refused(&t);
     assert!(mismatch(read(&t, &["salary"])).contains("salary"));
     mismatch(t.reencrypt(&|_, _, _| {}));
 
