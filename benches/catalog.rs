@@ -419,6 +419,7 @@ fn run_catalog(label: &'static str, url: &str, root: &std::path::Path, keys: &Ke
                 version: 1,
                 digest: [7; 32],
             },
+            column_keys: Vec::new(),
         };
         inner.create_table(&probe).unwrap();
 

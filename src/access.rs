@@ -19,6 +19,27 @@ pub struct KeyAccess {
     principal: Principal,
     project_id: String,
     table_id: String,
+    /// For a table with column keys: which CMK each key of a file must be wrapped under.
+    rule: Option<Arc<ColumnKeyRule>>,
+}
+
+/// What a table's column-key policy (the catalog's record) says about each key of its files: the
+/// file key is wrapped under one of `file_cmks`, the key of top-level field `index` under the CMK
+/// its entry names, and no other field has a key of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ColumnKeyRule {
+    /// The table's name, for messages.
+    pub table: String,
+    /// The CMKs the file key may be under (the project's, and during a migration the one it leaves).
+    pub file_cmks: Vec<KeyId>,
+    /// (field index, column name, CMK), in schema order.
+    pub columns: Vec<(u32, String, KeyId)>,
+}
+
+impl ColumnKeyRule {
+    fn column(&self, index: u32) -> Option<&(u32, String, KeyId)> {
+        self.columns.iter().find(|(i, _, _)| *i == index)
+    }
 }
 
 impl fmt::Debug for KeyAccess {
@@ -45,6 +66,7 @@ impl KeyAccess {
             principal,
             project_id: project_id.into(),
             table_id: table_id.into(),
+            rule: None,
         }
     }
 
@@ -52,8 +74,69 @@ impl KeyAccess {
     pub fn for_table(&self, table_id: impl Into<String>) -> Self {
         KeyAccess {
             table_id: table_id.into(),
+            rule: None,
             ..self.clone()
         }
+    }
+
+    /// The same access, holding every key it unwraps to a table's column-key policy.
+    pub(crate) fn with_column_rule(mut self, rule: Arc<ColumnKeyRule>) -> Self {
+        self.rule = Some(rule);
+        self
+    }
+
+    /// Names the column in an error about its own key.
+    fn column_error(&self, column: Option<u32>, e: Error) -> Error {
+        let Some((_, name, _)) = column.and_then(|c| self.rule.as_ref()?.column(c)) else {
+            return e;
+        };
+        match e {
+            Error::KeyDisabled { .. }
+            | Error::KeyPendingDeletion { .. }
+            | Error::KeyDeleted { .. }
+            | Error::UnknownKey { .. }
+            | Error::VersionDestroyed { .. }
+            | Error::InvalidKeyState(_) => Error::ColumnKeyUnavailable {
+                column: name.clone(),
+                source: Box::new(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Refuses a key of a file that the table's column-key policy does not allow where it is: the
+    /// file key under a column's CMK, a column's key under any CMK but its own, a key of its own for
+    /// a column that has none.
+    fn check_rule(&self, key: &KeyId, column: Option<u32>) -> Result<()> {
+        let Some(rule) = &self.rule else { return Ok(()) };
+        let ok = match column {
+            None => rule.file_cmks.contains(key),
+            Some(c) => rule.column(c).is_some_and(|(_, _, cmk)| cmk == key),
+        };
+        if ok {
+            return Ok(());
+        }
+        let what = match column {
+            None => "the file key".to_string(),
+            Some(c) => match rule.column(c) {
+                Some((_, name, _)) => format!("the key of column {name:?}"),
+                None => format!("a key of its own for field {c}"),
+            },
+        };
+        let expected = if rule.columns.is_empty() {
+            "none".to_string()
+        } else {
+            rule.columns
+                .iter()
+                .map(|(_, name, cmk)| format!("{name}={cmk}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Error::ColumnKeyMismatch {
+            table: rule.table.clone(),
+            detail: format!("a data file holds {what} under key {key}"),
+            expected,
+        })
     }
 
     /// The principal.
@@ -88,12 +171,24 @@ impl KeyAccess {
         file_id: &FileId,
         column: Option<u32>,
     ) -> Result<(SecretKey, Vec<u8>)> {
-        let (dek, env) = self.cache.new_data_key(
-            &self.principal,
-            cmk,
-            &self.kek_context(),
-            &self.dek_context(file_id, column),
-        )?;
+        let (dek, env) = self
+            .cache
+            .new_data_key(
+                &self.principal,
+                cmk,
+                &self.kek_context(),
+                &self.dek_context(file_id, column),
+            )
+            .map_err(|e| match e {
+                Error::AccessDenied { principal, key } if column.is_some() && self.rule.is_some() => {
+                    let name = column.and_then(|c| self.rule.as_ref()?.column(c)).map(|(_, n, _)| n);
+                    Error::AccessDenied {
+                        principal: format!("{principal} (writing column {:?})", name.map_or("?", |n| n.as_str())),
+                        key,
+                    }
+                }
+                e => self.column_error(column, e),
+            })?;
         Ok((dek, env.to_bytes()))
     }
 
@@ -183,11 +278,14 @@ impl KeyAccess {
                 return Err(Error::KeyNotAllowed { key: key.to_string() });
             }
         }
-        self.cache.open_data_key(
-            &self.principal,
-            &env,
-            &self.kek_context(),
-            &self.dek_context(file_id, column),
-        )
+        self.check_rule(key, column)?;
+        self.cache
+            .open_data_key(
+                &self.principal,
+                &env,
+                &self.kek_context(),
+                &self.dek_context(file_id, column),
+            )
+            .map_err(|e| self.column_error(column, e))
     }
 }

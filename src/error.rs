@@ -350,6 +350,77 @@ pub enum Error {
         /// What is wrong and what is expected.
         detail: String,
     },
+    /// A column key asked of a new table that cannot be given (see [`ColumnKeyProblem`]); nothing
+    /// was created.
+    #[error("column key for {column:?} refused: {problem}")]
+    InvalidColumnKey {
+        /// The column as it was named.
+        column: String,
+        /// What is wrong with it.
+        problem: ColumnKeyProblem,
+    },
+    /// A column kept under a CMK of its own could not be read or written because that key cannot be
+    /// used now (disabled, pending deletion, deleted, unknown, a destroyed version). Other columns
+    /// are not affected.
+    #[error("column {column:?} is kept under a key of its own, which cannot be used: {source}")]
+    ColumnKeyUnavailable {
+        /// The column.
+        column: String,
+        /// Why the key cannot be used.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A manifest or data file of a table whose column keys are not the ones the catalog records
+    /// for the table (a column moved under another key, or out from under its own): refused before
+    /// any of it is read.
+    #[error("table {table}: {detail}; the catalog records the table's column keys as {expected}, so this was not written under them: refusing it")]
+    ColumnKeyMismatch {
+        /// The table.
+        table: String,
+        /// What differs.
+        detail: String,
+        /// The column keys the catalog records (`column=key, ...`, or `none`).
+        expected: String,
+    },
+}
+
+/// Why a column key asked of a new table is refused ([`Error::InvalidColumnKey`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ColumnKeyProblem {
+    /// The schema has no top-level field of that name.
+    UnknownColumn,
+    /// The name is a path into a nested field; a column key covers a whole top-level field, all of
+    /// its leaves: give it to `top_level`.
+    NestedField {
+        /// The top-level field to name instead.
+        top_level: String,
+    },
+    /// The project is not encrypted, so there is no data key for a column key to replace.
+    ProjectNotEncrypted,
+    /// The same column was given two keys.
+    Duplicate,
+    /// The key is the project's own CMK, which would keep the column under the same key as the rest.
+    ProjectKey,
+}
+
+impl std::fmt::Display for ColumnKeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnKeyProblem::UnknownColumn => f.write_str("the table has no top-level column of that name"),
+            ColumnKeyProblem::NestedField { top_level } => write!(
+                f,
+                "a column key covers a whole top-level column, all of its leaves: give it to {top_level:?}"
+            ),
+            ColumnKeyProblem::ProjectNotEncrypted => {
+                f.write_str("the project is not encrypted; column keys need an encrypted project")
+            }
+            ColumnKeyProblem::Duplicate => f.write_str("the column was given more than one key"),
+            ColumnKeyProblem::ProjectKey => f.write_str(
+                "that is the project's own key, which protects every other column already; name another key",
+            ),
+        }
+    }
 }
 
 /// The project name to put in a `colvault kms grant` hint: the principal's first word (a project

@@ -26,6 +26,6 @@ pub mod write;
 
 pub use access::KeyAccess;
 pub use crypto::Algorithm;
-pub use error::{Error, Result};
+pub use error::{ColumnKeyProblem, Error, Result};
 pub use read::{BatchReader, CmpOp, FileReader, Predicate, ReaderOptions, ScanBuilder};
 pub use write::{Compression, FileMetadata, FileWriter, WriterOptions, WriterOptionsBuilder};

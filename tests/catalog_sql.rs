@@ -107,6 +107,7 @@ fn table(p: &ProjectRecord, n: u64, name: &str) -> TableRecord {
             version: 0,
             digest: digest(0, 0),
         },
+        column_keys: Vec::new(),
     }
 }
 
@@ -264,8 +265,15 @@ fn swap_head_is_a_compare_and_swap(b: &Backend) {
     assert!(c.swap_head(&t.table_id, &v1, &v2).unwrap());
     assert_eq!(c.table_by_id(&t.table_id).unwrap().unwrap().head, v2);
 
-    // Dropping a table removes its registration and only it.
-    let u = table(&p, 2, "u");
+    // Dropping a table removes its registration and only it. (`u` keeps a column under a key of
+    // its own: the catalog gives its column keys back as recorded, and a swap keeps them.)
+    let u = TableRecord {
+        column_keys: vec![colvault::catalog::ColumnKey {
+            column: "salary".into(),
+            cmk: colvault::kms::KeyId::new("k-hr").unwrap(),
+        }],
+        ..table(&p, 2, "u")
+    };
     c.create_table(&u).unwrap();
     c.drop_table(&t.table_id).unwrap();
     assert!(c.table_by_id(&t.table_id).unwrap().is_none());

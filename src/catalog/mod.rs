@@ -7,8 +7,9 @@
 //! * per project: its immutable random id, its location, its encryption policy (algorithm, CMK, an
 //!   ongoing migration's from-settings), and the generation and digest of its settings; the settings
 //!   file on storage is a sealed copy that must match;
-//! * per table: its immutable random id, its location under the project, and its head (version and
-//!   BLAKE3 digest of the head manifest); the manifest chain on storage must reach that head;
+//! * per table: its immutable random id, its location under the project, its head (version and
+//!   BLAKE3 digest of the head manifest), which the manifest chain on storage must reach, and its
+//!   column keys (the columns kept under a CMK of their own), which every manifest and file must keep;
 //! * per KMS that keeps its state in a file (the local keystore): the highest generation seen, so an
 //!   older copy of the keystore is refused.
 //!
@@ -31,7 +32,7 @@ pub mod postgres;
 use std::fmt;
 use std::sync::Arc;
 
-pub use records::{EncryptionPolicy, ProjectRecord, TableHead, TableRecord};
+pub use records::{ColumnKey, EncryptionPolicy, ProjectRecord, TableHead, TableRecord};
 pub use sql::SqlCatalog;
 
 use crate::error::{Error, Result};

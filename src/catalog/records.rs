@@ -82,4 +82,19 @@ pub struct TableRecord {
     pub location: String,
     /// The head.
     pub head: TableHead,
+    /// The top-level columns kept under a CMK of their own, in schema order (empty for most
+    /// tables). Fixed when the table is created; readers and writers take it from here, never from
+    /// storage.
+    pub column_keys: Vec<ColumnKey>,
+}
+
+/// A top-level column of a table kept under a CMK of its own (all of its leaves): its chunks,
+/// statistics and dictionaries are sealed under a data key wrapped under `cmk`, never under the
+/// file's key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ColumnKey {
+    /// The top-level field's name.
+    pub column: String,
+    /// The CMK.
+    pub cmk: KeyId,
 }

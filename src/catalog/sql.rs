@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Mutex;
 
-use super::{check_id, Catalog, EncryptionPolicy, ProjectRecord, TableHead, TableRecord};
+use super::{check_id, Catalog, ColumnKey, EncryptionPolicy, ProjectRecord, TableHead, TableRecord};
 use crate::codec::hex;
 use crate::crypto::Algorithm;
 use crate::error::{Error, Result};
@@ -91,11 +91,13 @@ const MIGRATIONS: &[&str] = &[
         kms TEXT PRIMARY KEY,
         generation BIGINT NOT NULL
     )",
+    // 2: each table's column keys (a JSON array of [column, key id] pairs; '' for none).
+    "ALTER TABLE cv_tables ADD COLUMN column_keys TEXT NOT NULL DEFAULT ''",
 ];
 
 const PROJECT_COLUMNS: &str = "project_id, name, location, kms, algorithm, cmk, migrating, migrating_algorithm, \
      migrating_cmk, generation, settings_digest, created_ms";
-const TABLE_COLUMNS: &str = "table_id, project_id, name, location, head_version, head_digest";
+const TABLE_COLUMNS: &str = "table_id, project_id, name, location, head_version, head_digest, column_keys";
 
 /// A catalog over a SQL database (SQLite or PostgreSQL).
 pub struct SqlCatalog {
@@ -246,12 +248,14 @@ fn table_from(row: &[Value]) -> Result<TableRecord> {
     let location = r.text()?;
     let version = r.u64()?;
     let digest = unhex32(&r.text()?, "catalog head digest")?;
+    let column_keys = column_keys_from(&r.text()?)?;
     Ok(TableRecord {
         table_id,
         project_id,
         name,
         location,
         head: TableHead { version, digest },
+        column_keys,
     })
 }
 
@@ -263,7 +267,42 @@ fn table_values(t: &TableRecord) -> Result<Vec<Value>> {
         text(&t.location),
         int(t.head.version, "table version")?,
         text(hex(&t.head.digest)),
+        text(column_keys_text(&t.column_keys)),
     ])
+}
+
+/// A table's column keys as the catalog stores them: `''` for none, else a JSON array of
+/// `[column, key id]` pairs.
+fn column_keys_text(keys: &[ColumnKey]) -> String {
+    if keys.is_empty() {
+        return String::new();
+    }
+    serde_json::Value::Array(
+        keys.iter()
+            .map(|k| serde_json::json!([k.column, k.cmk.as_str()]))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn column_keys_from(s: &str) -> Result<Vec<ColumnKey>> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad = |detail: String| Error::malformed("catalog column keys", detail);
+    let pairs: Vec<(String, String)> = serde_json::from_str(s).map_err(|e| bad(e.to_string()))?;
+    if pairs.is_empty() {
+        return Err(bad("an empty list is stored as ''".into()));
+    }
+    pairs
+        .into_iter()
+        .map(|(column, cmk)| {
+            Ok(ColumnKey {
+                column,
+                cmk: KeyId::new(cmk).map_err(|e| bad(e.to_string()))?,
+            })
+        })
+        .collect()
 }
 
 fn placeholders(n: usize) -> String {
@@ -383,7 +422,7 @@ impl Catalog for SqlCatalog {
             "INSERT INTO cv_projects ({PROJECT_COLUMNS}) VALUES ({})",
             placeholders(12)
         );
-        let insert_table = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(6));
+        let insert_table = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(7));
         let taken = |e: SqlError| match e {
             SqlError::Unique => Error::AlreadyExists {
                 kind: "project",
@@ -471,7 +510,7 @@ impl Catalog for SqlCatalog {
     }
 
     fn create_table(&self, table: &TableRecord) -> Result<()> {
-        let sql = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(6));
+        let sql = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(7));
         let mut conn = self.conn.lock().map_err(|_| Error::Poisoned)?;
         conn.execute(&sql, &table_values(table)?)
             .map(|_| ())
@@ -575,6 +614,22 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite:/x/y.db"), "sqlite:/x/y.db");
+    }
+
+    #[test]
+    fn column_keys_round_trip() {
+        assert_eq!(column_keys_text(&[]), "");
+        assert!(column_keys_from("").unwrap().is_empty());
+        let keys = vec![ColumnKey {
+            column: "sal\"a=ry,[x]".into(),
+            cmk: KeyId::new("k-hr").unwrap(),
+        }];
+        assert_eq!(column_keys_from(&column_keys_text(&keys)).unwrap(), keys);
+        assert!(matches!(column_keys_from("[]"), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            column_keys_from("[[\"a\",\"bad key\"]]"),
+            Err(Error::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -44,7 +44,9 @@ fn project_json(p: &ProjectRecord, tables: &[TableRecord]) -> Value {
         "settings_digest": hex(&p.settings_digest),
         "tables": tables.iter().map(|t| json!({
             "name": t.name, "table_id": t.table_id, "location": t.location,
-            "head_version": t.head.version, "head_digest": hex(&t.head.digest)})).collect::<Vec<_>>(),
+            "head_version": t.head.version, "head_digest": hex(&t.head.digest),
+            "column_keys": t.column_keys.iter().map(|k| json!({"column": k.column, "key_id": k.cmk.as_str()}))
+                .collect::<Vec<_>>()})).collect::<Vec<_>>(),
     })
 }
 
@@ -65,6 +67,12 @@ fn print_project(p: &ProjectRecord, tables: &[TableRecord]) {
             t.head.version,
             &hex(&t.head.digest)[..16]
         );
+        if !t.column_keys.is_empty() {
+            println!(
+                "        column keys: {}",
+                super::table::describe_column_keys(&t.column_keys)
+            );
+        }
     }
 }
 

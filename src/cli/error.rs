@@ -101,6 +101,7 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::KeyNotAllowed { .. }
         | Error::KeysRequired { .. }
         | Error::InvalidKeyState(_)
+        | Error::ColumnKeyUnavailable { .. }
         | Error::KeyLimit { .. }
         | Error::VersionDestroyTooEarly { .. } => Kind::Key,
         Error::Integrity { .. }
@@ -109,6 +110,7 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::UnsupportedVersion { .. }
         | Error::AlgorithmMismatch { .. }
         | Error::ManifestKeyMismatch { .. }
+        | Error::ColumnKeyMismatch { .. }
         | Error::UnknownAlgorithmId { .. }
         | Error::SchemaMismatch(_)
         | Error::Parquet(_)
@@ -122,6 +124,7 @@ pub fn kind_of(e: &Error) -> Kind {
         | Error::LegacyAlgorithmRefused
         | Error::WeakRootSecret(_)
         | Error::Config { .. }
+        | Error::InvalidColumnKey { .. }
         | Error::KmsUnsupported { .. } => Kind::Usage,
         _ => Kind::Other,
     }
@@ -171,6 +174,14 @@ fn hint_of(e: &Error) -> Option<String> {
         }
         Error::KeystoreRollback { .. } => "an older copy of the keystore was restored: put the newest one back \
              (--keystore / COLVAULT_KEYSTORE)"
+            .into(),
+        Error::ColumnKeyUnavailable { source, .. } => return hint_of(source),
+        Error::ColumnKeyMismatch { .. } => "a file or manifest of the table keeps a column under another key than the \
+             catalog records (written by someone holding the project's key but not the column's): restore the table's \
+             files from a backup"
+            .into(),
+        Error::InvalidColumnKey { .. } => "`colvault table schema PROJECT TABLE` (or the file's header) shows the \
+             top-level columns; `colvault kms list` the keys"
             .into(),
         Error::NotRegistered { .. } => "`colvault catalog list` shows the projects and tables the catalog knows".into(),
         _ => return None,

@@ -13,6 +13,7 @@ mod speed;
 #[cfg(feature = "datafusion")]
 mod sql;
 mod table;
+mod table_import;
 
 use std::process::ExitCode;
 

@@ -5,24 +5,50 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{new_null_array, RecordBatch, RecordBatchReader};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::RecordBatchReader;
+use arrow::datatypes::Schema;
 use clap::{ArgGroup, Subcommand};
-use colvault::project::Project;
-use colvault::table::{Table, TableWriteOptions};
-use indicatif::ProgressBar;
+use colvault::kms::KeyId;
+use colvault::table::{ColumnKey, Table, TableOptions, TableWriteOptions};
 use serde_json::{json, Value};
 
 use super::context::KeyOpts;
 use super::dataio::{
-    conform, describe_field, open_source, parse_field, parse_schema, table_schema_of, CsvOptions, Format, Position,
-    Sink, Source,
+    describe_field, open_source, parse_field, parse_schema, table_schema_of, CsvOptions, Format, Sink,
 };
 use super::error::{CliError, CliResult};
 use super::output::{bar, print_json, size, spinner, thousands, time_ms};
+use super::table_import::{import, ImportArgs};
 
 fn schema_arg(s: &str) -> Result<Schema, String> {
     parse_schema(s)
+}
+
+/// `COLUMN=KEY_ID` (the last `=` separates them: key ids never hold one).
+fn column_key_arg(s: &str) -> Result<(String, KeyId), String> {
+    let (column, key) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: a column key is COLUMN=KEY_ID, e.g. salary=k-1a2b"))?;
+    if column.is_empty() {
+        return Err(format!("{s:?}: the column name is missing (COLUMN=KEY_ID)"));
+    }
+    Ok((column.to_string(), KeyId::new(key).map_err(|e| e.to_string())?))
+}
+
+fn table_options(keys: Vec<(String, KeyId)>) -> TableOptions {
+    keys.into_iter()
+        .fold(TableOptions::new(), |o, (column, key)| o.column_key(column, key))
+}
+
+/// `column=key, ...`, or `none`.
+pub fn describe_column_keys(keys: &[ColumnKey]) -> String {
+    if keys.is_empty() {
+        return "none".into();
+    }
+    keys.iter()
+        .map(|k| format!("{}={}", k.column, k.cmk))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn delimiter_arg(s: &str) -> Result<u8, String> {
@@ -42,7 +68,8 @@ pub enum TableCmd {
                       Types: bool, int8/16/32/64, uint8/16/32/64, float32, float64, utf8, binary, date32, timestamp,\n\
                       timestamp(us,UTC), decimal(P,S), or an Arrow type name such as Int64.\n\n\
                       Examples:\n  colvault table create ./sales orders --schema \"id:int64!,customer:utf8,amount:decimal(18,2)\"\n  \
-                      colvault table create ./sales orders --schema-from orders.parquet"
+                      colvault table create ./sales orders --schema-from orders.parquet\n  \
+                      colvault table create ./hr staff --schema \"id:int64!,name:utf8,salary:float64\" --column-key salary=KEY_ID"
     )]
     Create {
         /// The project's directory
@@ -58,6 +85,10 @@ pub enum TableCmd {
         /// The format of --schema-from [default: from its extension]
         #[arg(long, value_enum)]
         format: Option<Format>,
+        /// Keep a top-level column (all of its leaves) under a key of its own: COLUMN=KEY_ID
+        /// (repeatable; the project must be encrypted and allowed to use the key)
+        #[arg(long = "column-key", value_name = "COLUMN=KEY_ID", value_parser = column_key_arg)]
+        column_keys: Vec<(String, KeyId)>,
     },
     /// List a project's tables
     List {
@@ -89,6 +120,10 @@ pub enum TableCmd {
         /// The CSV file has no header line (columns are taken in the table's order)
         #[arg(long)]
         no_header: bool,
+        /// For a table the import creates: keep a top-level column under a key of its own,
+        /// COLUMN=KEY_ID (repeatable)
+        #[arg(long = "column-key", value_name = "COLUMN=KEY_ID", value_parser = column_key_arg)]
+        column_keys: Vec<(String, KeyId)>,
     },
     /// Write a table's rows to a CSV, Parquet, Arrow IPC or JSON lines file (`-`: stdout, CSV or JSON lines)
     #[command(after_help = "Examples:\n  colvault table export ./sales orders orders.parquet\n  \
@@ -199,51 +234,6 @@ pub enum TableCmd {
     },
 }
 
-/// Feeds a source's batches, fitted to the table's schema, into a commit. On an error it yields a
-/// batch of another schema, which makes the library abort the commit before anything is committed.
-struct Feed<'a> {
-    src: Source,
-    schema: SchemaRef,
-    failed: &'a mut Option<CliError>,
-    pb: &'a ProgressBar,
-    done: bool,
-}
-
-impl Feed<'_> {
-    fn fail(&mut self, e: CliError) -> Option<RecordBatch> {
-        *self.failed = Some(e);
-        self.done = true;
-        let abort = Arc::new(Schema::new(vec![Field::new(
-            "__colvault_import_aborted__",
-            DataType::Null,
-            true,
-        )]));
-        RecordBatch::try_new(abort, vec![new_null_array(&DataType::Null, 0)]).ok()
-    }
-}
-
-impl Iterator for Feed<'_> {
-    type Item = RecordBatch;
-    fn next(&mut self) -> Option<RecordBatch> {
-        if self.done {
-            return None;
-        }
-        match self.src.batches.next()? {
-            Err(e) => self.fail(e.into()),
-            Ok(b) => match conform(&b, &self.schema) {
-                Err(e) => self.fail(e),
-                Ok(b) => {
-                    match &self.src.progress {
-                        Position::Bytes(p) => self.pb.set_position(p.load(std::sync::atomic::Ordering::Relaxed)),
-                        Position::Rows => self.pb.inc(b.num_rows() as u64),
-                    }
-                    Some(b)
-                }
-            },
-        }
-    }
-}
-
 fn history_json(t: &Table) -> CliResult<Value> {
     Ok(t.history()?
         .iter()
@@ -254,95 +244,13 @@ fn history_json(t: &Table) -> CliResult<Value> {
         .collect())
 }
 
-fn import(
-    p: &Project,
-    table: &str,
-    file: &std::path::Path,
-    format: Option<Format>,
-    overwrite: bool,
-    csv: CsvOptions,
-) -> CliResult {
-    let fmt = Format::resolve(format, file)?;
-    let exists = p.list_tables()?.iter().any(|t| t == table);
-    let target = if exists {
-        Some(p.table(table)?.head()?.schema)
-    } else {
-        None
-    };
-    let src = open_source(file, fmt, csv, target.as_ref())?;
-    if src.schema.fields().is_empty() {
-        return Err(CliError::data(format!(
-            "{} has no columns (an empty file, or no header line): nothing to create table {table} from",
-            file.display()
-        ))
-        .hint("a CSV file needs a header line naming its columns"));
-    }
-    let pb = bar(
-        src.total,
-        &format!("import {table}"),
-        matches!(src.progress, Position::Bytes(_)),
-    );
-    let mut failed = None;
-    let result = match target {
-        Some(schema) => {
-            let t = p.table(table)?;
-            let feed = Feed {
-                src,
-                schema,
-                failed: &mut failed,
-                pb: &pb,
-                done: false,
-            };
-            if overwrite {
-                t.overwrite(feed)
-            } else {
-                t.append(feed)
-            }
+/// The fields, each with the key of its own if it has one.
+fn print_fields(schema: &Schema, keys: &[ColumnKey], indent: &str) {
+    for f in schema.fields() {
+        match keys.iter().find(|k| &k.column == f.name()) {
+            Some(k) => println!("{indent}{}  (under its own key {})", describe_field(f), k.cmk),
+            None => println!("{indent}{}", describe_field(f)),
         }
-        None => {
-            // A new table and its first rows are one unit: on any failure no table is left.
-            let schema = table_schema_of(&src.schema);
-            let feed = Feed {
-                src,
-                schema: schema.clone(),
-                failed: &mut failed,
-                pb: &pb,
-                done: false,
-            };
-            p.create_table_from(table, schema, feed).map(|(_, info)| info)
-        }
-    };
-    pb.finish_and_clear();
-    let outcome = match (failed, result) {
-        (Some(e), _) => Err(e),
-        (None, Err(e)) => Err(e.into()),
-        (None, Ok(info)) => Ok(info),
-    };
-    match outcome {
-        Ok(info) => {
-            println!(
-                "{} {} rows into table {table} ({}), version {}, {} new file(s)",
-                if overwrite { "wrote" } else { "imported" },
-                thousands(info.rows_added),
-                if exists {
-                    "existing table"
-                } else {
-                    "created from the file's schema"
-                },
-                info.version,
-                info.files_added
-            );
-            Ok(())
-        }
-        Err(e) => Err(CliError {
-            message: format!(
-                "import of {} failed, nothing was committed{}: {}",
-                file.display(),
-                if exists { "" } else { " and no table was created" },
-                e.message
-            ),
-            ..e
-        }),
     }
 }
 
@@ -357,6 +265,7 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             schema,
             schema_from,
             format,
+            column_keys,
         } => {
             let p = ctx.project(&project)?;
             let schema = match (schema, schema_from) {
@@ -371,11 +280,9 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
                 }
                 (None, None) => unreachable!("clap requires one of --schema and --schema-from"),
             };
-            let t = p.create_table(&table, schema.clone())?;
+            let t = p.create_table_with(&table, schema.clone(), table_options(column_keys))?;
             println!("created table {} with {} column(s):", t.name(), schema.fields().len());
-            for f in schema.fields() {
-                println!("  {}", describe_field(f));
-            }
+            print_fields(&schema, t.column_keys(), "  ");
         }
         TableCmd::List { project, json } => {
             let p = ctx.project(&project)?;
@@ -426,13 +333,24 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             overwrite,
             delimiter,
             no_header,
+            column_keys,
         } => {
             let p = ctx.project(&project)?;
             let csv = CsvOptions {
                 delimiter,
                 header: !no_header,
             };
-            import(&p, &table, &file, format, overwrite, csv)?;
+            import(
+                &p,
+                ImportArgs {
+                    table: &table,
+                    file: &file,
+                    format,
+                    overwrite,
+                    csv,
+                    options: table_options(column_keys),
+                },
+            )?;
         }
         TableCmd::Export {
             project,
@@ -598,15 +516,21 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
         }
         TableCmd::Schema { project, table, json } => {
             let p = ctx.project(&project)?;
-            let schema = p.table(&table)?.head()?.schema;
+            let t = p.table(&table)?;
+            let schema = t.head()?.schema;
+            let key_of = |name: &str| {
+                t.column_keys()
+                    .iter()
+                    .find(|k| k.column == name)
+                    .map(|k| k.cmk.as_str())
+            };
             if json {
                 print_json(&json!({"fields": schema.fields().iter().map(|f| json!({
-                    "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()
+                    "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable(),
+                    "key_id": key_of(f.name())
                 })).collect::<Vec<_>>()}))?;
             } else {
-                for f in schema.fields() {
-                    println!("{}", describe_field(f));
-                }
+                print_fields(&schema, t.column_keys(), "");
             }
         }
         TableCmd::AddColumn { project, table, column } => {

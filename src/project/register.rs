@@ -120,12 +120,20 @@ impl Project {
                     version: 0,
                     digest: [0; 32],
                 },
+                column_keys: Vec::new(),
+            };
+            // Trust on first use: the column keys are those of the verified head manifest, and
+            // every file is then checked against them.
+            let (head, manifest) = project.table_adopting(&rec).adopt_head()?;
+            let rec = TableRecord {
+                column_keys: manifest.column_keys.clone(),
+                ..rec
             };
             let table = project.table_from(&rec);
-            let (head, manifest) = table.adopt_head()?;
+            table.head_at(&head)?;
             let mut files = 0;
             for f in &manifest.files {
-                table.check_file(f, &manifest)?;
+                table.check_file_and_keys(f, &manifest)?;
                 files += 1;
             }
             report.tables.push((name, head.version, files));

@@ -117,6 +117,8 @@ impl Table {
             let cmks = self.manifest_cmks();
             let keys = access.as_ref().map(|a| (a, cmks.as_slice()));
             let m = Manifest::open(&bytes, version, Some(&self.table_id), keys)?;
+            // The column keys are the catalog's; the manifest must keep them.
+            self.check_manifest_column_keys(&m)?;
             return Ok(Found::Ok(Box::new(m)));
         }
         Ok(found)
@@ -186,7 +188,7 @@ impl Table {
 
     /// Manifest `head` from storage, with its chain checked. Storage lacking it is a rollback (or a
     /// replaced or swapped table directory).
-    pub(super) fn head_at(&self, head: &TableHead) -> Result<Manifest> {
+    pub(crate) fn head_at(&self, head: &TableHead) -> Result<Manifest> {
         let rollback = |detail: &str| Error::TableRollback {
             table: self.name.clone(),
             version: head.version,

@@ -54,8 +54,9 @@ impl Table {
             let tag: String = random_array::<4>()?.iter().map(|b| format!("{b:02x}")).collect();
             let name = format!("{}-{tag}.cvlt", f.file_id);
             let mut out = self.storage.writer(&Self::data_object(&name))?;
-            // The reader's checks apply: the file must be the one the manifest committed.
-            self.open_file(f, &head)?;
+            // The reader's checks apply: the file must be the one the manifest committed, with
+            // the table's column keys (each re-wrapped under its own CMK's current version).
+            self.check_file_and_keys(f, &head)?;
             let info = rewrap_file(&*src, &mut out, &access, &f.key_ids, &mut memo)?;
             out.finish()?;
             report.files += 1;
@@ -85,7 +86,7 @@ impl Table {
         let total = head.files.len() as u64;
         for (i, f) in head.files.iter().enumerate() {
             progress("reencrypt", i as u64, total);
-            let batches = self.read_file(f, &head)?;
+            let batches = self.read_checked_file(f, &head)?;
             let mut new = self.write_files(&head.schema, batches)?;
             if new.is_empty() {
                 // A file without rows still holds a footer sealed under its old DEK: it gets a
@@ -326,6 +327,18 @@ impl Project {
     /// only after that commit, and running `migrate` again with the same target finishes the job.
     pub fn migrate(&self, target: crate::project::ProjectSettings, progress: Progress<'_>) -> Result<Project> {
         let cur = self.settings().clone();
+        // Before anything changes (or a key is created): the column keys must survive the move.
+        let target_cmk = match &target.encryption {
+            None => None,
+            Some(enc) => match &enc.key {
+                crate::project::KeyChoice::Byok(id) => Some(Some(id)),
+                // The project's key, or a key created for it: never a column's key.
+                crate::project::KeyChoice::ProjectDefault => None,
+            },
+        };
+        if target.encryption.is_none() || target_cmk.is_some() {
+            self.check_column_keys_survive(target_cmk.flatten())?;
+        }
         let source = cur.migrating_from.clone().unwrap_or((cur.algorithm, cur.cmk.clone()));
         let mut next = cur.clone();
         match &target.encryption {
@@ -377,6 +390,28 @@ impl Project {
     }
 }
 
+impl Project {
+    /// Refuses a migration to `next` that a table's column keys could not survive: to no
+    /// encryption (there would be no key to keep a column under), or to a project key that is a
+    /// column's own key (the column would no longer be apart). Checked before anything changes.
+    fn check_column_keys_survive(&self, target_cmk: Option<&crate::kms::KeyId>) -> Result<()> {
+        for rec in self.catalog().list_tables(self.project_id())? {
+            for k in &rec.column_keys {
+                let problem = match target_cmk {
+                    None => crate::ColumnKeyProblem::ProjectNotEncrypted,
+                    Some(cmk) if *cmk == k.cmk => crate::ColumnKeyProblem::ProjectKey,
+                    Some(_) => continue,
+                };
+                return Err(Error::InvalidColumnKey {
+                    column: format!("{}.{}", rec.name, k.column),
+                    problem,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Table {
     /// Rewrites every file not written under the project's current settings, commits, expires the
     /// older snapshots and removes the old files.
@@ -391,7 +426,7 @@ impl Table {
         for (i, f) in head.files.iter().enumerate() {
             progress(&format!("migrate {}", self.name), i as u64, total);
             if stale(f) {
-                let batches = self.read_file(f, &head)?;
+                let batches = self.read_checked_file(f, &head)?;
                 files.extend(self.write_files(&head.schema, batches)?);
             } else {
                 files.push(f.clone());

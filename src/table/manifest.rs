@@ -1,19 +1,23 @@
 //! Table manifests: one sealed, chained file per committed version.
 //!
 //! ```text
-//! manifest file = "CVMF" || u8 format (1) || u64 version || bytes(4096) wrapped key || nonce (12)
+//! manifest file = "CVMF" || u8 format (1, or 2 for a table with column keys) || u64 version
+//!                 || bytes(4096) wrapped key || nonce (12)
 //!                 || AES-256-GCM(key, nonce, AAD = everything before the ciphertext, body) || tag
 //! key           = HKDF(fresh DEK wrapped under the project CMK with context
 //!                      {project, table, aux = "manifest <version>"}, "colvault v1 manifest key", table id)
 //! ```
 //! The body chains the digest (BLAKE3 of the whole previous manifest file) of the version before it,
-//! and lists every live file with its id, length, row count and footer digest.
+//! and lists every live file with its id, length, row count and footer digest. A table with column
+//! keys (format 2) ends the body with them: u16 count (at least 1) then, per column in schema order,
+//! str column || str CMK id. Format 1 bodies have none.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
 
 use crate::access::KeyAccess;
+use crate::catalog::ColumnKey;
 use crate::codec::{Decoder, Encoder};
 use crate::crypto::{derive_key, random_array, Algorithm, FileId, Purpose};
 use crate::error::{Error, Result};
@@ -21,6 +25,9 @@ use crate::kms::{DataKeyEnvelope, KeyId};
 
 const MAGIC: [u8; 4] = *b"CVMF";
 const FORMAT: u8 = 1;
+/// The format of a manifest of a table with column keys.
+const FORMAT_COLUMN_KEYS: u8 = 2;
+const MAX_COLUMN_KEYS: usize = 4096;
 const MAX_FILES: usize = 1 << 22;
 const MAX_SCHEMA: usize = 16 << 20;
 
@@ -64,6 +71,9 @@ pub struct Manifest {
     pub algorithm: Algorithm,
     /// The live files.
     pub files: Vec<FileRef>,
+    /// The columns kept under a CMK of their own, in schema order (the catalog's record of the
+    /// table must say the same).
+    pub column_keys: Vec<ColumnKey>,
 }
 
 fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
@@ -96,6 +106,12 @@ impl Manifest {
             e.u16(f.key_ids.len() as u16);
             for k in &f.key_ids {
                 e.str(k.as_str());
+            }
+        }
+        if !self.column_keys.is_empty() {
+            e.u16(self.column_keys.len() as u16);
+            for k in &self.column_keys {
+                e.str(&k.column).str(k.cmk.as_str());
             }
         }
         Ok(e.finish())
@@ -142,6 +158,18 @@ impl Manifest {
                 key_version,
             });
         }
+        let mut column_keys = Vec::new();
+        if d.remaining() > 0 {
+            let n = d.u16()? as usize;
+            if n == 0 || n > MAX_COLUMN_KEYS {
+                return Err(Error::malformed("manifest", format!("{n} column keys")));
+            }
+            for _ in 0..n {
+                let column = d.str(1 << 16)?.to_string();
+                let cmk = KeyId::new(d.str(64)?)?;
+                column_keys.push(ColumnKey { column, cmk });
+            }
+        }
         d.finish()?;
         Ok(Manifest {
             version,
@@ -153,7 +181,17 @@ impl Manifest {
             schema,
             algorithm,
             files,
+            column_keys,
         })
+    }
+
+    /// The format byte of this manifest's header.
+    fn format(&self) -> u8 {
+        if self.column_keys.is_empty() {
+            FORMAT
+        } else {
+            FORMAT_COLUMN_KEYS
+        }
     }
 
     /// Total rows.
@@ -166,7 +204,12 @@ impl Manifest {
     pub fn seal(&self, access: Option<(&KeyAccess, &KeyId)>) -> Result<Vec<u8>> {
         let mut body = self.encode_body()?;
         let mut e = Encoder::new();
-        e.raw(&MAGIC).u8(FORMAT).u64(self.version);
+        if self.column_keys.len() > MAX_COLUMN_KEYS {
+            return Err(Error::InvalidArgument(format!(
+                "a table has at most {MAX_COLUMN_KEYS} column keys"
+            )));
+        }
+        e.raw(&MAGIC).u8(self.format()).u64(self.version);
         match access {
             Some((access, cmk)) => {
                 let (key, env) = access.new_aux_key(cmk, &format!("manifest {}", self.version))?;
@@ -205,7 +248,7 @@ impl Manifest {
             return Err(Error::NotColvault("not a colvault manifest".into()));
         }
         let format = d.u8()?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_COLUMN_KEYS {
             return Err(Error::UnsupportedVersion {
                 found: format.to_string(),
                 supported: FORMAT,
@@ -259,6 +302,13 @@ impl Manifest {
             body
         };
         let m = Manifest::decode_body(&body)?;
+        // The header's format (authenticated with the body) says whether column keys follow.
+        if m.format() != format {
+            return Err(Error::malformed(
+                "manifest",
+                format!("format {format} with {} column keys", m.column_keys.len()),
+            ));
+        }
         if m.version != version || table_id.is_some_and(|t| t != m.table_id) {
             return Err(Error::integrity(format!(
                 "manifest version {version} (belongs elsewhere)"
@@ -281,6 +331,16 @@ impl Manifest {
 
     /// An empty version-0 manifest for a new table.
     pub fn genesis(table_id: String, schema: SchemaRef, algorithm: Algorithm) -> Self {
+        Self::genesis_with(table_id, schema, algorithm, Vec::new())
+    }
+
+    /// An empty version-0 manifest for a new table with column keys.
+    pub fn genesis_with(
+        table_id: String,
+        schema: SchemaRef,
+        algorithm: Algorithm,
+        column_keys: Vec<ColumnKey>,
+    ) -> Self {
         Manifest {
             version: 0,
             prev_digest: [0; 32],
@@ -291,6 +351,59 @@ impl Manifest {
             schema: Arc::clone(&schema),
             algorithm,
             files: Vec::new(),
+            column_keys,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field};
+
+    fn manifest(column_keys: Vec<ColumnKey>) -> Manifest {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("salary", DataType::Float64, true),
+        ]));
+        let mut m = Manifest::genesis_with("t1".into(), schema, Algorithm::None, column_keys);
+        m.version = 1;
+        m
+    }
+
+    /// The checksummed form of `bytes` with its format byte set to `format`.
+    fn with_format(bytes: &[u8], format: u8) -> Vec<u8> {
+        let mut b = bytes[..bytes.len() - 32].to_vec();
+        b[4] = format;
+        let sum = *blake3::hash(&b).as_bytes();
+        b.extend_from_slice(&sum);
+        b
+    }
+
+    #[test]
+    fn column_keys_need_format_2_and_round_trip() {
+        let keys = vec![ColumnKey {
+            column: "salary".into(),
+            cmk: KeyId::new("k-hr").unwrap(),
+        }];
+        let with = manifest(keys.clone()).seal(None).unwrap();
+        let without = manifest(Vec::new()).seal(None).unwrap();
+        assert_eq!((with[4], without[4]), (FORMAT_COLUMN_KEYS, FORMAT));
+        assert_eq!(Manifest::open(&with, 1, Some("t1"), None).unwrap().column_keys, keys);
+        assert!(Manifest::open(&without, 1, Some("t1"), None)
+            .unwrap()
+            .column_keys
+            .is_empty());
+        // A format byte that disagrees with the body is refused either way.
+        for bad in [with_format(&with, FORMAT), with_format(&without, FORMAT_COLUMN_KEYS)] {
+            assert!(matches!(
+                Manifest::open(&bad, 1, Some("t1"), None),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        assert!(matches!(
+            Manifest::open(&with_format(&without, 3), 1, Some("t1"), None),
+            Err(Error::UnsupportedVersion { .. })
+        ));
     }
 }

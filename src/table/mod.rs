@@ -15,6 +15,7 @@
 //! expiry) are removed by [`Table::vacuum`].
 
 pub mod chain;
+mod column_keys;
 pub mod lifecycle;
 pub mod manifest;
 mod scan;
@@ -28,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
+pub use crate::catalog::ColumnKey;
 use crate::catalog::{new_id, TableHead, TableRecord};
 use crate::crypto::FileId;
 use crate::error::{Error, Result};
@@ -36,6 +38,8 @@ use crate::project::Project;
 use crate::storage::{ObjectWriter, Storage};
 use crate::write::{Compression, FileWriter, WriterOptions};
 use crate::KeyAccess;
+use column_keys::ColumnPolicy;
+pub use column_keys::TableOptions;
 pub use manifest::{FileRef, Manifest};
 pub use scan::{TableReader, TableScan};
 pub use stream::TableStream;
@@ -53,6 +57,21 @@ impl Project {
         self.create_table_from(name, schema, []).map(|(t, _)| t)
     }
 
+    /// Creates a table with `schema` and `options` (column keys): all or nothing.
+    ///
+    /// ```no_run
+    /// # fn f(project: &colvault::project::Project, schema: arrow::datatypes::SchemaRef) -> colvault::Result<()> {
+    /// use colvault::kms::KeyId;
+    /// use colvault::table::TableOptions;
+    /// // `salary` under the HR key (granted to the project), everything else under the project's.
+    /// let hr = KeyId::new("k-hr")?;
+    /// let staff = project.create_table_with("staff", schema, TableOptions::new().column_key("salary", hr))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn create_table_with(&self, name: &str, schema: SchemaRef, options: TableOptions) -> Result<Table> {
+        self.create_table_from_with(name, schema, options, []).map(|(t, _)| t)
+    }
+
     /// Creates a table with `schema` holding `batches`, as one unit: the data files and the first
     /// manifest (listing them) are written under the table's new directory, then the table is
     /// registered in the catalog, the commit point. If anything fails (the name was taken meanwhile,
@@ -61,6 +80,19 @@ impl Project {
         &self,
         name: &str,
         schema: SchemaRef,
+        batches: impl IntoIterator<Item = RecordBatch>,
+    ) -> Result<(Table, CommitInfo)> {
+        self.create_table_from_with(name, schema, TableOptions::new(), batches)
+    }
+
+    /// [`create_table_from`](Self::create_table_from) with `options` (column keys, checked before
+    /// anything is written: see [`TableOptions`]). The catalog records the column keys with the
+    /// table, and its first manifest records them too.
+    pub fn create_table_from_with(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: TableOptions,
         batches: impl IntoIterator<Item = RecordBatch>,
     ) -> Result<(Table, CommitInfo)> {
         validate_table_name(name)?;
@@ -72,6 +104,7 @@ impl Project {
         crate::format::schema::check_field_names(&schema)?;
         // The schema's own bounds (field count, depth) are checked before anything is written.
         crate::format::schema::encode(&schema)?;
+        let column_keys = options.resolve(self, &schema)?;
         if self.catalog().table(self.project_id(), name)?.is_some() {
             return Err(Error::AlreadyExists {
                 kind: "table",
@@ -79,6 +112,7 @@ impl Project {
             });
         }
         let table_id = new_id()?;
+        column_keys::check_usable(self, &table_id, &column_keys)?;
         let location = format!("tables/{table_id}");
         let storage = self.storage().child(&location);
         let result = (|| {
@@ -93,9 +127,17 @@ impl Project {
                     "table id {table_id} (already taken on storage)"
                 )));
             }
-            let table = Table::new(self.clone(), name, storage.clone(), table_id.clone());
+            let table = Table::new(
+                self.clone(),
+                name,
+                storage.clone(),
+                table_id.clone(),
+                ColumnPolicy::new(column_keys.clone()),
+            );
+            table.set_column_indices(&schema);
             let files = table.write_files(&schema, batches)?;
-            let mut first = Manifest::genesis(table_id.clone(), schema, self.settings().algorithm);
+            let mut first =
+                Manifest::genesis_with(table_id.clone(), schema, self.settings().algorithm, column_keys.clone());
             first.files = files.clone();
             let (m, digest) = table.publish(&first, None, "create")?;
             self.catalog().create_table(&TableRecord {
@@ -107,6 +149,7 @@ impl Project {
                     version: m.version,
                     digest,
                 },
+                column_keys: column_keys.clone(),
             })?;
             let info = CommitInfo {
                 version: m.version,
@@ -142,6 +185,19 @@ impl Project {
             &rec.name,
             self.storage().child(&rec.location),
             rec.table_id.clone(),
+            ColumnPolicy::new(rec.column_keys.clone()),
+        )
+    }
+
+    /// A table being adopted (trust on first use): its column keys are taken from its verified
+    /// head manifest.
+    pub(crate) fn table_adopting(&self, rec: &TableRecord) -> Table {
+        Table::new(
+            self.clone(),
+            &rec.name,
+            self.storage().child(&rec.location),
+            rec.table_id.clone(),
+            ColumnPolicy::adopting(),
         )
     }
 
@@ -203,6 +259,8 @@ pub struct Table {
     table_id: String,
     verified: Arc<Mutex<BTreeMap<u64, [u8; 32]>>>,
     write: TableWriteOptions,
+    /// The column keys the catalog records.
+    columns: Arc<ColumnPolicy>,
 }
 
 impl fmt::Debug for Table {
@@ -236,7 +294,7 @@ impl Default for TableWriteOptions {
 }
 
 impl Table {
-    fn new(project: Project, name: &str, storage: Storage, table_id: String) -> Self {
+    fn new(project: Project, name: &str, storage: Storage, table_id: String, columns: Arc<ColumnPolicy>) -> Self {
         Table {
             project,
             name: name.to_string(),
@@ -245,6 +303,7 @@ impl Table {
             table_id,
             verified: Arc::new(Mutex::new(BTreeMap::new())),
             write: TableWriteOptions::default(),
+            columns,
         }
     }
 
@@ -268,10 +327,22 @@ impl Table {
     }
 
     /// Key access, when any key is in play (the project's CMK, or the one a migration is leaving).
+    /// In a table with column keys it holds every data key it unwraps to them (see
+    /// [`column_keys`](Self::column_keys)).
     fn access(&self) -> Option<KeyAccess> {
         let s = self.project.settings();
         let migrating_key = s.migrating_from.as_ref().and_then(|(_, k)| k.as_ref());
-        (s.cmk.is_some() || migrating_key.is_some()).then(|| self.project.access(&self.table_id))
+        (s.cmk.is_some() || migrating_key.is_some()).then(|| self.key_access())
+    }
+
+    /// The project's key access for this table, with the column-key rule when it has column keys.
+    fn key_access(&self) -> KeyAccess {
+        let access = self.project.access(&self.table_id);
+        if self.column_keys().is_empty() {
+            access
+        } else {
+            access.with_column_rule(Arc::new(self.column_rule()))
+        }
     }
 
     /// The CMKs a manifest of this table may be sealed under: the project's, and during a
@@ -301,10 +372,14 @@ impl Table {
 
     fn writer_options(&self) -> WriterOptions {
         let s = self.project.settings();
-        let b = match &s.cmk {
-            Some(cmk) => WriterOptions::encrypted(s.algorithm, self.project.access(&self.table_id), cmk.clone()),
+        let mut b = match &s.cmk {
+            Some(cmk) => WriterOptions::encrypted(s.algorithm, self.key_access(), cmk.clone()),
             None => WriterOptions::plaintext(),
         };
+        // The columns with keys of their own, in schema order (so `key_ids` lists them so).
+        for k in self.column_keys() {
+            b = b.column_key(k.column.clone(), k.cmk.clone());
+        }
         b.compression(self.write.compression)
             .max_row_group_rows(self.write.row_group_rows)
             .allow_legacy_rc4(s.allow_legacy_rc4)
@@ -475,7 +550,7 @@ impl Table {
         let schema = head.schema.clone();
         let mut batches = Vec::new();
         for f in &small {
-            batches.extend(self.read_file(f, &head)?);
+            batches.extend(self.read_checked_file(f, &head)?);
         }
         let new_files = self.write_files(&schema, batches)?;
         let gone: HashSet<FileId> = small.iter().map(|f| f.file_id).collect();
