@@ -146,6 +146,12 @@ fn scans_prune_row_groups_and_use_partitions() {
     let rt = rt();
     let plan = |q: &str| text(&rt.block_on(session.query(&format!("EXPLAIN {q}"))).unwrap());
     // Ids ascend through the files, so only the last row group can hold id > 900.
+    // A limit with no filter opens only the files that hold enough rows.
+    let limited = plan("SELECT * FROM orders LIMIT 5");
+    assert!(limited.contains("files=1, row_groups=3,"), "{limited}");
+    assert!(limited.contains("limit=5"), "{limited}");
+    let five = rt.block_on(session.query("SELECT * FROM orders LIMIT 5")).unwrap();
+    assert_eq!(five.iter().map(RecordBatch::num_rows).sum::<usize>(), 5);
     let pruned = plan("SELECT * FROM orders WHERE id > 900");
     assert!(pruned.contains("ColvaultScanExec"), "{pruned}");
     assert!(pruned.contains("files=1, row_groups=1,"), "{pruned}");
@@ -291,6 +297,17 @@ fn create_table_as_select_and_drop_table() {
     assert!(rt.block_on(session.query("DROP TABLE oslo")).is_err());
     let names = rt.block_on(session.query("SHOW TABLES")).unwrap();
     assert!(text(&names).contains("empty_one"), "{}", text(&names));
+    // Views live in the session, not in the project.
+    rt.block_on(session.query("CREATE VIEW big AS SELECT id FROM orders WHERE id >= 990"))
+        .unwrap();
+    let n = rt.block_on(session.query("SELECT count(*) FROM big")).unwrap();
+    assert_eq!(single_i64(&n), 10);
+    assert!(matches!(p.table("big"), Err(Error::NotRegistered { .. })));
+    assert!(rt
+        .block_on(session.query("CREATE VIEW orders AS SELECT 1 AS x"))
+        .is_err());
+    rt.block_on(session.query("DROP VIEW big")).unwrap();
+    assert!(rt.block_on(session.query("SELECT * FROM big")).is_err());
 }
 
 #[test]
