@@ -396,3 +396,32 @@ fn sql_on_backend(backend: common::stores::Backend) {
 }
 
 crate::backend_tests!(sql_on_backend);
+
+#[test]
+fn columns_added_later_read_as_null() {
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let (t, _) = orders(&p);
+    t.add_column(Field::new("note", DataType::Utf8, true)).unwrap();
+    let session = SqlSession::for_project(&p);
+    let rt = rt();
+    rt.block_on(session.query("INSERT INTO orders VALUES (2000, 'Oslo', 1.0, 1, 'late')"))
+        .unwrap();
+    let out = rt
+        .block_on(session.query("SELECT count(*) AS n, count(note) AS notes FROM orders"))
+        .unwrap();
+    assert_eq!(
+        text(&out),
+        "+------+-------+\n| n    | notes |\n+------+-------+\n| 1001 | 1     |\n+------+-------+"
+    );
+    // Only the new column: the old files' rows come from their row counts, all null.
+    let out = rt
+        .block_on(session.query("SELECT note, count(*) AS n FROM orders GROUP BY note ORDER BY note"))
+        .unwrap();
+    assert!(text(&out).contains("| late | 1    |"), "{}", text(&out));
+    assert!(text(&out).contains("|      | 1000 |"), "{}", text(&out));
+    let out = rt
+        .block_on(session.query("SELECT id FROM orders WHERE note = 'late'"))
+        .unwrap();
+    assert_eq!(single_i64(&out), 2000);
+}
