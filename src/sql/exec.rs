@@ -18,7 +18,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
-use tokio::sync::mpsc;
+use futures::stream::{BoxStream, StreamExt};
 
 use super::error::to_df;
 use super::plan::{FileSlice, ScanPlan};
@@ -154,11 +154,7 @@ impl ExecutionPlan for ColvaultScanExec {
                 )))
             }
         };
-        let schema = self.schema.clone();
-        let (batch_size, limit) = (self.batch_size, self.limit);
-        Ok(scan_stream(schema.clone(), move |emit| {
-            read_slices(&slices, &schema, batch_size, limit, emit)
-        }))
+        Ok(scan_stream(slices, self.schema.clone(), self.batch_size, self.limit))
     }
 
     fn statistics_from_inputs(
@@ -193,107 +189,88 @@ impl ColvaultScanExec {
     }
 }
 
-/// Where a blocking producer puts its batches; `false` when the consumer is gone.
-type Emit<'a> = &'a mut dyn FnMut(RecordBatch) -> bool;
-
-/// A stream of the batches `produce` emits, run on tokio's blocking threads and handed over a
-/// bounded channel (two batches ahead); a failure ends the stream with colvault's error inside
-/// `DataFusionError::External`. Dropping the stream stops the producer at its next batch.
-///
-/// This is the one place that turns colvault's blocking reads into an async stream: when
-/// colvault gains an async scan of file slices, it replaces this function.
+/// The batches of `slices`, in order, as an async stream of `schema` (columns a file lacks, added
+/// to the table after it was written, read as null), at most `limit` rows. Each slice's reader is
+/// built when the one before it is done; its bytes are awaited and its batches decoded on the
+/// rayon pool ([`BatchReader::into_stream`](crate::read::BatchReader::into_stream)), so polling
+/// never blocks a DataFusion thread. A failure ends the stream with colvault's error inside
+/// `DataFusionError::External`; dropping the stream stops the decoders.
 fn scan_stream(
+    slices: Vec<FileSlice>,
     schema: SchemaRef,
-    produce: impl FnOnce(Emit<'_>) -> Result<()> + Send + 'static,
-) -> SendableRecordBatchStream {
-    let (tx, rx) = mpsc::channel::<DfResult<RecordBatch>>(2);
-    let run = move || {
-        let sender = tx.clone();
-        let mut emit = move |b: RecordBatch| sender.blocking_send(Ok(b)).is_ok();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&mut emit)));
-        let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(to_df(e)),
-            Err(_) => Some(DataFusionError::Execution(
-                "the colvault scan failed unexpectedly (a panic); no rows were lost silently".into(),
-            )),
-        };
-        if let Some(e) = failure {
-            let _ = tx.blocking_send(Err(e));
-        }
-    };
-    let stream = futures::stream::unfold((rx, Some(run)), |(mut rx, run)| async move {
-        if let Some(run) = run {
-            tokio::task::spawn_blocking(run);
-        }
-        rx.recv().await.map(|item| (item, (rx, None)))
-    });
-    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
-}
-
-/// Reads `slices` in order into batches of `schema` (columns a file lacks, added to the table
-/// after it was written, read as null), at most `limit` rows.
-fn read_slices(
-    slices: &[FileSlice],
-    schema: &SchemaRef,
     batch_size: usize,
     limit: Option<usize>,
-    emit: Emit<'_>,
-) -> Result<()> {
-    let mut left = limit.unwrap_or(usize::MAX);
-    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let mut send = |b: RecordBatch, left: &mut usize| -> bool {
-        let b = if b.num_rows() > *left { b.slice(0, *left) } else { b };
-        *left -= b.num_rows();
-        emit(b) && *left > 0
-    };
-    for slice in slices {
+) -> SendableRecordBatchStream {
+    let per_slice = schema.clone();
+    let batches = futures::stream::iter(slices)
+        .map(move |slice| slice_stream(slice, per_slice.clone(), batch_size))
+        .flatten();
+    let left = limit.unwrap_or(usize::MAX);
+    let limited = futures::stream::unfold((Box::pin(batches), left), |(mut batches, left)| async move {
         if left == 0 {
-            return Ok(());
+            return None;
         }
-        let file_schema = slice.reader.schema();
-        let present: Vec<usize> = names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
-        if present.is_empty() {
-            // Nothing to decrypt: batches of the row groups' row counts (all columns null here).
-            for &rg in &slice.row_groups {
-                let mut rows = slice.reader.parquet_metadata().row_group(rg).num_rows().max(0) as usize;
-                while rows > 0 {
-                    let n = rows.min(batch_size);
-                    rows -= n;
-                    if !send(fill(schema, &[], &[], n)?, &mut left) {
-                        return Ok(());
-                    }
-                }
+        let item = batches.next().await?;
+        let (item, left) = match item {
+            Ok(b) if b.num_rows() > left => (Ok(b.slice(0, left)), 0),
+            Ok(b) => {
+                let rows = b.num_rows();
+                (Ok(b), left - rows)
             }
-            continue;
-        }
-        // Where each output column comes from in this file's (projected, schema-ordered) batches.
-        let mut sorted = present.clone();
-        sorted.sort_unstable();
-        let map: Vec<Option<usize>> = names
+            // Nothing after an error.
+            Err(e) => (Err(to_df(e)), 0),
+        };
+        Some((item, (batches, left)))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, limited))
+}
+
+/// The batches of one file slice, filled out to `schema`.
+fn slice_stream(slice: FileSlice, schema: SchemaRef, batch_size: usize) -> BoxStream<'static, Result<RecordBatch>> {
+    let file_schema = slice.reader.schema();
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let present: Vec<usize> = names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
+    if present.is_empty() {
+        // Nothing to decrypt: batches of the row groups' row counts (all columns null here).
+        let meta = slice.reader.parquet_metadata().clone();
+        let counts: Vec<usize> = slice
+            .row_groups
             .iter()
-            .map(|n| {
-                file_schema
-                    .index_of(n)
-                    .ok()
-                    .and_then(|i| sorted.iter().position(|&s| s == i))
+            .flat_map(|&rg| {
+                let rows = meta.row_group(rg).num_rows().max(0) as usize;
+                (0..rows.div_ceil(batch_size)).map(move |i| (rows - i * batch_size).min(batch_size))
             })
             .collect();
-        let mut batches = slice
-            .reader
-            .scan()
-            .project(present)
-            .row_groups(slice.row_groups.clone())
-            .batch_size(batch_size)
-            .build()?;
-        while let Some(b) = batches.next_batch()? {
-            let rows = b.num_rows();
-            if !send(fill(schema, b.columns(), &map, rows)?, &mut left) {
-                return Ok(());
-            }
-        }
+        return futures::stream::iter(counts)
+            .map(move |n| fill(&schema, &[], &[], n))
+            .boxed();
     }
-    Ok(())
+    // Where each output column comes from in this file's (projected, schema-ordered) batches.
+    let mut sorted = present.clone();
+    sorted.sort_unstable();
+    let map: Vec<Option<usize>> = names
+        .iter()
+        .map(|n| {
+            file_schema
+                .index_of(n)
+                .ok()
+                .and_then(|i| sorted.iter().position(|&s| s == i))
+        })
+        .collect();
+    let built = slice
+        .reader
+        .scan()
+        .project(present)
+        .row_groups(slice.row_groups.clone())
+        .batch_size(batch_size)
+        .build();
+    match built {
+        Ok(reader) => reader
+            .into_stream()
+            .map(move |b| b.and_then(|b| fill(&schema, b.columns(), &map, b.num_rows())))
+            .boxed(),
+        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+    }
 }
 
 /// A batch of `schema` from `columns` placed by `map` (`None`, or no map entry: all null).

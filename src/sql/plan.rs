@@ -16,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 
 use crate::error::{Error, Result};
+use crate::format::ReadAt;
 use crate::read::{FileReader, Predicate};
 use crate::table::{FileRef, Manifest, Table};
 
@@ -49,10 +50,15 @@ pub(crate) struct ScanPlan {
     pub(crate) row_groups: usize,
 }
 
-/// Opens committed file `f` of snapshot `m`, checking it is the file the manifest committed.
-pub(crate) fn open_file(table: &Table, f: &FileRef, m: &Manifest) -> Result<FileReader> {
-    let name = format!("data/{}", f.name);
-    let source = table.storage().reader(&name, Some(f.len))?.ok_or_else(|| {
+/// Opens committed file `f` of snapshot `m` from `source` (its object, when storage has it),
+/// checking it is the file the manifest committed.
+pub(crate) fn open_file(
+    table: &Table,
+    f: &FileRef,
+    m: &Manifest,
+    source: Option<Arc<dyn ReadAt>>,
+) -> Result<FileReader> {
+    let source = source.ok_or_else(|| {
         // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
         match table.head() {
             Ok(h) if m.version < h.oldest_retained.max(1) => Error::SnapshotExpired {
@@ -106,20 +112,15 @@ pub(crate) async fn plan(
     let opened: Vec<(Arc<FileReader>, Vec<usize>)> = futures::stream::iter(files)
         .map(|f| {
             let (table, m, predicates) = (table.clone(), m.clone(), predicates.clone());
-            blocking(move || {
-                let r = open_file(&table, &f, &m)?;
-                let schema = r.schema();
-                let rgs = {
-                    let mut scan = r.scan();
-                    for p in predicates.iter() {
-                        if schema.index_of(p.column()).is_ok() {
-                            scan = scan.filter(p.clone());
-                        }
-                    }
-                    scan.selected_row_groups()?
-                };
-                Ok((Arc::new(r), rgs))
-            })
+            async move {
+                // The object's magic and tail in one awaited round trip; then the footer is
+                // authenticated and its keys unwrapped (maybe asking the KMS) off the async threads.
+                let source = table
+                    .storage()
+                    .reader_async(&format!("data/{}", f.name), Some(f.len))
+                    .await?;
+                blocking(move || open_and_select(&table, &f, &m, source, &predicates)).await
+            }
         })
         .buffered(OPEN_CONCURRENCY)
         .try_collect()
@@ -133,6 +134,28 @@ pub(crate) async fn plan(
         files,
         row_groups,
     })
+}
+
+/// Opens file `f` and selects the row groups whose statistics do not rule out `predicates`.
+fn open_and_select(
+    table: &Table,
+    f: &FileRef,
+    m: &Manifest,
+    source: Option<Arc<dyn ReadAt>>,
+    predicates: &[Predicate],
+) -> Result<(Arc<FileReader>, Vec<usize>)> {
+    let r = open_file(table, f, m, source)?;
+    let schema = r.schema();
+    let rgs = {
+        let mut scan = r.scan();
+        for p in predicates.iter() {
+            if schema.index_of(p.column()).is_ok() {
+                scan = scan.filter(p.clone());
+            }
+        }
+        scan.selected_row_groups()?
+    };
+    Ok((Arc::new(r), rgs))
 }
 
 fn rg_rows(r: &FileReader, rg: usize) -> u64 {
