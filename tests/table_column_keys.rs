@@ -677,7 +677,6 @@ fn a_writer_without_the_column_key_cannot_move_the_column() {
 /// Needs `Table::check_file_keys` called in `Table::open_file_from` (src/table/scan.rs, owned by
 /// another change): see the column keys report.
 #[test]
-#[ignore = "needs the check_file_keys call in scan.rs open_file_from"]
 fn a_scan_refuses_a_file_that_keeps_the_column_under_its_file_key() {
     let fx = Fixture::new();
     let (p, hr) = setup(&fx);

@@ -58,24 +58,7 @@ pub(crate) fn open_file(
     m: &Manifest,
     source: Option<Arc<dyn ReadAt>>,
 ) -> Result<FileReader> {
-    let source = source.ok_or_else(|| {
-        // Expired and vacuumed by a concurrent change (retriable), or lost (damage)?
-        match table.head() {
-            Ok(h) if m.version < h.oldest_retained.max(1) => Error::SnapshotExpired {
-                table: table.name().to_string(),
-                version: m.version,
-            },
-            _ => Error::integrity(format!("data file {} (missing)", f.file_id)),
-        }
-    })?;
-    let r = FileReader::open_shared(source, table.reader_options(f, m)?)?;
-    if r.file_id() != f.file_id || r.file_len() != f.len || r.footer_digest() != f.footer_digest {
-        return Err(Error::integrity(format!(
-            "data file {} (it is not the file the manifest committed)",
-            f.file_id
-        )));
-    }
-    Ok(r)
+    table.open_source(f, m, source)
 }
 
 /// Runs blocking colvault work off the async threads.

@@ -62,7 +62,7 @@ impl Table {
         self.open_file(f, m).map(|_| ())
     }
 
-    pub(super) fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
+    pub(crate) fn open_file(&self, f: &FileRef, m: &Manifest) -> Result<FileReader> {
         self.open_file_from(f, m, None)
     }
 
@@ -78,7 +78,7 @@ impl Table {
 
     /// Opens committed file `f` from `source` (`None`: no such object) and checks it against the
     /// manifest.
-    pub(super) fn open_source(&self, f: &FileRef, m: &Manifest, source: Option<Arc<dyn ReadAt>>) -> Result<FileReader> {
+    pub(crate) fn open_source(&self, f: &FileRef, m: &Manifest, source: Option<Arc<dyn ReadAt>>) -> Result<FileReader> {
         let file = match source {
             Some(file) => file,
             None => {
@@ -99,6 +99,8 @@ impl Table {
                 f.file_id
             )));
         }
+        // Each column under the key the catalog records for it, and nothing else.
+        self.check_file_keys(f, &r)?;
         Ok(r)
     }
 }
