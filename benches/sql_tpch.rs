@@ -13,15 +13,15 @@
 //! against the Parquet result (the same comparison as `tests/sql_tpch.rs`). Data generation and
 //! loading are not timed.
 
+mod common;
+
 #[path = "../tests/common/tpch.rs"]
 mod tpch;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use colvault::kms::{Argon2Params, CacheOptions, KeyCache, LocalKms, LocalKmsOptions, RootSecret};
-use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
+use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::sql::SqlSession;
 use colvault::Algorithm;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -48,20 +48,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn keys(dir: &std::path::Path) -> Keys {
-    let opts = LocalKmsOptions::new().with_argon2(Argon2Params::insecure_for_tests());
-    let kms = Arc::new(
-        LocalKms::create(
-            dir.join("keystore"),
-            RootSecret::passphrase("tpch bench passphrase"),
-            opts,
-        )
-        .unwrap(),
-    );
-    let cache = Arc::new(KeyCache::new(kms.clone(), CacheOptions::default()).unwrap());
-    Keys { kms, cache }
 }
 
 async fn run(query: impl AsyncFn(&str) -> Vec<RecordBatch>, n: i32) -> (Duration, Vec<RecordBatch>) {
@@ -127,7 +113,14 @@ fn main() {
     let kdir = tmp.path().join("keys");
     std::fs::create_dir_all(&kdir).unwrap();
     let settings = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault);
-    let p = Project::create(&catalog, tmp.path().join("tpch"), "tpch", settings, keys(&kdir)).unwrap();
+    let p = Project::create(
+        &catalog,
+        tmp.path().join("tpch"),
+        "tpch",
+        settings,
+        common::local_keys(&kdir),
+    )
+    .unwrap();
     let start = Instant::now();
     let mut colvault_bytes = 0;
     for (name, batches) in &data {

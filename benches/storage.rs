@@ -22,6 +22,8 @@
 //! 20 ms, is the round trips the read waits for; the bound is 3 (the head manifest, the
 //! file's magic and tail, the column's chunks).
 
+mod common;
+
 #[cfg(feature = "s3")]
 use std::net::TcpListener;
 #[cfg(feature = "s3")]
@@ -31,8 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use colvault::kms::{Argon2Params, CacheOptions, KeyCache, LocalKms, LocalKmsOptions, RootSecret};
-use colvault::project::{KeyChoice, Keys, Project, ProjectSettings};
+use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::sample::SampleTable;
 use colvault::storage::{register_store, Instrumented, RequestCounts};
 use colvault::table::Table;
@@ -59,20 +60,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn keys(dir: &std::path::Path) -> Keys {
-    let opts = LocalKmsOptions::new().with_argon2(Argon2Params::insecure_for_tests());
-    let kms = Arc::new(
-        LocalKms::create(
-            dir.join("keystore"),
-            RootSecret::passphrase("storage bench passphrase"),
-            opts,
-        )
-        .unwrap(),
-    );
-    let cache = Arc::new(KeyCache::new(kms.clone(), CacheOptions::default()).unwrap());
-    Keys { kms, cache }
 }
 
 #[cfg(feature = "s3")]
@@ -186,7 +173,7 @@ fn run(
         {
             let kdir = dir.join(format!("{name}-keys"));
             std::fs::create_dir_all(&kdir).unwrap();
-            keys(&kdir)
+            common::local_keys(&kdir)
         },
     )
     .unwrap();

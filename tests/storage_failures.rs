@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch};
+use arrow::array::Int64Array;
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::storage::Storage;
 use colvault::table::Table;
@@ -97,6 +97,7 @@ mod throttled {
     use std::time::Duration;
 
     use super::*;
+    use arrow::array::RecordBatch;
 
     struct Proxy {
         port: u16,
