@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -22,7 +22,8 @@ use futures::stream::{BoxStream, StreamExt};
 
 use super::error::to_df;
 use super::plan::{FileSlice, ScanPlan};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::table::{column_map, conform};
 
 /// A scan of one version of a colvault table.
 #[derive(Debug)]
@@ -229,7 +230,7 @@ fn scan_stream(
 fn slice_stream(slice: FileSlice, schema: SchemaRef, batch_size: usize) -> BoxStream<'static, Result<RecordBatch>> {
     let file_schema = slice.reader.schema();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let present: Vec<usize> = names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
+    let (present, map) = column_map(&names, &file_schema);
     if present.is_empty() {
         // Nothing to decrypt: batches of the row groups' row counts (all columns null here).
         let meta = slice.reader.parquet_metadata().clone();
@@ -242,21 +243,9 @@ fn slice_stream(slice: FileSlice, schema: SchemaRef, batch_size: usize) -> BoxSt
             })
             .collect();
         return futures::stream::iter(counts)
-            .map(move |n| fill(&schema, &[], &[], n))
+            .map(move |n| conform(&schema, &[], &[], n))
             .boxed();
     }
-    // Where each output column comes from in this file's (projected, schema-ordered) batches.
-    let mut sorted = present.clone();
-    sorted.sort_unstable();
-    let map: Vec<Option<usize>> = names
-        .iter()
-        .map(|n| {
-            file_schema
-                .index_of(n)
-                .ok()
-                .and_then(|i| sorted.iter().position(|&s| s == i))
-        })
-        .collect();
     let built = slice
         .reader
         .scan()
@@ -267,23 +256,8 @@ fn slice_stream(slice: FileSlice, schema: SchemaRef, batch_size: usize) -> BoxSt
     match built {
         Ok(reader) => reader
             .into_stream()
-            .map(move |b| b.and_then(|b| fill(&schema, b.columns(), &map, b.num_rows())))
+            .map(move |b| b.and_then(|b| conform(&schema, &map, b.columns(), b.num_rows())))
             .boxed(),
         Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
     }
-}
-
-/// A batch of `schema` from `columns` placed by `map` (`None`, or no map entry: all null).
-fn fill(schema: &SchemaRef, columns: &[ArrayRef], map: &[Option<usize>], rows: usize) -> Result<RecordBatch> {
-    let out = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| match map.get(i).copied().flatten() {
-            Some(src) => columns[src].clone(),
-            None => new_null_array(field.data_type(), rows),
-        })
-        .collect();
-    let opts = RecordBatchOptions::new().with_row_count(Some(rows));
-    RecordBatch::try_new_with_options(schema.clone(), out, &opts).map_err(|e| Error::Arrow(e.to_string()))
 }

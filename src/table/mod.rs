@@ -41,6 +41,8 @@ use crate::KeyAccess;
 use column_keys::ColumnPolicy;
 pub use column_keys::TableOptions;
 pub use manifest::{FileRef, Manifest};
+#[cfg(feature = "datafusion")]
+pub(crate) use scan::{column_map, conform};
 pub use scan::{TableReader, TableScan};
 pub use stream::TableStream;
 

@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, RecordBatch, RecordBatchReader};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchReader};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 
 use super::{FileRef, Manifest, Table};
@@ -204,43 +204,59 @@ impl ScanPlan {
     /// added after the file was written, read as null).
     pub(super) fn start(&self, reader: &FileReader) -> Result<(BatchReader, Vec<Option<usize>>)> {
         let file_schema = reader.schema();
-        let present: Vec<usize> = self.names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
-        let mut scan = reader.scan().project(present.clone()).batch_size(self.batch_size);
+        let (present, map) = column_map(&self.names, &file_schema);
+        let mut scan = reader.scan().project(present).batch_size(self.batch_size);
         for p in &self.predicates {
             if file_schema.index_of(p.column()).is_ok() {
                 scan = scan.filter(p.clone());
             }
         }
-        let batches = scan.build()?;
-        // Where each output column comes from in this file's (projected, schema-ordered) batches.
-        let mut sorted = present;
-        sorted.sort_unstable();
-        let map = self
-            .names
-            .iter()
-            .map(|n| {
-                file_schema
-                    .index_of(n)
-                    .ok()
-                    .and_then(|i| sorted.iter().position(|&s| s == i))
-            })
-            .collect();
-        Ok((batches, map))
+        Ok((scan.build()?, map))
     }
 
     /// A file's batch `b` in the scan's schema.
     pub(super) fn conform(&self, map: &[Option<usize>], b: &RecordBatch) -> Result<RecordBatch> {
-        let columns = map
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(src, field)| match src {
-                Some(i) => b.column(*i).clone(),
-                None => new_null_array(field.data_type(), b.num_rows()),
-            })
-            .collect();
-        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-        RecordBatch::try_new_with_options(self.schema.clone(), columns, &opts).map_err(|e| Error::Arrow(e.to_string()))
+        conform(&self.schema, map, b.columns(), b.num_rows())
     }
+}
+
+/// Of the output columns `names`, the ones a file has (its field indices: the projection to scan)
+/// and, per name, where it is in the file's projected, schema-ordered batches (`None`: the file
+/// lacks it, the column having been added after the file was written).
+pub(crate) fn column_map(names: &[String], file_schema: &Schema) -> (Vec<usize>, Vec<Option<usize>>) {
+    let present: Vec<usize> = names.iter().filter_map(|n| file_schema.index_of(n).ok()).collect();
+    let mut sorted = present.clone();
+    sorted.sort_unstable();
+    let map = names
+        .iter()
+        .map(|n| {
+            file_schema
+                .index_of(n)
+                .ok()
+                .and_then(|i| sorted.iter().position(|&s| s == i))
+        })
+        .collect();
+    (present, map)
+}
+
+/// A batch of `schema` of `rows` rows from `columns` placed by `map` (`None`, or no entry: null).
+pub(crate) fn conform(
+    schema: &SchemaRef,
+    map: &[Option<usize>],
+    columns: &[ArrayRef],
+    rows: usize,
+) -> Result<RecordBatch> {
+    let out = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| match map.get(i).copied().flatten() {
+            Some(src) => columns[src].clone(),
+            None => new_null_array(field.data_type(), rows),
+        })
+        .collect();
+    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema.clone(), out, &opts).map_err(|e| Error::Arrow(e.to_string()))
 }
 
 /// Batches of a table snapshot, file after file. Columns added after a file was written read as
