@@ -420,6 +420,7 @@ fn run_catalog(label: &'static str, url: &str, root: &std::path::Path, keys: &Ke
                 digest: [7; 32],
             },
             column_keys: Vec::new(),
+            partition_by: Vec::new(),
         };
         inner.create_table(&probe).unwrap();
 

@@ -268,7 +268,9 @@ pub fn footer_decoder(data: &[u8]) {
 
 /// Target `manifest_decoder`: arbitrary bytes as a manifest body and as a sealed manifest.
 pub fn manifest_decoder(data: &[u8]) {
-    let _ = Manifest::decode_body(data);
+    for format in 1..=3 {
+        let _ = Manifest::decode_body(data, format);
+    }
     let _ = Manifest::open(
         data,
         1,

@@ -108,6 +108,7 @@ fn table(p: &ProjectRecord, n: u64, name: &str) -> TableRecord {
             digest: digest(0, 0),
         },
         column_keys: Vec::new(),
+        partition_by: Vec::new(),
     }
 }
 
@@ -266,8 +267,9 @@ fn swap_head_is_a_compare_and_swap(b: &Backend) {
     assert_eq!(c.table_by_id(&t.table_id).unwrap().unwrap().head, v2);
 
     // Dropping a table removes its registration and only it. (`u` keeps a column under a key of
-    // its own: the catalog gives its column keys back as recorded, and a swap keeps them.)
+    // its own and is partitioned: the catalog gives both back as recorded, and a swap keeps them.)
     let u = TableRecord {
+        partition_by: vec!["ds".into(), "region".into()],
         column_keys: vec![colvault::catalog::ColumnKey {
             column: "salary".into(),
             cmk: colvault::kms::KeyId::new("k-hr").unwrap(),

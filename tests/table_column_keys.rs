@@ -517,6 +517,7 @@ fn insider_commit(
         footer_digest: meta.footer_digest,
         key_ids,
         key_version: meta.key_version,
+        partition: Vec::new(),
     });
     if let Some(k) = column_keys {
         next.column_keys = k;

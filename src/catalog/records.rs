@@ -86,6 +86,9 @@ pub struct TableRecord {
     /// tables). Fixed when the table is created; readers and writers take it from here, never from
     /// storage.
     pub column_keys: Vec<ColumnKey>,
+    /// The partition columns, in partition order (empty for a table that is not partitioned).
+    /// Fixed when the table is created; readers take it from here, never from storage.
+    pub partition_by: Vec<String>,
 }
 
 /// A top-level column of a table kept under a CMK of its own (all of its leaves): its chunks,

@@ -93,11 +93,14 @@ const MIGRATIONS: &[&str] = &[
     )",
     // 2: each table's column keys (a JSON array of [column, key id] pairs; '' for none).
     "ALTER TABLE cv_tables ADD COLUMN column_keys TEXT NOT NULL DEFAULT ''",
+    // 3: each table's partition columns (a JSON array of column names; '' for none).
+    "ALTER TABLE cv_tables ADD COLUMN partition_by TEXT NOT NULL DEFAULT ''",
 ];
 
 const PROJECT_COLUMNS: &str = "project_id, name, location, kms, algorithm, cmk, migrating, migrating_algorithm, \
      migrating_cmk, generation, settings_digest, created_ms";
-const TABLE_COLUMNS: &str = "table_id, project_id, name, location, head_version, head_digest, column_keys";
+const TABLE_COLUMNS: &str =
+    "table_id, project_id, name, location, head_version, head_digest, column_keys, partition_by";
 
 /// A catalog over a SQL database (SQLite or PostgreSQL).
 pub struct SqlCatalog {
@@ -249,6 +252,7 @@ fn table_from(row: &[Value]) -> Result<TableRecord> {
     let version = r.u64()?;
     let digest = unhex32(&r.text()?, "catalog head digest")?;
     let column_keys = column_keys_from(&r.text()?)?;
+    let partition_by = partition_by_from(&r.text()?)?;
     Ok(TableRecord {
         table_id,
         project_id,
@@ -256,6 +260,7 @@ fn table_from(row: &[Value]) -> Result<TableRecord> {
         location,
         head: TableHead { version, digest },
         column_keys,
+        partition_by,
     })
 }
 
@@ -268,7 +273,29 @@ fn table_values(t: &TableRecord) -> Result<Vec<Value>> {
         int(t.head.version, "table version")?,
         text(hex(&t.head.digest)),
         text(column_keys_text(&t.column_keys)),
+        text(partition_by_text(&t.partition_by)?),
     ])
+}
+
+/// A table's partition columns as the catalog stores them: `''` for none, else a JSON array of
+/// names.
+fn partition_by_text(columns: &[String]) -> Result<String> {
+    if columns.is_empty() {
+        return Ok(String::new());
+    }
+    serde_json::to_string(columns).map_err(|e| Error::InvalidArgument(format!("partition columns: {e}")))
+}
+
+fn partition_by_from(s: &str) -> Result<Vec<String>> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad = |detail: String| Error::malformed("catalog partition columns", detail);
+    let columns: Vec<String> = serde_json::from_str(s).map_err(|e| bad(e.to_string()))?;
+    if columns.is_empty() || columns.len() > crate::table::MAX_PARTITION_COLUMNS {
+        return Err(bad(format!("{} columns", columns.len())));
+    }
+    Ok(columns)
 }
 
 /// A table's column keys as the catalog stores them: `''` for none, else a JSON array of
@@ -422,7 +449,7 @@ impl Catalog for SqlCatalog {
             "INSERT INTO cv_projects ({PROJECT_COLUMNS}) VALUES ({})",
             placeholders(12)
         );
-        let insert_table = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(7));
+        let insert_table = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(8));
         let taken = |e: SqlError| match e {
             SqlError::Unique => Error::AlreadyExists {
                 kind: "project",
@@ -510,7 +537,7 @@ impl Catalog for SqlCatalog {
     }
 
     fn create_table(&self, table: &TableRecord) -> Result<()> {
-        let sql = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(7));
+        let sql = format!("INSERT INTO cv_tables ({TABLE_COLUMNS}) VALUES ({})", placeholders(8));
         let mut conn = self.conn.lock().map_err(|_| Error::Poisoned)?;
         conn.execute(&sql, &table_values(table)?)
             .map(|_| ())

@@ -121,12 +121,14 @@ impl Project {
                     digest: [0; 32],
                 },
                 column_keys: Vec::new(),
+                partition_by: Vec::new(),
             };
-            // Trust on first use: the column keys are those of the verified head manifest, and
-            // every file is then checked against them.
+            // Trust on first use: the column keys and partition columns are those of the verified
+            // head manifest, and every file is then checked against them.
             let (head, manifest) = project.table_adopting(&rec).adopt_head()?;
             let rec = TableRecord {
                 column_keys: manifest.column_keys.clone(),
+                partition_by: manifest.partition_by.clone(),
                 ..rec
             };
             let table = project.table_from(&rec);

@@ -63,6 +63,47 @@ impl Predicate {
         }
     }
 
+    /// Whether a column whose every row holds `value` (a one-element array of the column's type,
+    /// maybe null) can match: a partitioned table's file is skipped when this is false for its
+    /// partition value.
+    pub fn matches_value(&self, value: &ArrayRef) -> Result<bool> {
+        if value.len() != 1 {
+            return Err(Error::InvalidArgument(
+                "a partition value is a one-element array".into(),
+            ));
+        }
+        if self.op == CmpOp::IsNull {
+            return Ok(value.is_null(0));
+        }
+        if value.is_null(0) {
+            // A comparison with null is never true.
+            return Ok(false);
+        }
+        let literal = self
+            .value
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("predicate without a value".into()))?;
+        let literal = arrow::compute::cast(literal, value.data_type()).map_err(|e| Error::Arrow(e.to_string()))?;
+        if literal.len() != 1 || literal.is_null(0) {
+            return Err(Error::InvalidArgument(format!(
+                "the predicate's value does not convert to the type of {:?}",
+                self.column
+            )));
+        }
+        let v = Scalar::new(literal);
+        use arrow::compute::kernels::cmp;
+        let r = match self.op {
+            CmpOp::Eq => cmp::eq(value, &v),
+            CmpOp::Lt => cmp::lt(value, &v),
+            CmpOp::LtEq => cmp::lt_eq(value, &v),
+            CmpOp::Gt => cmp::gt(value, &v),
+            CmpOp::GtEq => cmp::gt_eq(value, &v),
+            CmpOp::IsNull => unreachable!("handled above"),
+        }
+        .map_err(|e| Error::Arrow(e.to_string()))?;
+        Ok(r.value(0))
+    }
+
     /// Which row groups may hold a match. Statistics are decoded by `parquet` from the footer (for
     /// `none` files, bytes only a checksum protects), so a panic there is contained.
     fn keep(&self, reader: &FileReader) -> Result<Vec<bool>> {

@@ -119,6 +119,7 @@ impl Table {
             let m = Manifest::open(&bytes, version, Some(&self.table_id), keys)?;
             // The column keys are the catalog's; the manifest must keep them.
             self.check_manifest_column_keys(&m)?;
+            self.check_manifest_partitions(&m)?;
             return Ok(Found::Ok(Box::new(m)));
         }
         Ok(found)

@@ -27,7 +27,8 @@ use crate::kms::{DataKeyEnvelope, KeyId};
 use crate::project::Project;
 use crate::read::FileReader;
 
-/// Options of a new table: which top-level columns are kept under a CMK of their own.
+/// Options of a new table: which top-level columns are kept under a CMK of their own, and which
+/// columns partition it ([`partition_by`](Self::partition_by)).
 ///
 /// ```
 /// use colvault::kms::KeyId;
@@ -48,6 +49,7 @@ use crate::read::FileReader;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableOptions {
     column_keys: Vec<(String, KeyId)>,
+    partition_by: Vec<String>,
 }
 
 impl TableOptions {
@@ -67,6 +69,21 @@ impl TableOptions {
     /// The column keys asked for, in the order given.
     pub fn column_keys(&self) -> &[(String, KeyId)] {
         &self.column_keys
+    }
+
+    /// Partitions the table by these top-level columns, in this order (MaxCompute's
+    /// `PARTITIONED BY`): each data file holds rows of one partition, and scans skip partitions
+    /// their filters rule out before opening any file (see [`super::partition`]). Partition
+    /// columns are strings, integers, dates or booleans, at most
+    /// [`MAX_PARTITION_COLUMNS`](super::MAX_PARTITION_COLUMNS), and none has a key of its own.
+    pub fn partition_by<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.partition_by = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The partition columns asked for.
+    pub fn partition_columns(&self) -> &[String] {
+        &self.partition_by
     }
 
     /// The column keys for `schema` in project `project`, checked, in schema order.
@@ -136,13 +153,16 @@ pub(super) struct ColumnPolicy {
     /// `None` only while a table is adopted (trust on first use): its manifest's list is taken.
     keys: Option<Vec<ColumnKey>>,
     indices: OnceLock<Vec<u32>>,
+    /// The partition columns (`None` only while a table is adopted).
+    pub(super) partition_by: Option<Vec<String>>,
 }
 
 impl ColumnPolicy {
-    pub(super) fn new(keys: Vec<ColumnKey>) -> Arc<Self> {
+    pub(super) fn new(keys: Vec<ColumnKey>, partition_by: Vec<String>) -> Arc<Self> {
         Arc::new(ColumnPolicy {
             keys: Some(keys),
             indices: OnceLock::new(),
+            partition_by: Some(partition_by),
         })
     }
 
@@ -151,6 +171,7 @@ impl ColumnPolicy {
         Arc::new(ColumnPolicy {
             keys: None,
             indices: OnceLock::new(),
+            partition_by: None,
         })
     }
 }

@@ -91,7 +91,7 @@ impl Table {
             if new.is_empty() {
                 // A file without rows still holds a footer sealed under its old DEK: it gets a
                 // fresh (empty) file too, so every counted file really has a new key.
-                new.push(self.finish_file(self.start_file(&head.schema)?)?);
+                new.push(self.finish_file(self.start_file(&head.schema, f.partition.clone())?)?);
             }
             match new.len() {
                 1 => replaced.push((f.file_id, new.remove(0))),

@@ -10,12 +10,15 @@
 //! The body chains the digest (BLAKE3 of the whole previous manifest file) of the version before it,
 //! and lists every live file with its id, length, row count and footer digest. A table with column
 //! keys (format 2) ends the body with them: u16 count (at least 1) then, per column in schema order,
-//! str column || str CMK id. Format 1 bodies have none.
+//! str column || str CMK id. Format 1 bodies have none. A partitioned table (format 3) lists its
+//! partition columns after the algorithm, each file's partition values after its key ids, and
+//! always ends with its column keys (a count, maybe 0).
 
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
 
+use super::partition::{PartitionValue, MAX_PARTITION_COLUMNS};
 use crate::access::KeyAccess;
 use crate::catalog::ColumnKey;
 use crate::codec::{Decoder, Encoder};
@@ -27,6 +30,8 @@ const MAGIC: [u8; 4] = *b"CVMF";
 const FORMAT: u8 = 1;
 /// The format of a manifest of a table with column keys.
 const FORMAT_COLUMN_KEYS: u8 = 2;
+/// The format of a manifest of a partitioned table.
+const FORMAT_PARTITIONED: u8 = 3;
 const MAX_COLUMN_KEYS: usize = 4096;
 const MAX_FILES: usize = 1 << 22;
 const MAX_SCHEMA: usize = 16 << 20;
@@ -48,6 +53,9 @@ pub struct FileRef {
     pub key_ids: Vec<KeyId>,
     /// The version of the file CMK's key its KEK is wrapped under.
     pub key_version: u32,
+    /// Its partition: one value per partition column of the table (empty when the table is not
+    /// partitioned). Every row of the file has these values.
+    pub partition: Vec<PartitionValue>,
 }
 
 /// The content of one manifest version.
@@ -74,6 +82,9 @@ pub struct Manifest {
     /// The columns kept under a CMK of their own, in schema order (the catalog's record of the
     /// table must say the same).
     pub column_keys: Vec<ColumnKey>,
+    /// The partition columns, in partition order (empty when the table is not partitioned; the
+    /// catalog's record of the table must say the same).
+    pub partition_by: Vec<String>,
 }
 
 fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
@@ -95,7 +106,15 @@ impl Manifest {
         e.u64(self.timestamp_ms)
             .str(&self.operation)
             .bytes(&schema_bytes(&self.schema)?);
-        e.u8(self.algorithm.id()).u32(self.files.len() as u32);
+        e.u8(self.algorithm.id());
+        let partitioned = self.format() == FORMAT_PARTITIONED;
+        if partitioned {
+            e.u16(self.partition_by.len() as u16);
+            for c in &self.partition_by {
+                e.str(c);
+            }
+        }
+        e.u32(self.files.len() as u32);
         for f in &self.files {
             e.raw(&f.file_id.0)
                 .str(&f.name)
@@ -107,8 +126,19 @@ impl Manifest {
             for k in &f.key_ids {
                 e.str(k.as_str());
             }
+            if f.partition.len() != self.partition_by.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "file {} has {} partition values for {} partition columns",
+                    f.name,
+                    f.partition.len(),
+                    self.partition_by.len()
+                )));
+            }
+            for v in &f.partition {
+                v.encode(&mut e);
+            }
         }
-        if !self.column_keys.is_empty() {
+        if partitioned || !self.column_keys.is_empty() {
             e.u16(self.column_keys.len() as u16);
             for k in &self.column_keys {
                 e.str(&k.column).str(k.cmk.as_str());
@@ -117,8 +147,8 @@ impl Manifest {
         Ok(e.finish())
     }
 
-    /// Parses a body.
-    pub fn decode_body(buf: &[u8]) -> Result<Self> {
+    /// Parses a body of manifest format `format` (the header's).
+    pub fn decode_body(buf: &[u8], format: u8) -> Result<Self> {
         let mut d = Decoder::new(buf, "manifest");
         let version = d.u64()?;
         let prev_digest = d.array()?;
@@ -128,7 +158,17 @@ impl Manifest {
         let operation = d.str(256)?.to_string();
         let schema = schema_from(d.bytes(MAX_SCHEMA)?)?;
         let algorithm = Algorithm::from_id(d.u8()?)?;
-        let n = d.count(MAX_FILES, 16 + 4 + 8 + 8 + 32 + 4 + 2)?;
+        let mut partition_by = Vec::new();
+        if format == FORMAT_PARTITIONED {
+            let p = d.u16()? as usize;
+            if p == 0 || p > MAX_PARTITION_COLUMNS {
+                return Err(Error::malformed("manifest", format!("{p} partition columns")));
+            }
+            for _ in 0..p {
+                partition_by.push(d.str(1 << 16)?.to_string());
+            }
+        }
+        let n = d.count(MAX_FILES, 16 + 4 + 8 + 8 + 32 + 4 + 2 + partition_by.len())?;
         let mut files = Vec::with_capacity(n);
         for _ in 0..n {
             let file_id = FileId(d.array()?);
@@ -148,6 +188,9 @@ impl Manifest {
             for _ in 0..k {
                 key_ids.push(KeyId::new(d.str(64)?)?);
             }
+            let partition = (0..partition_by.len())
+                .map(|_| PartitionValue::decode(&mut d))
+                .collect::<Result<Vec<_>>>()?;
             files.push(FileRef {
                 file_id,
                 name,
@@ -156,12 +199,13 @@ impl Manifest {
                 footer_digest,
                 key_ids,
                 key_version,
+                partition,
             });
         }
         let mut column_keys = Vec::new();
-        if d.remaining() > 0 {
+        if format != FORMAT {
             let n = d.u16()? as usize;
-            if n == 0 || n > MAX_COLUMN_KEYS {
+            if (n == 0 && format == FORMAT_COLUMN_KEYS) || n > MAX_COLUMN_KEYS {
                 return Err(Error::malformed("manifest", format!("{n} column keys")));
             }
             for _ in 0..n {
@@ -171,7 +215,7 @@ impl Manifest {
             }
         }
         d.finish()?;
-        Ok(Manifest {
+        let m = Manifest {
             version,
             prev_digest,
             oldest_retained,
@@ -182,16 +226,49 @@ impl Manifest {
             algorithm,
             files,
             column_keys,
-        })
+            partition_by,
+        };
+        m.check_partitions()?;
+        Ok(m)
     }
 
     /// The format byte of this manifest's header.
     fn format(&self) -> u8 {
-        if self.column_keys.is_empty() {
+        if !self.partition_by.is_empty() {
+            FORMAT_PARTITIONED
+        } else if self.column_keys.is_empty() {
             FORMAT
         } else {
             FORMAT_COLUMN_KEYS
         }
+    }
+
+    /// Checks the partition columns (top-level columns of the schema, of a partition type, each
+    /// named once) and every file's values (one per column, each fitting its column's type).
+    fn check_partitions(&self) -> Result<()> {
+        let bad = |detail: String| Error::malformed("manifest", detail);
+        let mut types = Vec::with_capacity(self.partition_by.len());
+        for (i, c) in self.partition_by.iter().enumerate() {
+            let field = self
+                .schema
+                .field_with_name(c)
+                .map_err(|_| bad(format!("partition column {c:?} is not in the schema")))?;
+            if self.partition_by[..i].contains(c) || !super::partition::is_partition_type(field.data_type()) {
+                return Err(bad(format!("partition column {c:?}")));
+            }
+            types.push(field.data_type());
+        }
+        for f in &self.files {
+            if f.partition.len() != types.len() || !f.partition.iter().zip(&types).all(|(v, t)| v.fits(t)) {
+                return Err(bad(format!("the partition values of file {}", f.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition of file `f` of this snapshot (`None` when the table is not partitioned).
+    pub fn partition_of(&self, f: &FileRef) -> Option<super::Partition> {
+        (!self.partition_by.is_empty()).then(|| super::Partition::new(&self.partition_by, f.partition.clone()))
     }
 
     /// Total rows.
@@ -248,7 +325,7 @@ impl Manifest {
             return Err(Error::NotColvault("not a colvault manifest".into()));
         }
         let format = d.u8()?;
-        if format != FORMAT && format != FORMAT_COLUMN_KEYS {
+        if ![FORMAT, FORMAT_COLUMN_KEYS, FORMAT_PARTITIONED].contains(&format) {
             return Err(Error::UnsupportedVersion {
                 found: format.to_string(),
                 supported: FORMAT,
@@ -301,12 +378,16 @@ impl Manifest {
                 .map_err(|_| Error::integrity(format!("manifest version {version}")))?;
             body
         };
-        let m = Manifest::decode_body(&body)?;
+        let m = Manifest::decode_body(&body, format)?;
         // The header's format (authenticated with the body) says whether column keys follow.
         if m.format() != format {
             return Err(Error::malformed(
                 "manifest",
-                format!("format {format} with {} column keys", m.column_keys.len()),
+                format!(
+                    "format {format} with {} column keys and {} partition columns",
+                    m.column_keys.len(),
+                    m.partition_by.len()
+                ),
             ));
         }
         if m.version != version || table_id.is_some_and(|t| t != m.table_id) {
@@ -352,6 +433,7 @@ impl Manifest {
             algorithm,
             files: Vec::new(),
             column_keys,
+            partition_by: Vec::new(),
         }
     }
 }
@@ -402,8 +484,69 @@ mod tests {
             ));
         }
         assert!(matches!(
-            Manifest::open(&with_format(&without, 3), 1, Some("t1"), None),
+            Manifest::open(&with_format(&without, 4), 1, Some("t1"), None),
             Err(Error::UnsupportedVersion { .. })
         ));
+    }
+
+    fn file(name: &str, partition: Vec<PartitionValue>) -> FileRef {
+        FileRef {
+            file_id: FileId([7; 16]),
+            name: name.into(),
+            len: 100,
+            rows: 10,
+            footer_digest: [1; 32],
+            key_ids: Vec::new(),
+            key_version: 0,
+            partition,
+        }
+    }
+
+    #[test]
+    fn partitions_need_format_3_and_round_trip() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ds", DataType::Utf8, false),
+            Field::new("salary", DataType::Float64, true),
+        ]));
+        let keys = vec![ColumnKey {
+            column: "salary".into(),
+            cmk: KeyId::new("k-hr").unwrap(),
+        }];
+        for column_keys in [Vec::new(), keys] {
+            let mut m = Manifest::genesis_with("t1".into(), schema.clone(), Algorithm::None, column_keys);
+            m.version = 1;
+            m.partition_by = vec!["ds".into()];
+            m.files = vec![
+                file("a.cvlt", vec![PartitionValue::Str("2024-01-01".into())]),
+                file("b.cvlt", vec![PartitionValue::Null]),
+            ];
+            let sealed = m.seal(None).unwrap();
+            assert_eq!(sealed[4], FORMAT_PARTITIONED);
+            let back = Manifest::open(&sealed, 1, Some("t1"), None).unwrap();
+            assert_eq!(back, m);
+            assert_eq!(back.partition_of(&back.files[0]).unwrap().to_string(), "ds=2024-01-01");
+            // Relabelled as an unpartitioned manifest: refused.
+            for f in [FORMAT, FORMAT_COLUMN_KEYS] {
+                assert!(Manifest::open(&with_format(&sealed, f), 1, Some("t1"), None).is_err());
+            }
+        }
+        // A value of the wrong type for its column, or a partition column the schema lacks: refused.
+        let mut m = manifest(Vec::new());
+        m.partition_by = vec!["id".into()];
+        m.files = vec![file("a.cvlt", vec![PartitionValue::Str("x".into())])];
+        assert!(matches!(
+            Manifest::open(&m.seal(None).unwrap(), 1, Some("t1"), None),
+            Err(Error::Malformed { .. })
+        ));
+        m.partition_by = vec!["nope".into()];
+        m.files = vec![file("a.cvlt", vec![PartitionValue::Int(1)])];
+        assert!(matches!(
+            Manifest::open(&m.seal(None).unwrap(), 1, Some("t1"), None),
+            Err(Error::Malformed { .. })
+        ));
+        // A file with too few values cannot even be sealed.
+        m.partition_by = vec!["id".into()];
+        m.files = vec![file("a.cvlt", Vec::new())];
+        assert!(m.seal(None).is_err());
     }
 }

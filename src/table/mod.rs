@@ -18,10 +18,13 @@ pub mod chain;
 mod column_keys;
 pub mod lifecycle;
 pub mod manifest;
+pub mod partition;
+mod partitions;
 mod scan;
 mod stream;
+mod write;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,16 +34,19 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 
 pub use crate::catalog::ColumnKey;
 use crate::catalog::{new_id, TableHead, TableRecord};
-use crate::crypto::FileId;
 use crate::error::{Error, Result};
 use crate::kms::KeyId;
 use crate::project::Project;
-use crate::storage::{ObjectWriter, Storage};
-use crate::write::{Compression, FileWriter, WriterOptions};
+use crate::storage::Storage;
+use crate::write::{Compression, WriterOptions};
 use crate::KeyAccess;
 use column_keys::ColumnPolicy;
 pub use column_keys::TableOptions;
 pub use manifest::{FileRef, Manifest};
+pub use partition::{Partition, PartitionInfo, PartitionValue, MAX_PARTITION_COLUMNS};
+#[cfg(feature = "datafusion")]
+pub(crate) use partitions::file_may_match;
+pub use partitions::DroppedPartition;
 #[cfg(feature = "datafusion")]
 pub(crate) use scan::{column_map, conform};
 pub use scan::{TableReader, TableScan};
@@ -59,7 +65,7 @@ impl Project {
         self.create_table_from(name, schema, []).map(|(t, _)| t)
     }
 
-    /// Creates a table with `schema` and `options` (column keys): all or nothing.
+    /// Creates a table with `schema` and `options` (column keys, partition columns): all or nothing.
     ///
     /// ```no_run
     /// # fn f(project: &colvault::project::Project, schema: arrow::datatypes::SchemaRef) -> colvault::Result<()> {
@@ -107,6 +113,8 @@ impl Project {
         // The schema's own bounds (field count, depth) are checked before anything is written.
         crate::format::schema::encode(&schema)?;
         let column_keys = options.resolve(self, &schema)?;
+        let partition_by = options.partition_columns().to_vec();
+        partition::check_columns(&partition_by, &schema, &column_keys)?;
         if self.catalog().table(self.project_id(), name)?.is_some() {
             return Err(Error::AlreadyExists {
                 kind: "table",
@@ -134,12 +142,13 @@ impl Project {
                 name,
                 storage.clone(),
                 table_id.clone(),
-                ColumnPolicy::new(column_keys.clone()),
+                ColumnPolicy::new(column_keys.clone(), partition_by.clone()),
             );
             table.set_column_indices(&schema);
             let files = table.write_files(&schema, batches)?;
             let mut first =
                 Manifest::genesis_with(table_id.clone(), schema, self.settings().algorithm, column_keys.clone());
+            first.partition_by = partition_by.clone();
             first.files = files.clone();
             let (m, digest) = table.publish(&first, None, "create")?;
             self.catalog().create_table(&TableRecord {
@@ -152,6 +161,7 @@ impl Project {
                     digest,
                 },
                 column_keys: column_keys.clone(),
+                partition_by: partition_by.clone(),
             })?;
             let info = CommitInfo {
                 version: m.version,
@@ -187,7 +197,7 @@ impl Project {
             &rec.name,
             self.storage().child(&rec.location),
             rec.table_id.clone(),
-            ColumnPolicy::new(rec.column_keys.clone()),
+            ColumnPolicy::new(rec.column_keys.clone(), rec.partition_by.clone()),
         )
     }
 
@@ -388,113 +398,6 @@ impl Table {
             .build()
     }
 
-    /// Writes `batches` into new data files (published, not yet committed).
-    fn write_files(&self, schema: &SchemaRef, batches: impl IntoIterator<Item = RecordBatch>) -> Result<Vec<FileRef>> {
-        let mut out = Vec::new();
-        let mut current: Option<(FileWriter<ObjectWriter>, String, FileId)> = None;
-        for batch in batches {
-            if batch.schema().fields() != schema.fields() {
-                return Err(Error::SchemaMismatch(format!(
-                    "table {} has fields {:?}, the batch {:?}",
-                    self.name,
-                    schema.fields(),
-                    batch.schema().fields()
-                )));
-            }
-            if current.is_none() {
-                current = Some(self.start_file(schema)?);
-            }
-            let (w, _, _) = current.as_mut().expect("a writer was started");
-            w.write(&batch)?;
-            if w.num_rows() >= self.write.file_rows as u64 {
-                out.push(self.finish_file(current.take().expect("a writer is open"))?);
-            }
-        }
-        if let Some(c) = current {
-            out.push(self.finish_file(c)?);
-        }
-        Ok(out)
-    }
-
-    /// Starts a data file: a new object named by the file's random id, streamed to storage (a
-    /// multipart upload once it outgrows one part) and published whole by [`finish_file`].
-    fn start_file(&self, schema: &SchemaRef) -> Result<(FileWriter<ObjectWriter>, String, FileId)> {
-        // A fresh random name (the file id is the writer's own, chosen inside it).
-        let name = format!("{}.cvlt", new_id()?);
-        let sink = self.storage.writer(&Self::data_object(&name))?;
-        let w = FileWriter::try_new(sink, schema.clone(), self.writer_options())?;
-        let id = w.file_id();
-        Ok((w, name, id))
-    }
-
-    fn finish_file(&self, (w, name, _id): (FileWriter<ObjectWriter>, String, FileId)) -> Result<FileRef> {
-        let (meta, sink) = w.close_into_sink()?;
-        sink.finish()?;
-        Ok(FileRef {
-            file_id: meta.file_id,
-            name,
-            len: meta.file_len,
-            rows: meta.num_rows,
-            footer_digest: meta.footer_digest,
-            key_ids: meta.key_ids,
-            key_version: meta.key_version,
-        })
-    }
-
-    /// Refuses to commit files written under settings the table has moved away from (a migration
-    /// ran since this project handle was opened).
-    fn check_settings_current(&self, head: &Manifest) -> Result<()> {
-        if head.algorithm != self.project.settings().algorithm {
-            return Err(Error::InvalidArgument(format!(
-                "the project's encryption settings changed (table {} is now {}); reopen the project",
-                self.name, head.algorithm
-            )));
-        }
-        Ok(())
-    }
-
-    /// Appends `batches` as one atomic commit (one or more new files).
-    pub fn append(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<CommitInfo> {
-        self.write_and_commit("append", batches, false)
-    }
-
-    /// Replaces the table's content with `batches`, atomically.
-    pub fn overwrite(&self, batches: impl IntoIterator<Item = RecordBatch>) -> Result<CommitInfo> {
-        self.write_and_commit("overwrite", batches, true)
-    }
-
-    /// Writes `batches` into new files, then commits them added to (or replacing) the head's files.
-    fn write_and_commit(
-        &self,
-        op: &str,
-        batches: impl IntoIterator<Item = RecordBatch>,
-        replace: bool,
-    ) -> Result<CommitInfo> {
-        let (base, head) = self.head_with_base()?;
-        let schema = head.schema.clone();
-        let files = self.write_files(&schema, batches)?;
-        let m = self.commit_from(op, Some((base, head)), |head| {
-            self.check_settings_current(head)?;
-            if head.schema.fields() != schema.fields() {
-                return Err(Error::SchemaMismatch(format!(
-                    "table {} changed its schema during the {op}",
-                    self.name
-                )));
-            }
-            let mut next = head.clone();
-            if replace {
-                next.files.clear();
-            }
-            next.files.extend(files.iter().cloned());
-            Ok(next)
-        })?;
-        Ok(CommitInfo {
-            version: m.version,
-            files_added: files.len(),
-            rows_added: files.iter().map(|f| f.rows).sum(),
-        })
-    }
-
     /// Adds a nullable column; files written before read it as null.
     pub fn add_column(&self, field: Field) -> Result<u64> {
         if !field.is_nullable() {
@@ -534,41 +437,5 @@ impl Table {
                 })
             })
             .collect()
-    }
-
-    /// Rewrites small files into files of about `file_rows` rows, in one commit. Returns the
-    /// version committed, or `None` if there was nothing to compact.
-    pub fn compact(&self) -> Result<Option<u64>> {
-        let head = self.head()?;
-        let small: Vec<FileRef> = head
-            .files
-            .iter()
-            .filter(|f| f.rows < self.write.file_rows as u64 / 2)
-            .cloned()
-            .collect();
-        if small.len() < 2 {
-            return Ok(None);
-        }
-        let schema = head.schema.clone();
-        let mut batches = Vec::new();
-        for f in &small {
-            batches.extend(self.read_checked_file(f, &head)?);
-        }
-        let new_files = self.write_files(&schema, batches)?;
-        let gone: HashSet<FileId> = small.iter().map(|f| f.file_id).collect();
-        let m = self.commit("compact", |head| {
-            if head.schema.fields() != schema.fields()
-                || !gone.iter().all(|id| head.files.iter().any(|f| f.file_id == *id))
-            {
-                return Err(Error::InvalidArgument(
-                    "the table changed during compaction; run it again".into(),
-                ));
-            }
-            let mut next = head.clone();
-            next.files.retain(|f| !gone.contains(&f.file_id));
-            next.files.extend(new_files.iter().cloned());
-            Ok(next)
-        })?;
-        Ok(Some(m.version))
     }
 }

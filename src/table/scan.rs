@@ -131,7 +131,9 @@ impl TableScan {
         self.columns = Some(names.into_iter().map(Into::into).collect());
         self
     }
-    /// Prunes row groups with a predicate.
+    /// Prunes with a predicate: in a partitioned table, files whose partition values rule it out
+    /// are skipped unopened; in every table, row groups whose statistics rule it out. Pruning is
+    /// conservative: kept row groups are returned whole.
     pub fn filter(mut self, p: Predicate) -> Self {
         self.predicates.push(p);
         self
@@ -145,7 +147,7 @@ impl TableScan {
     /// The reader over the snapshot.
     pub fn build(self) -> Result<TableReader> {
         let plan = self.plan()?;
-        let files = plan.manifest.files.iter().cloned().collect();
+        let files = plan.files();
         Ok(TableReader::new(plan, files))
     }
 
@@ -199,6 +201,17 @@ pub(super) struct ScanPlan {
 }
 
 impl ScanPlan {
+    /// The snapshot's files the scan reads: those whose partition values do not rule out its
+    /// predicates (all of them in a table that is not partitioned), unopened.
+    pub(super) fn files(&self) -> VecDeque<FileRef> {
+        let m = &self.manifest;
+        m.files
+            .iter()
+            .filter(|f| super::partitions::file_may_match(m, f, &self.predicates))
+            .cloned()
+            .collect()
+    }
+
     /// Starts reading one opened file: its batches (projected to the columns it has, pruned by the
     /// predicates on columns it has) and, per output column, where it is in those batches (`None`:
     /// added after the file was written, read as null).

@@ -36,7 +36,7 @@ impl TableScan {
     /// ```
     pub async fn stream(self) -> Result<TableStream> {
         let plan = blocking(move || self.plan()).await?;
-        let files: VecDeque<FileRef> = plan.manifest.files.iter().cloned().collect();
+        let files: VecDeque<FileRef> = plan.files();
         let schema = plan.schema.clone();
         let version = plan.manifest.version;
         let state = State {
