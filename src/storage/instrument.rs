@@ -1,9 +1,10 @@
 //! A store wrapper that counts requests and bytes and can add latency to every request: what the
 //! storage benchmark and the request-count tests measure with, and a user can too.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,6 +38,8 @@ struct Counters {
     puts: AtomicU64,
     lists: AtomicU64,
     deletes: AtomicU64,
+    /// The objects GET requests read, with how many requests each.
+    read: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Wraps a store: counts its requests and bytes, and sleeps `latency` before each request (an
@@ -76,6 +79,14 @@ impl Instrumented {
         for a in [&c.gets, &c.get_bytes, &c.puts, &c.lists, &c.deletes] {
             a.store(0, Ordering::Relaxed);
         }
+        c.read.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// The objects read (by at least one GET) since the last [`reset`](Self::reset), as paths
+    /// in the wrapped store, sorted, with how many GET requests each took.
+    pub fn objects_read(&self) -> Vec<(String, u64)> {
+        let read = self.counters.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.iter().map(|(p, n)| (p.clone(), *n)).collect()
     }
 
     async fn delay(&self) {
@@ -113,6 +124,13 @@ impl ObjectStore for Instrumented {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        *self
+            .counters
+            .read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(location.to_string())
+            .or_default() += 1;
         self.delay().await;
         let r = self.inner.get_opts(location, options).await?;
         self.counters

@@ -305,7 +305,13 @@ impl Partition {
                 let field = schema
                     .field_with_name(c)
                     .map_err(|_| Error::InvalidArgument(format!("the table has no column {c:?}")))?;
-                PartitionValue::parse(text, field.data_type())
+                let value = PartitionValue::parse(text, field.data_type())?;
+                if value == PartitionValue::Null && !field.is_nullable() {
+                    return Err(Error::InvalidArgument(format!(
+                        "partition spec {spec:?}: column {c:?} is not nullable, so it has no {NULL_SPEC} partition"
+                    )));
+                }
+                Ok(value)
             })
             .collect::<Result<_>>()?;
         Ok(Partition::new(columns, values))
