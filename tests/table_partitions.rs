@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use colvault::catalog::TableHead;
 use colvault::kms::KmsAdmin;
@@ -18,45 +18,9 @@ use colvault::read::{CmpOp, Predicate};
 use colvault::storage::Instrumented;
 use colvault::table::{Partition, PartitionValue, Table, TableOptions, MAX_PARTITION_COLUMNS};
 use colvault::{Algorithm, Error};
+use common::events::{batch, schema};
 use common::stores::{location, Backend};
 use common::Fixture;
-
-fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("ds", DataType::Utf8, true),
-        Field::new("region", DataType::Utf8, false),
-        Field::new("amount", DataType::Float64, true),
-    ]))
-}
-
-/// `n` rows from `start`: day `ds` cycles through `days` days (`2024-01-01` ...), region through
-/// `eu`/`us`; every 50th row has a null `ds` when `nulls`.
-fn batch(start: i64, n: i64, days: i64, nulls: bool) -> RecordBatch {
-    let ids: Vec<i64> = (start..start + n).collect();
-    let ds = StringArray::from_iter(ids.iter().map(|i| {
-        if nulls && i % 50 == 49 {
-            None
-        } else {
-            Some(day(i % days))
-        }
-    }));
-    let region = StringArray::from_iter_values(ids.iter().map(|i| if (i / days) % 2 == 0 { "eu" } else { "us" }));
-    RecordBatch::try_new(
-        schema(),
-        vec![
-            Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(ds),
-            Arc::new(region),
-            Arc::new(Float64Array::from_iter_values(ids.iter().map(|i| *i as f64 / 4.0))),
-        ],
-    )
-    .unwrap()
-}
-
-fn day(d: i64) -> String {
-    format!("2024-01-{:02}", d + 1)
-}
 
 fn by_ds_region() -> TableOptions {
     TableOptions::new().partition_by(["ds", "region"])

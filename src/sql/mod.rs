@@ -52,6 +52,7 @@ mod catalog;
 mod error;
 mod exec;
 mod filter;
+mod partitions;
 mod plan;
 mod provider;
 mod sink;

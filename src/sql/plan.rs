@@ -68,17 +68,17 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
         .map_err(|e| Error::InvalidArgument(format!("a colvault task did not finish: {e}")))?
 }
 
-/// Plans a scan of snapshot `m`: opens its files (only the first ones covering `limit` rows when
-/// a limit applies), prunes row groups with `predicates`, cuts what remains into at most
-/// `target_partitions` partitions of about equal rows.
+/// Plans a scan of `files` of snapshot `m` (after partition pruning): opens them (only the first
+/// ones covering `limit` rows when a limit applies), prunes row groups with `predicates`, cuts what
+/// remains into at most `target_partitions` partitions of about equal rows.
 pub(crate) async fn plan(
     table: &Table,
     m: Arc<Manifest>,
+    mut files: Vec<FileRef>,
     predicates: Vec<Predicate>,
     limit: Option<usize>,
     target_partitions: usize,
 ) -> Result<ScanPlan> {
-    let mut files: Vec<FileRef> = m.files.iter().filter(|f| f.rows > 0).cloned().collect();
     if let Some(limit) = limit {
         let mut rows = 0u64;
         let keep = files

@@ -1,5 +1,5 @@
-//! A colvault [`Table`] as a DataFusion [`TableProvider`]: scans with projection, statistics
-//! pruning and limit, statistics for the planner, and `INSERT INTO`.
+//! A colvault [`Table`] as a DataFusion [`TableProvider`]: scans with projection, partition
+//! pruning (exact), statistics pruning and limit, statistics for the planner, and `INSERT INTO`.
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::error::to_df;
 use super::exec::ColvaultScanExec;
+use super::partitions::{files_to_read, is_partition_filter};
 use super::plan::{blocking, plan};
 use super::sink::TableSink;
 use crate::error::{Error, Result};
@@ -32,6 +33,8 @@ pub struct ColvaultTable {
     table: Table,
     schema: SchemaRef,
     rows: u64,
+    /// The partition columns (empty when the table is not partitioned).
+    partition_by: Vec<String>,
 }
 
 impl ColvaultTable {
@@ -41,6 +44,7 @@ impl ColvaultTable {
         Ok(ColvaultTable {
             schema: head.schema.clone(),
             rows: head.rows(),
+            partition_by: table.partition_by().to_vec(),
             table,
         })
     }
@@ -96,15 +100,18 @@ impl TableProvider for ColvaultTable {
             .iter()
             .flat_map(|f| super::filter::predicates(f, &self.schema))
             .collect();
+        let exact = |f: &Expr| is_partition_filter(f, &self.partition_by);
         let shown = filters
             .iter()
-            .filter(|f| !super::filter::predicates(f, &self.schema).is_empty())
+            .filter(|f| exact(f) || !super::filter::predicates(f, &self.schema).is_empty())
             .map(|f| f.to_string())
             .collect();
-        // Kept row groups are returned whole: a limit holds only when no filter is left to apply.
-        let limit = if filters.is_empty() { limit } else { None };
+        // Kept row groups are returned whole: a limit holds only when every filter was decided
+        // exactly (on partition values).
+        let limit = if filters.iter().all(exact) { limit } else { None };
         let target = state.config().target_partitions();
-        let planned = plan(&self.table, head.clone(), predicates, limit, target)
+        let files = files_to_read(state, &head, filters).map_err(to_df)?;
+        let planned = plan(&self.table, head.clone(), files, predicates, limit, target)
             .await
             .map_err(to_df)?;
         let mut statistics = planned.statistics.clone().project(Some(&head_indices));
@@ -129,7 +136,9 @@ impl TableProvider for ColvaultTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if super::filter::predicates(f, &self.schema).is_empty() {
+                if is_partition_filter(f, &self.partition_by) {
+                    TableProviderFilterPushDown::Exact
+                } else if super::filter::predicates(f, &self.schema).is_empty() {
                     TableProviderFilterPushDown::Unsupported
                 } else {
                     TableProviderFilterPushDown::Inexact

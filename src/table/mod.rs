@@ -44,8 +44,6 @@ use column_keys::ColumnPolicy;
 pub use column_keys::TableOptions;
 pub use manifest::{FileRef, Manifest};
 pub use partition::{Partition, PartitionInfo, PartitionValue, MAX_PARTITION_COLUMNS};
-#[cfg(feature = "datafusion")]
-pub(crate) use partitions::file_may_match;
 pub use partitions::DroppedPartition;
 #[cfg(feature = "datafusion")]
 pub(crate) use scan::{column_map, conform};

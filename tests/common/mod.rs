@@ -14,6 +14,9 @@ pub mod moto;
 /// A store wrapper that fails requests or holds GETs on demand.
 pub mod faulty;
 
+/// A partitioned events table's rows.
+pub mod events;
+
 /// Project locations on each data-plane backend (local, memory, S3).
 pub mod stores;
 
