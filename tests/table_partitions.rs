@@ -271,6 +271,24 @@ fn maintenance_keeps_every_file_in_its_partition(backend: Backend) {
         parts.iter().map(|i| (&i.partition, i.rows)).collect::<Vec<_>>()
     );
     assert_eq!(rows(&read(&t, Vec::new())), expect);
+    // A settings migration (to AES-CTR) rewrites every file; each keeps its partition.
+    let p = p
+        .migrate(
+            ProjectSettings::encrypted(Algorithm::Aes256Ctr, KeyChoice::ProjectDefault),
+            &|_, _, _| {},
+        )
+        .unwrap();
+    let t = p.table("orders").unwrap();
+    assert_eq!(t.head().unwrap().algorithm, Algorithm::Aes256Ctr);
+    assert_eq!(
+        t.partitions()
+            .unwrap()
+            .iter()
+            .map(|i| (&i.partition, i.rows))
+            .collect::<Vec<_>>(),
+        parts.iter().map(|i| (&i.partition, i.rows)).collect::<Vec<_>>()
+    );
+    assert_eq!(rows(&read(&t, Vec::new())), expect);
 
     // Overwrite replaces every partition with the new rows' partitions.
     t.overwrite([batch(0, 40, 2, false)]).unwrap();

@@ -183,6 +183,9 @@ fn hint_of(e: &Error) -> Option<String> {
         Error::InvalidColumnKey { .. } => "`colvault table schema PROJECT TABLE` (or the file's header) shows the \
              top-level columns; `colvault kms list` the keys"
             .into(),
+        Error::NotRegistered { kind: "partition", .. } => {
+            "`colvault table partitions PROJECT TABLE` lists the table's partitions".into()
+        }
         Error::NotRegistered { .. } => "`colvault catalog list` shows the projects and tables the catalog knows".into(),
         _ => return None,
     })

@@ -14,6 +14,8 @@ mod speed;
 mod sql;
 mod table;
 mod table_import;
+mod table_partitions;
+mod table_read;
 
 use std::process::ExitCode;
 

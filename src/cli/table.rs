@@ -1,11 +1,10 @@
-//! `colvault table ...`: create, list, drop, import, export, head, count, schema, add-column,
-//! compact, history, expire-snapshots.
+//! `colvault table ...`: create, list, drop, import, export, head, count, partitions,
+//! drop-partition, schema, add-column, compact, history, expire-snapshots.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatchReader;
 use arrow::datatypes::Schema;
 use clap::{ArgGroup, Subcommand};
 use colvault::kms::KeyId;
@@ -13,12 +12,12 @@ use colvault::table::{ColumnKey, Table, TableOptions, TableWriteOptions};
 use serde_json::{json, Value};
 
 use super::context::KeyOpts;
-use super::dataio::{
-    describe_field, open_source, parse_field, parse_schema, table_schema_of, CsvOptions, Format, Sink,
-};
+use super::dataio::{describe_field, open_source, parse_field, parse_schema, table_schema_of, CsvOptions, Format};
 use super::error::{CliError, CliResult};
-use super::output::{bar, print_json, size, spinner, thousands, time_ms};
+use super::output::{print_json, size, spinner, thousands, time_ms};
 use super::table_import::{import, ImportArgs};
+use super::table_partitions::{drop_partition, partition_by_arg, partitions};
+use super::table_read::{count, export, head};
 
 fn schema_arg(s: &str) -> Result<Schema, String> {
     parse_schema(s)
@@ -35,9 +34,10 @@ fn column_key_arg(s: &str) -> Result<(String, KeyId), String> {
     Ok((column.to_string(), KeyId::new(key).map_err(|e| e.to_string())?))
 }
 
-fn table_options(keys: Vec<(String, KeyId)>) -> TableOptions {
+fn table_options(keys: Vec<(String, KeyId)>, partition_by: Vec<String>) -> TableOptions {
     keys.into_iter()
         .fold(TableOptions::new(), |o, (column, key)| o.column_key(column, key))
+        .partition_by(partition_by)
 }
 
 /// `column=key, ...`, or `none`.
@@ -69,7 +69,8 @@ pub enum TableCmd {
                       timestamp(us,UTC), decimal(P,S), or an Arrow type name such as Int64.\n\n\
                       Examples:\n  colvault table create ./sales orders --schema \"id:int64!,customer:utf8,amount:decimal(18,2)\"\n  \
                       colvault table create ./sales orders --schema-from orders.parquet\n  \
-                      colvault table create ./hr staff --schema \"id:int64!,name:utf8,salary:float64\" --column-key salary=KEY_ID"
+                      colvault table create ./hr staff --schema \"id:int64!,name:utf8,salary:float64\" --column-key salary=KEY_ID\n  \
+                      colvault table create ./sales events --schema \"ds:utf8!,region:utf8,amount:float64\" --partition-by ds,region"
     )]
     Create {
         /// The project's directory
@@ -89,6 +90,11 @@ pub enum TableCmd {
         /// (repeatable; the project must be encrypted and allowed to use the key)
         #[arg(long = "column-key", value_name = "COLUMN=KEY_ID", value_parser = column_key_arg)]
         column_keys: Vec<(String, KeyId)>,
+        /// Partition the table by these columns (comma-separated, in order; strings, integers,
+        /// dates or booleans): each data file holds one partition's rows, and scans and SQL skip the
+        /// partitions their filters rule out
+        #[arg(long, value_name = "COLUMN[,COLUMN...]", value_delimiter = ',', value_parser = partition_by_arg)]
+        partition_by: Vec<String>,
     },
     /// List a project's tables
     List {
@@ -103,7 +109,8 @@ pub enum TableCmd {
     /// atomic commit; the table is created from the file's schema if it does not exist
     #[command(after_help = "Examples:\n  colvault table import ./sales orders orders.csv\n  \
                             colvault table import ./sales orders more.parquet\n  \
-                            colvault table import ./sales events events.ndjson --format jsonl --overwrite")]
+                            colvault table import ./sales events events.ndjson --format jsonl --overwrite\n  \
+                            colvault table import ./sales events events.csv --partition-by ds")]
     Import {
         project: PathBuf,
         table: String,
@@ -124,6 +131,9 @@ pub enum TableCmd {
         /// COLUMN=KEY_ID (repeatable)
         #[arg(long = "column-key", value_name = "COLUMN=KEY_ID", value_parser = column_key_arg)]
         column_keys: Vec<(String, KeyId)>,
+        /// For a table the import creates: partition it by these columns (comma-separated)
+        #[arg(long, value_name = "COLUMN[,COLUMN...]", value_delimiter = ',', value_parser = partition_by_arg)]
+        partition_by: Vec<String>,
     },
     /// Write a table's rows to a CSV, Parquet, Arrow IPC or JSON lines file (`-`: stdout, CSV or JSON lines)
     #[command(after_help = "Examples:\n  colvault table export ./sales orders orders.parquet\n  \
@@ -170,6 +180,27 @@ pub enum TableCmd {
         /// Print the result as JSON, for scripts
         #[arg(long)]
         json: bool,
+    },
+    /// List a partitioned table's partitions, with their files, rows and size
+    Partitions {
+        project: PathBuf,
+        table: String,
+        /// Print the result as JSON, for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop one partition of a partitioned table (its files leave the table in one commit; older
+    /// versions keep them until expired and vacuumed)
+    #[command(
+        after_help = "Example:\n  colvault table drop-partition ./sales events ds=2024-01-01\n  \
+                            colvault table drop-partition ./sales events ds=2024-01-01/region=eu\n\n\
+                            A null value is written __NULL__."
+    )]
+    DropPartition {
+        project: PathBuf,
+        table: String,
+        /// The partition: COLUMN=VALUE joined with '/', one per partition column
+        partition: String,
     },
     /// Read every column of every file of the table and check it (authenticated, or checksummed for a
     /// project without encryption); `project verify` does every table
@@ -266,6 +297,7 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             schema_from,
             format,
             column_keys,
+            partition_by,
         } => {
             let p = ctx.project(&project)?;
             let schema = match (schema, schema_from) {
@@ -280,9 +312,12 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
                 }
                 (None, None) => unreachable!("clap requires one of --schema and --schema-from"),
             };
-            let t = p.create_table_with(&table, schema.clone(), table_options(column_keys))?;
+            let t = p.create_table_with(&table, schema.clone(), table_options(column_keys, partition_by))?;
             println!("created table {} with {} column(s):", t.name(), schema.fields().len());
             print_fields(&schema, t.column_keys(), "  ");
+            if !t.partition_by().is_empty() {
+                println!("partitioned by {}", t.partition_by().join(", "));
+            }
         }
         TableCmd::List { project, json } => {
             let p = ctx.project(&project)?;
@@ -334,6 +369,7 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             delimiter,
             no_header,
             column_keys,
+            partition_by,
         } => {
             let p = ctx.project(&project)?;
             let csv = CsvOptions {
@@ -348,7 +384,7 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
                     format,
                     overwrite,
                     csv,
-                    options: table_options(column_keys),
+                    options: table_options(column_keys, partition_by),
                 },
             )?;
         }
@@ -362,47 +398,7 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             delimiter,
         } => {
             let p = ctx.project(&project)?;
-            let t = p.table(&table)?;
-            let fmt = Format::resolve(format, &file)?;
-            let total = match version {
-                Some(v) => t.snapshot(v)?.rows(),
-                None => t.head()?.rows(),
-            };
-            let mut scan = t.scan().batch_size(65_536);
-            if let Some(v) = version {
-                scan = scan.version(v);
-            }
-            if let Some(c) = columns {
-                scan = scan.columns(c);
-            }
-            let mut reader = scan.build()?;
-            let schema = RecordBatchReader::schema(&reader);
-            let mut sink = Sink::create(&file, fmt, &schema, delimiter)?;
-            let pb = bar(total, &format!("export {table}"), false);
-            let mut rows = 0u64;
-            let written = (|| -> CliResult {
-                while let Some(b) = reader.next_batch()? {
-                    sink.write(&b)?;
-                    rows += b.num_rows() as u64;
-                    pb.set_position(rows);
-                }
-                Ok(())
-            })();
-            pb.finish_and_clear();
-            match written {
-                Ok(()) => sink.finish()?,
-                Err(e) => {
-                    sink.abandon();
-                    return Err(e);
-                }
-            }
-            if file.as_os_str() != "-" {
-                println!(
-                    "exported {} rows of table {table} to {}",
-                    thousands(rows),
-                    file.display()
-                );
-            }
+            export(&p.table(&table)?, &file, format, columns, version, delimiter)?;
         }
         TableCmd::Head {
             project,
@@ -410,92 +406,19 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
             rows,
             columns,
             json,
-        } => {
-            let p = ctx.project(&project)?;
-            let t = p.table(&table)?;
-            let mut scan = t.scan().batch_size(rows.clamp(1, 65_536));
-            if let Some(c) = columns {
-                scan = scan.columns(c);
-            }
-            let mut reader = scan.build()?;
-            let schema = RecordBatchReader::schema(&reader);
-            let mut out = Vec::new();
-            let mut n = 0;
-            while n < rows {
-                let Some(b) = reader.next_batch()? else { break };
-                let take = b.num_rows().min(rows - n);
-                n += take;
-                out.push(b.slice(0, take));
-            }
-            if json {
-                let mut buf = Vec::new();
-                {
-                    let mut w = arrow::json::ArrayWriter::new(&mut buf);
-                    for b in &out {
-                        w.write(b)?;
-                    }
-                    w.finish()?;
-                }
-                let v: Value = if buf.is_empty() {
-                    Value::Array(vec![])
-                } else {
-                    serde_json::from_slice(&buf)?
-                };
-                print_json(&v)?;
-            } else if out.is_empty() {
-                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                println!("(no rows; columns: {})", names.join(", "));
-            } else {
-                println!("{}", arrow::util::pretty::pretty_format_batches(&out)?);
-            }
-        }
+        } => head(&ctx.project(&project)?.table(&table)?, rows, columns, json)?,
         TableCmd::Count {
             project,
             table,
             manifest,
             json,
-        } => {
-            let p = ctx.project(&project)?;
-            let t = p.table(&table)?;
-            let head = t.head()?;
-            let first = head.schema.fields().first().map(|f| f.name().clone());
-            let read = if manifest { None } else { first };
-            let rows = match &read {
-                None => head.rows(),
-                Some(first) => {
-                    let mut reader = t
-                        .scan()
-                        .version(head.version)
-                        .columns([first.clone()])
-                        .batch_size(65_536)
-                        .build()?;
-                    let mut n = 0u64;
-                    while let Some(b) = reader.next_batch()? {
-                        n += b.num_rows() as u64;
-                    }
-                    if n != head.rows() {
-                        return Err(CliError::data(format!(
-                            "table {table}: read {n} rows, the manifest lists {}",
-                            head.rows()
-                        )));
-                    }
-                    n
-                }
-            };
-            let checked = match &read {
-                None => "the manifest's count; no data file was read".to_string(),
-                Some(c) => format!(
-                    "every file's footer and column {c:?} only; other columns were not read (`colvault table \
-                     verify` reads every column)"
-                ),
-            };
-            if json {
-                print_json(&json!({"table": table, "version": head.version, "rows": rows, "checked": checked}))?;
-            } else {
-                println!("{rows}");
-                eprintln!("note: checked {checked}");
-            }
-        }
+        } => count(&ctx.project(&project)?.table(&table)?, manifest, json)?,
+        TableCmd::Partitions { project, table, json } => partitions(&ctx.project(&project)?.table(&table)?, json)?,
+        TableCmd::DropPartition {
+            project,
+            table,
+            partition,
+        } => drop_partition(&ctx.project(&project)?.table(&table)?, &partition)?,
         TableCmd::Verify {
             project,
             table,
@@ -528,9 +451,12 @@ pub fn run(cmd: TableCmd, opts: &KeyOpts) -> CliResult {
                 print_json(&json!({"fields": schema.fields().iter().map(|f| json!({
                     "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable(),
                     "key_id": key_of(f.name())
-                })).collect::<Vec<_>>()}))?;
+                })).collect::<Vec<_>>(), "partition_by": t.partition_by()}))?;
             } else {
                 print_fields(&schema, t.column_keys(), "");
+                if !t.partition_by().is_empty() {
+                    println!("partitioned by {}", t.partition_by().join(", "));
+                }
             }
         }
         TableCmd::AddColumn { project, table, column } => {

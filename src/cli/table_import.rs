@@ -96,6 +96,17 @@ pub fn import(p: &Project, args: ImportArgs<'_>) -> CliResult {
                 super::table::describe_column_keys(has)
             )));
         }
+        let asked = options.partition_columns();
+        if !asked.is_empty() && asked != t.partition_by() {
+            let has = match t.partition_by() {
+                [] => "it is not partitioned".to_string(),
+                cols => format!("it is partitioned by {}", cols.join(", ")),
+            };
+            return Err(CliError::usage(format!(
+                "table {table} exists, and its partition columns are fixed when it is created ({has}); drop \
+                 --partition-by to append to it"
+            )));
+        }
         Some(t.head()?.schema)
     } else {
         None
