@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench --bench sql_tpch --profile release --all-features                 # SF 1
 //! cargo bench --bench sql_tpch --profile release --all-features -- --sf 0.1 --rounds 5
+//! cargo bench --bench sql_tpch --profile release --all-features -- --queries 1,6,19
 //! ```
 //!
 //! Each query runs `--rounds` times (default 3) on each engine, alternating engines every run so
@@ -35,15 +36,34 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 struct Args {
     sf: f64,
     rounds: usize,
+    /// The queries to run (`--queries 1,6,19`; default all 22).
+    queries: Vec<i32>,
 }
 
 fn args() -> Args {
-    let mut a = Args { sf: 1.0, rounds: 3 };
+    let mut a = Args {
+        sf: 1.0,
+        rounds: 3,
+        queries: (1..=22).collect(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         match x.as_str() {
             "--sf" => a.sf = it.next().and_then(|v| v.parse().ok()).expect("--sf N"),
             "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--queries" => {
+                a.queries = it
+                    .next()
+                    .expect("--queries N,N,...")
+                    .split(',')
+                    .map(|q| {
+                        q.trim()
+                            .trim_start_matches(['Q', 'q'])
+                            .parse()
+                            .expect("--queries 1,6,...")
+                    })
+                    .collect()
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -146,7 +166,7 @@ fn main() {
     );
     let (mut total_p, mut total_c) = (Duration::ZERO, Duration::ZERO);
     let mut worst: (f64, i32) = (0.0, 0);
-    for n in 1..=22 {
+    for &n in &a.queries {
         let (mut tp, mut tc) = (Vec::new(), Vec::new());
         for round in 0..a.rounds {
             // Alternate which engine goes first.

@@ -52,6 +52,8 @@ pub(super) struct ScanShared {
     current: AtomicUsize,
     /// Bytes of the batches queued in all lanes.
     queued_bytes: AtomicUsize,
+    /// Lanes are decoded by the caller's thread only, never on rayon ([`BatchReader::into_inline_stream`]).
+    inline: AtomicBool,
 }
 
 impl ScanShared {
@@ -62,6 +64,7 @@ impl ScanShared {
             cancelled: AtomicBool::new(false),
             current: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
+            inline: AtomicBool::new(false),
         })
     }
 }
@@ -138,6 +141,9 @@ impl Lane {
 
     /// Queues a rayon task to pump this lane unless one is queued or running, or the lane is full.
     fn schedule(self: &Arc<Self>) {
+        if self.shared.inline.load(Ordering::Relaxed) {
+            return;
+        }
         {
             let mut s = self.lock();
             if s.scheduled || !self.needs_work(&s) {
@@ -438,6 +444,31 @@ impl BatchReader {
             match state?.step().await {
                 Ok((reader, Some(b))) => Some((Ok(b), Some(reader))),
                 Ok((_, None)) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        BatchStream {
+            schema,
+            inner: Box::pin(inner),
+        }
+    }
+
+    /// The batches as an async [`Stream`](futures::Stream) decoded on the polling thread, one
+    /// batch per poll, after its bytes are awaited (an object store's prefetched pieces): for an
+    /// engine that already runs one stream per core (DataFusion's partitions), where handing each
+    /// batch to rayon and back costs more than it gains and moves the decoded data between cores.
+    /// A poll does the CPU work of one batch, as DataFusion's own Parquet scan does; on local
+    /// storage it may also read the batch's chunk segments from the file (page cache reads).
+    pub fn into_inline_stream(self) -> BatchStream {
+        self.shared.inline.store(true, Ordering::Relaxed);
+        let schema = self.schema.clone();
+        let inner = futures::stream::unfold(Some(self), |state| async move {
+            let mut reader = state?;
+            let ranges = reader.upcoming_ranges();
+            reader.source.ready(&ranges).await;
+            match reader.next_batch() {
+                Ok(Some(b)) => Some((Ok(b), Some(reader))),
+                Ok(None) => None,
                 Err(e) => Some((Err(e), None)),
             }
         });

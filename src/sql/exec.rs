@@ -192,9 +192,10 @@ impl ColvaultScanExec {
 
 /// The batches of `slices`, in order, as an async stream of `schema` (columns a file lacks, added
 /// to the table after it was written, read as null), at most `limit` rows. Each slice's reader is
-/// built when the one before it is done; its bytes are awaited and its batches decoded on the
-/// rayon pool ([`BatchReader::into_stream`](crate::read::BatchReader::into_stream)), so polling
-/// never blocks a DataFusion thread. A failure ends the stream with colvault's error inside
+/// built when the one before it is done; its bytes are awaited, then each batch is decoded on the
+/// polling thread ([`BatchReader::into_inline_stream`](crate::read::BatchReader::into_inline_stream)),
+/// as DataFusion's own Parquet scan decodes: DataFusion already runs a partition per core, and
+/// handing every batch to rayon and back cost 20% (TPC-H SF1, `benches/sql_tpch.rs`). A failure ends the stream with colvault's error inside
 /// `DataFusionError::External`; dropping the stream stops the decoders.
 fn scan_stream(
     slices: Vec<FileSlice>,
@@ -255,7 +256,7 @@ fn slice_stream(slice: FileSlice, schema: SchemaRef, batch_size: usize) -> BoxSt
         .build();
     match built {
         Ok(reader) => reader
-            .into_stream()
+            .into_inline_stream()
             .map(move |b| b.and_then(|b| conform(&schema, &map, b.columns(), b.num_rows())))
             .boxed(),
         Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
