@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::util::pretty::pretty_format_batches;
 use colvault::kms::KmsAdmin;
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::sql::SqlSession;
 use colvault::table::{Table, TableWriteOptions};
 use colvault::{Algorithm, Error};
-use common::{keys, Fixture};
+use common::{keys, rt, text, Fixture};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
@@ -73,17 +72,6 @@ fn orders(p: &Project) -> (Table, Vec<RecordBatch>) {
         all.push(b);
     }
     (t, all)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn text(batches: &[RecordBatch]) -> String {
-    pretty_format_batches(batches).unwrap().to_string()
 }
 
 fn single_i64(batches: &[RecordBatch]) -> i64 {

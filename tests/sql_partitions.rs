@@ -2,7 +2,7 @@
 //! decided exactly from the sealed manifest's partition values, so the files of other partitions
 //! are never opened (counted by object on an instrumented store) and the planner applies no filter
 //! of its own; every answer equals DataFusion's over a MemTable of the same rows; INSERT INTO
-//! writes a file per partition.
+//! writes a file per partition; CREATE TABLE ... PARTITIONED BY makes partitioned tables.
 #![cfg(feature = "datafusion")]
 
 mod common;
@@ -12,27 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Int64Array, RecordBatch};
-use arrow::util::pretty::pretty_format_batches;
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::sql::SqlSession;
 use colvault::storage::Instrumented;
 use colvault::table::{Table, TableOptions};
 use colvault::Algorithm;
 use common::events::{batch, schema};
-use common::{keys, Fixture};
+use common::{keys, rt, text, Fixture};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn text(batches: &[RecordBatch]) -> String {
-    pretty_format_batches(batches).unwrap().to_string()
-}
 
 /// Table `events`, partitioned by `ds` (30 days, plus a null day), in two appends: 62 files, on
 /// an instrumented in-memory store named `root`. Returns the project, the table, the counter and
@@ -198,4 +186,71 @@ fn insert_into_writes_a_file_per_partition_in_one_commit() {
         .unwrap()
         .value(0);
     assert_eq!(s, 7.5);
+}
+
+/// `CREATE TABLE ... PARTITIONED BY` in Hive's form (MaxCompute's DDL: typed partition columns
+/// after the others) and Spark's (listed columns named), and with `AS SELECT`; mistakes are
+/// refused with nothing created.
+#[test]
+fn create_table_partitioned_by() {
+    let fx = Fixture::new();
+    let (p, _t, _counted, _) = events(&fx, "counted://sql-partitions-ddl");
+    let session = SqlSession::for_project(&p);
+    let rt = rt();
+    let run = |q: &str| rt.block_on(session.query(q));
+
+    // Hive: ds is declared in PARTITIONED BY only, and comes last.
+    run("CREATE TABLE daily (id BIGINT NOT NULL, amount DOUBLE) PARTITIONED BY (ds STRING)").unwrap();
+    let daily = p.table("daily").unwrap();
+    assert_eq!(daily.partition_by(), ["ds"]);
+    let names: Vec<String> = daily
+        .head()
+        .unwrap()
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "amount", "ds"]);
+    run("INSERT INTO daily VALUES (1, 2.5, '2024-01-01'), (2, 3.5, '2024-01-02'), (3, 1.0, '2024-01-01')").unwrap();
+    let parts = daily.partitions().unwrap();
+    assert_eq!(
+        parts
+            .iter()
+            .map(|i| (i.partition.to_string(), i.rows))
+            .collect::<Vec<_>>(),
+        [("ds=2024-01-01".to_string(), 2), ("ds=2024-01-02".to_string(), 1)]
+    );
+    // IF NOT EXISTS on an existing table changes nothing.
+    run("CREATE TABLE IF NOT EXISTS daily (id BIGINT) PARTITIONED BY (ds STRING)").unwrap();
+    assert_eq!(p.table("daily").unwrap().partitions().unwrap().len(), 2);
+
+    // Spark: a listed column named without a type.
+    run("CREATE TABLE spark (id BIGINT, region VARCHAR NOT NULL) PARTITIONED BY (region)").unwrap();
+    assert_eq!(p.table("spark").unwrap().partition_by(), ["region"]);
+
+    // AS SELECT: the partition columns are the query's.
+    run("CREATE TABLE fifth PARTITIONED BY (region) AS SELECT * FROM events WHERE ds = '2024-01-05'").unwrap();
+    let fifth = p.table("fifth").unwrap();
+    assert_eq!(fifth.partition_by(), ["region"]);
+    let parts = fifth.partitions().unwrap();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!(parts.iter().map(|i| i.rows).sum::<u64>(), 200);
+
+    // Mistakes: typed and listed, neither typed nor listed, typed with AS SELECT, a type that
+    // cannot partition; none creates a table.
+    let before = p.list_tables().unwrap();
+    for bad in [
+        "CREATE TABLE bad (id BIGINT, ds STRING) PARTITIONED BY (ds STRING)",
+        "CREATE TABLE bad (id BIGINT) PARTITIONED BY (ds)",
+        "CREATE TABLE bad PARTITIONED BY (ds STRING) AS SELECT * FROM events",
+        "CREATE TABLE bad (id BIGINT, amount DOUBLE) PARTITIONED BY (amount)",
+        "CREATE OR REPLACE TABLE daily (id BIGINT) PARTITIONED BY (ds STRING)",
+    ] {
+        match run(bad) {
+            Err(colvault::Error::InvalidArgument(msg)) => eprintln!("{bad}: {msg}"),
+            other => panic!("{bad}: expected InvalidArgument, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(p.list_tables().unwrap(), before);
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
-use colvault::catalog::{ColumnKey, TableHead};
+use colvault::catalog::ColumnKey;
 use colvault::format::envelope::KeyRole;
 use colvault::kms::{CreateKeyRequest, DataKeyEnvelope, KeyId, KmsAdmin};
 use colvault::project::{KeyChoice, Project, ProjectSettings};
@@ -503,34 +503,21 @@ fn insider_commit(
     w.write(&batch(1000, 5)).unwrap();
     let meta = w.close().unwrap();
     std::fs::write(t.dir().join("data").join(&name), &buf).unwrap();
-    let rec = p.catalog().table_by_id(t.table_id()).unwrap().unwrap();
-    let head = t.head().unwrap();
-    let mut next = head.clone();
-    next.version += 1;
-    next.prev_digest = rec.head.digest;
-    next.operation = "append".into();
-    next.files.push(FileRef {
-        file_id: meta.file_id,
-        name,
-        len: meta.file_len,
-        rows: meta.num_rows,
-        footer_digest: meta.footer_digest,
-        key_ids,
-        key_version: meta.key_version,
-        partition: Vec::new(),
+    common::insider::commit(p, t, |next| {
+        next.files.push(FileRef {
+            file_id: meta.file_id,
+            name,
+            len: meta.file_len,
+            rows: meta.num_rows,
+            footer_digest: meta.footer_digest,
+            key_ids,
+            key_version: meta.key_version,
+            partition: Vec::new(),
+        });
+        if let Some(k) = column_keys {
+            next.column_keys = k;
+        }
     });
-    if let Some(k) = column_keys {
-        next.column_keys = k;
-    }
-    let sealed = next.seal(Some((&p.access(t.table_id()), &cmk(p)))).unwrap();
-    let digest = *blake3::hash(&sealed).as_bytes();
-    let file = format!("v{:020}-{}.cvm", next.version, colvault::codec::hex(&digest[..16]));
-    std::fs::write(t.dir().join("_manifest").join(file), sealed).unwrap();
-    let new = TableHead {
-        version: next.version,
-        digest,
-    };
-    assert!(p.catalog().swap_head(t.table_id(), &rec.head, &new).unwrap());
 }
 
 /// The other columns of a table holding one forged file: they read (key access refuses only the

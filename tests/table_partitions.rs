@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
-use colvault::catalog::TableHead;
 use colvault::kms::KmsAdmin;
 use colvault::project::{KeyChoice, Project, ProjectSettings};
 use colvault::read::{CmpOp, Predicate};
@@ -65,6 +64,15 @@ fn rows(batches: &[RecordBatch]) -> BTreeSet<(i64, Option<String>, String)> {
         }
     }
     out
+}
+
+/// Each partition of `t` with its rows.
+fn shape(t: &Table) -> Vec<(Partition, u64)> {
+    t.partitions()
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.partition, i.rows))
+        .collect()
 }
 
 fn partition_of(t: &Table, spec: &str) -> Partition {
@@ -235,18 +243,14 @@ fn maintenance_keeps_every_file_in_its_partition(backend: Backend) {
         t.append([batch(k * 150, 150, 3, k == 0)]).unwrap();
     }
     let expect = rows(&read(&t, Vec::new()));
-    let parts = t.partitions().unwrap();
+    let parts = shape(&t);
     assert_eq!(t.head().unwrap().files.len(), 4 * 6 + 2);
 
     // Compaction merges files within a partition, never across.
     t.compact().unwrap().expect("something to compact");
     let head = t.head().unwrap();
     assert_eq!(head.files.len(), parts.len(), "one file per partition after compaction");
-    let merged = t.partitions().unwrap();
-    assert_eq!(
-        merged.iter().map(|i| (&i.partition, i.rows)).collect::<Vec<_>>(),
-        parts.iter().map(|i| (&i.partition, i.rows)).collect::<Vec<_>>()
-    );
+    assert_eq!(shape(&t), parts);
     assert_eq!(rows(&read(&t, Vec::new())), expect);
     assert_eq!(
         rows(&read(&t, vec![eq("ds", "2024-01-03")])),
@@ -262,14 +266,7 @@ fn maintenance_keeps_every_file_in_its_partition(backend: Backend) {
     fx.kms.rotate(&cmk).unwrap();
     t.rewrap(&|_, _, _| {}).unwrap();
     t.reencrypt(&|_, _, _| {}).unwrap();
-    assert_eq!(
-        t.partitions()
-            .unwrap()
-            .iter()
-            .map(|i| (&i.partition, i.rows))
-            .collect::<Vec<_>>(),
-        parts.iter().map(|i| (&i.partition, i.rows)).collect::<Vec<_>>()
-    );
+    assert_eq!(shape(&t), parts);
     assert_eq!(rows(&read(&t, Vec::new())), expect);
     // A settings migration (to AES-CTR) rewrites every file; each keeps its partition.
     let p = p
@@ -280,14 +277,7 @@ fn maintenance_keeps_every_file_in_its_partition(backend: Backend) {
         .unwrap();
     let t = p.table("orders").unwrap();
     assert_eq!(t.head().unwrap().algorithm, Algorithm::Aes256Ctr);
-    assert_eq!(
-        t.partitions()
-            .unwrap()
-            .iter()
-            .map(|i| (&i.partition, i.rows))
-            .collect::<Vec<_>>(),
-        parts.iter().map(|i| (&i.partition, i.rows)).collect::<Vec<_>>()
-    );
+    assert_eq!(shape(&t), parts);
     assert_eq!(rows(&read(&t, Vec::new())), expect);
 
     // Overwrite replaces every partition with the new rows' partitions.
@@ -475,26 +465,12 @@ fn the_catalog_anchors_the_partition_columns() {
     let p = project(&fx, Backend::Local, "anchor").unwrap();
     let t = p.create_table_with("orders", schema(), by_ds_region()).unwrap();
     t.append([batch(0, 60, 3, false)]).unwrap();
-    let cmk = p.settings().cmk.clone().unwrap();
-    let rec = p.catalog().table_by_id(t.table_id()).unwrap().unwrap();
-    let head = t.head().unwrap();
-    let mut next = head.clone();
-    next.version += 1;
-    next.prev_digest = rec.head.digest;
-    next.operation = "append".into();
-    next.partition_by.clear();
-    for f in &mut next.files {
-        f.partition.clear();
-    }
-    let sealed = next.seal(Some((&p.access(t.table_id()), &cmk))).unwrap();
-    let digest = *blake3::hash(&sealed).as_bytes();
-    let file = format!("v{:020}-{}.cvm", next.version, colvault::codec::hex(&digest[..16]));
-    std::fs::write(t.dir().join("_manifest").join(file), sealed).unwrap();
-    let new = TableHead {
-        version: next.version,
-        digest,
-    };
-    assert!(p.catalog().swap_head(t.table_id(), &rec.head, &new).unwrap());
+    common::insider::commit(&p, &t, |next| {
+        next.partition_by.clear();
+        for f in &mut next.files {
+            f.partition.clear();
+        }
+    });
     match t.scan().build() {
         Err(Error::Integrity { what }) => {
             assert!(what.contains("partition columns"), "{what}")

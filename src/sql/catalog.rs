@@ -16,6 +16,7 @@ use super::provider::ColvaultTable;
 use crate::catalog::{Catalog, ProjectRecord};
 use crate::error::{Error, Result};
 use crate::project::{Keys, Project};
+use crate::table::TableOptions;
 
 /// A project as a DataFusion schema: its tables, by the names the catalog records.
 ///
@@ -147,7 +148,7 @@ impl SchemaProvider for ProjectSchema {
             batches.extend(part.iter().cloned());
         }
         let project = self.project().map_err(to_df)?;
-        super::sink::create_table_as(&project, &name, mem.schema(), batches).map_err(to_df)?;
+        super::sink::create_table_as(&project, &name, mem.schema(), batches, TableOptions::new()).map_err(to_df)?;
         Ok(None)
     }
 

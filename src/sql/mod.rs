@@ -49,6 +49,7 @@
 //! ```
 
 mod catalog;
+mod ddl;
 mod error;
 mod exec;
 mod filter;
@@ -60,8 +61,10 @@ mod sink;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::SchemaProvider;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -137,6 +140,11 @@ impl SqlSession {
     /// DML (`CREATE TABLE ... AS`, `INSERT INTO`, `DROP TABLE`) run here.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         let state = self.ctx.state();
+        if let Some(create) = ddl::plan_partitioned(&state, sql).await? {
+            self.create_partitioned(&state, create).await?;
+            let empty = LogicalPlanBuilder::empty(false).build().map_err(error::from_df)?;
+            return Ok(DataFrame::new(state, empty));
+        }
         let plan = state.create_logical_plan(sql).await.map_err(error::from_df)?;
         if let LogicalPlan::Ddl(DdlStatement::DropTable(d)) = &plan {
             let options = state.config_options();
@@ -156,6 +164,50 @@ impl SqlSession {
     /// Runs one SQL statement and collects its result.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.sql(sql).await?.collect().await.map_err(error::from_df)
+    }
+
+    /// `CREATE TABLE ... PARTITIONED BY`: the table, with its rows (from `AS SELECT`), in one commit.
+    async fn create_partitioned(&self, state: &SessionState, plan: ddl::CreatePartitioned) -> Result<()> {
+        let ddl::CreatePartitioned { create, partition_by } = plan;
+        let options = state.config_options();
+        let name = create
+            .name
+            .clone()
+            .resolve(&options.catalog.default_catalog, &options.catalog.default_schema);
+        if *name.catalog != *CATALOG || create.temporary {
+            return Err(Error::InvalidArgument(format!(
+                "PARTITIONED BY creates tables of colvault projects (catalog {CATALOG}), not {}",
+                create.name
+            )));
+        }
+        if create.or_replace {
+            return Err(Error::InvalidArgument(format!(
+                "CREATE OR REPLACE TABLE {} is not supported: DROP TABLE it first, or use INSERT OVERWRITE",
+                create.name
+            )));
+        }
+        let Some(schema) = self.projects.project_schema(&name.schema) else {
+            return Err(Error::NotRegistered {
+                kind: "project",
+                name: name.schema.to_string(),
+                hint: String::new(),
+            });
+        };
+        let table = name.table.to_string();
+        if create.if_not_exists && schema.table_exist(&table) {
+            return Ok(());
+        }
+        let rows = ddl::schema_of(&create);
+        let batches = DataFrame::new(state.clone(), (*create.input).clone())
+            .collect()
+            .await
+            .map_err(error::from_df)?;
+        plan::blocking(move || {
+            let project = schema.project()?;
+            let options = crate::table::TableOptions::new().partition_by(partition_by);
+            sink::create_table_as(&project, &table, rows, batches, options).map(|_| ())
+        })
+        .await
     }
 
     async fn drop_table(&self, project: &str, table: &str, if_exists: bool) -> Result<()> {

@@ -18,7 +18,7 @@ use super::error::to_df;
 use super::plan::blocking;
 use crate::error::{Error, Result};
 use crate::project::Project;
-use crate::table::{CommitInfo, Table};
+use crate::table::{CommitInfo, Table, TableOptions};
 
 /// What the writer thread receives.
 enum Msg {
@@ -199,12 +199,13 @@ fn storable(field: &Field) -> Field {
 }
 
 /// `CREATE TABLE name AS SELECT ...` (and `CREATE TABLE name (...)`): the table is created in
-/// `project` holding `batches`, in one commit (blocking).
+/// `project` holding `batches`, with `options` (partition columns), in one commit (blocking).
 pub(crate) fn create_table_as(
     project: &Project,
     name: &str,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
+    options: TableOptions,
 ) -> Result<Table> {
     let fields: Vec<Field> = schema.fields().iter().map(|f| storable(f)).collect();
     let target = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
@@ -213,5 +214,7 @@ pub(crate) fn create_table_as(
         .filter(|b| b.num_rows() > 0)
         .map(|b| conform(b, &target, name))
         .collect::<Result<Vec<_>>>()?;
-    project.create_table_from(name, target, batches).map(|(t, _)| t)
+    project
+        .create_table_from_with(name, target, options, batches)
+        .map(|(t, _)| t)
 }

@@ -17,6 +17,9 @@ pub mod faulty;
 /// A partitioned events table's rows.
 pub mod events;
 
+/// Manifests committed by a writer holding the project's key.
+pub mod insider;
+
 /// Project locations on each data-plane backend (local, memory, S3).
 pub mod stores;
 
@@ -127,4 +130,17 @@ pub fn keys(fx: &Fixture) -> colvault::project::Keys {
 /// The SQLite catalog `catalog.db` in `dir` (each call opens its own handle on the same file).
 pub fn catalog_in(dir: &std::path::Path) -> Arc<dyn colvault::catalog::Catalog> {
     colvault::catalog::open(&format!("sqlite:{}", dir.join("catalog.db").display())).unwrap()
+}
+
+/// A multi-threaded tokio runtime, for the SQL tests.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `batches` as a text table, to compare results.
+pub fn text(batches: &[arrow::array::RecordBatch]) -> String {
+    arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string()
 }
