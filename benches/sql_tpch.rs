@@ -8,6 +8,7 @@
 //! cargo bench --bench sql_tpch --profile release --all-features -- --sf 0.1 --rounds 5
 //! cargo bench --bench sql_tpch --profile release --all-features -- --queries 1,6,19
 //! cargo bench --bench sql_tpch --profile release --all-features -- --queries 11 --explain  # both plans
+//! cargo bench --bench sql_tpch --profile release --all-features -- --queries 11 --analyze  # and metrics
 //! ```
 //!
 //! Each query runs `--rounds` times (default 3) on each engine, rotating which engine goes first
@@ -44,8 +45,10 @@ struct Args {
     rounds: usize,
     /// The queries to run (`--queries 1,6,19`; default all 22).
     queries: Vec<i32>,
-    /// Print both engines' physical plans of the queries instead of timing them (`--explain`).
+    /// Print both engines' physical plans of the queries instead of timing them (`--explain`), with
+    /// each operator's metrics after running them (`--analyze`).
     explain: bool,
+    analyze: bool,
 }
 
 fn args() -> Args {
@@ -54,6 +57,7 @@ fn args() -> Args {
         rounds: 3,
         queries: (1..=22).collect(),
         explain: false,
+        analyze: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -61,6 +65,7 @@ fn args() -> Args {
             "--sf" => a.sf = it.next().and_then(|v| v.parse().ok()).expect("--sf N"),
             "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--explain" => a.explain = true,
+            "--analyze" => (a.explain, a.analyze) = (true, true),
             "--queries" => {
                 a.queries = it
                     .next()
@@ -222,7 +227,7 @@ fn main() {
     if a.explain {
         for &n in &a.queries {
             let stmt = &tpch::statements(n)[tpch::answer_index(n)];
-            let q = format!("EXPLAIN {stmt}");
+            let q = format!("EXPLAIN {}{stmt}", if a.analyze { "ANALYZE " } else { "" });
             let show = |b: Vec<RecordBatch>| arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
             println!("Q{n} on Parquet:\n{}", show(rt.block_on(on_parquet(&q))));
             println!("Q{n} on colvault:\n{}", show(rt.block_on(on_colvault(&q))));
