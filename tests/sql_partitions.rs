@@ -134,6 +134,18 @@ fn a_query_on_one_of_30_partitions_opens_only_its_files() {
         "{plan}"
     );
     assert!(!plan.contains("FilterExec"), "{plan}");
+    // EXPLAIN ANALYZE shows what the scan produced and read.
+    let analyzed = text(
+        &rt.block_on(session.query("EXPLAIN ANALYZE SELECT id FROM events WHERE ds = '2024-01-17'"))
+            .unwrap(),
+    );
+    let scan = analyzed
+        .lines()
+        .find(|l| l.contains("ColvaultScanExec"))
+        .unwrap_or_else(|| panic!("{analyzed}"));
+    assert!(scan.contains("output_rows=200"), "{scan}");
+    assert!(scan.contains("row_groups_read=2"), "{scan}");
+    assert!(scan.contains("time_elapsed_scanning_total="), "{scan}");
     // A filter that also reads another column keeps its FilterExec.
     let mixed = text(
         &rt.block_on(session.query("EXPLAIN SELECT id FROM events WHERE ds = '2024-01-17' OR id < 5"))

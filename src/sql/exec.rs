@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -13,6 +14,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -41,6 +43,8 @@ pub struct ColvaultScanExec {
     row_groups: usize,
     predicates: Vec<String>,
     cache: Arc<PlanProperties>,
+    /// What `EXPLAIN ANALYZE` shows: rows, batches and bytes out, scan time, row groups read.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ColvaultScanExec {
@@ -76,6 +80,7 @@ impl ColvaultScanExec {
             row_groups: plan.row_groups,
             predicates,
             cache: Arc::new(cache),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -155,7 +160,24 @@ impl ExecutionPlan for ColvaultScanExec {
                 )))
             }
         };
-        Ok(scan_stream(slices, self.schema.clone(), self.batch_size, self.limit))
+        let metrics = ScanMetrics {
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            scan_time: MetricBuilder::new(&self.metrics).subset_time("time_elapsed_scanning_total", partition),
+        };
+        MetricBuilder::new(&self.metrics)
+            .counter("row_groups_read", partition)
+            .add(slices.iter().map(|s| s.row_groups.len()).sum());
+        Ok(scan_stream(
+            slices,
+            self.schema.clone(),
+            self.batch_size,
+            self.limit,
+            metrics,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn statistics_from_inputs(
@@ -190,6 +212,13 @@ impl ColvaultScanExec {
     }
 }
 
+/// The metrics one partition of a scan records.
+struct ScanMetrics {
+    baseline: BaselineMetrics,
+    /// Wall time spent producing batches: reading, decrypting and decoding.
+    scan_time: Time,
+}
+
 /// The batches of `slices`, in order, as an async stream of `schema` (columns a file lacks, added
 /// to the table after it was written, read as null), at most `limit` rows. Each slice's reader is
 /// built when the one before it is done; its bytes are awaited, then each batch is decoded on the
@@ -202,28 +231,42 @@ fn scan_stream(
     schema: SchemaRef,
     batch_size: usize,
     limit: Option<usize>,
+    metrics: ScanMetrics,
 ) -> SendableRecordBatchStream {
     let per_slice = schema.clone();
     let batches = futures::stream::iter(slices)
         .map(move |slice| slice_stream(slice, per_slice.clone(), batch_size))
         .flatten();
     let left = limit.unwrap_or(usize::MAX);
-    let limited = futures::stream::unfold((Box::pin(batches), left), |(mut batches, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let item = batches.next().await?;
-        let (item, left) = match item {
-            Ok(b) if b.num_rows() > left => (Ok(b.slice(0, left)), 0),
-            Ok(b) => {
-                let rows = b.num_rows();
-                (Ok(b), left - rows)
+    let limited = futures::stream::unfold(
+        (Box::pin(batches), left, metrics),
+        |(mut batches, left, metrics)| async move {
+            if left == 0 {
+                metrics.baseline.try_done();
+                return None;
             }
-            // Nothing after an error.
-            Err(e) => (Err(to_df(e)), 0),
-        };
-        Some((item, (batches, left)))
-    });
+            let started = Instant::now();
+            let item = batches.next().await;
+            metrics.scan_time.add_duration(started.elapsed());
+            let Some(item) = item else {
+                metrics.baseline.try_done();
+                return None;
+            };
+            let (item, left) = match item {
+                Ok(b) if b.num_rows() > left => (Ok(b.slice(0, left)), 0),
+                Ok(b) => {
+                    let rows = b.num_rows();
+                    (Ok(b), left - rows)
+                }
+                // Nothing after an error.
+                Err(e) => (Err(to_df(e)), 0),
+            };
+            if let Ok(b) = &item {
+                metrics.baseline.record_output(b.num_rows());
+            }
+            Some((item, (batches, left, metrics)))
+        },
+    );
     Box::pin(RecordBatchStreamAdapter::new(schema, limited))
 }
 
