@@ -1,9 +1,10 @@
 //! SQL over colvault tables with Apache DataFusion (feature `datafusion`).
 //!
-//! Tables are DataFusion tables ([`ColvaultTable`]): scans decrypt transparently, prune row groups
-//! by their statistics, run one partition per file or row-group range, and report statistics to the
-//! planner; `INSERT INTO` and `CREATE TABLE ... AS SELECT` commit once per statement, encrypted per
-//! the project's settings. A query that touches a column whose key the caller cannot use fails
+//! Tables are DataFusion tables ([`ColvaultTable`]): scans decrypt transparently, skip the
+//! partitions of a partitioned table that filters on its partition columns rule out (exactly, before
+//! opening a file), prune row groups by their statistics, run one partition per file or row-group
+//! range, and report statistics to the planner; `INSERT INTO`, `CREATE TABLE ... AS SELECT` and
+//! `CREATE TABLE ... PARTITIONED BY` commit once per statement, encrypted per the project's settings. A query that touches a column whose key the caller cannot use fails
 //! with colvault's error naming it; one that does not touch it succeeds.
 //!
 //! [`SqlSession`] is the simple way in: the catalog's projects are the schemas of a DataFusion
