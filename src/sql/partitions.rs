@@ -11,20 +11,59 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, Volatility};
 
 use crate::error::{Error, Result};
 use crate::table::{FileRef, Manifest, PartitionValue};
 
-/// Whether `expr` reads partition columns of `partition_by` and nothing else, so it can be decided
-/// exactly per file from the manifest.
+/// Whether `expr` reads partition columns of `partition_by` and nothing else, and is made only of
+/// what can be evaluated on the partition values alone (comparisons, `IN`, `LIKE`, `CASE`, casts,
+/// immutable functions; no subquery, aggregate, placeholder, or stable or volatile function), so
+/// it can be decided exactly per file from the manifest. The same rule as DataFusion's listing
+/// tables apply to their partition columns.
 pub(crate) fn is_partition_filter(expr: &Expr, partition_by: &[String]) -> bool {
-    if partition_by.is_empty() || expr.is_volatile() {
+    if partition_by.is_empty() {
         return false;
     }
-    let columns = expr.column_refs();
-    !columns.is_empty() && columns.iter().all(|c| partition_by.contains(&c.name))
+    let (mut decidable, mut reads_column) = (true, false);
+    let _ = expr.apply(|e| {
+        match e {
+            Expr::Column(c) => {
+                reads_column = true;
+                decidable &= partition_by.contains(&c.name);
+            }
+            Expr::Literal(..)
+            | Expr::Alias(_)
+            | Expr::Not(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::Negative(_)
+            | Expr::Cast(_)
+            | Expr::TryCast(_)
+            | Expr::BinaryExpr(_)
+            | Expr::Between(_)
+            | Expr::Like(_)
+            | Expr::SimilarTo(_)
+            | Expr::InList(_)
+            | Expr::Case(_) => {}
+            Expr::ScalarFunction(f) => decidable &= f.func.signature().volatility == Volatility::Immutable,
+            _ => decidable = false,
+        }
+        Ok(if decidable {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    decidable && reads_column
 }
 
 /// The files of snapshot `m` a scan with `filters` reads: those holding rows, minus the files of
@@ -99,4 +138,38 @@ pub(crate) fn files_to_read(state: &dyn Session, m: &Manifest, filters: &[Expr])
         .zip(selected)
         .filter_map(|(f, keep)| keep.then_some(f))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::functions::expr_fn::upper;
+    use datafusion::functions::math::expr_fn::random;
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn only_filters_on_partition_values_alone_are_decided_exactly() {
+        let by = ["ds".to_string(), "region".to_string()];
+        let yes = [
+            col("ds").eq(lit("2024-01-01")),
+            col("ds").in_list(vec![lit("a"), lit("b")], false),
+            col("ds").like(lit("2024-%")).or(col("region").is_null()),
+            upper(col("region")).eq(lit("EU")),
+            col("ds").between(lit("a"), lit("b")),
+        ];
+        for e in yes {
+            assert!(is_partition_filter(&e, &by), "{e}");
+        }
+        let no = [
+            // Another column, or none.
+            col("ds").eq(lit("a")).or(col("id").lt(lit(5))),
+            lit(true),
+            // Volatile.
+            random().lt(lit(0.5)).and(col("ds").eq(lit("a"))),
+        ];
+        for e in no {
+            assert!(!is_partition_filter(&e, &by), "{e}");
+        }
+        assert!(!is_partition_filter(&col("ds").eq(lit("a")), &[]));
+    }
 }
