@@ -7,6 +7,7 @@
 //! cargo bench --bench sql_tpch --profile release --all-features                 # SF 1
 //! cargo bench --bench sql_tpch --profile release --all-features -- --sf 0.1 --rounds 5
 //! cargo bench --bench sql_tpch --profile release --all-features -- --queries 1,6,19
+//! cargo bench --bench sql_tpch --profile release --all-features -- --algorithm aesctr
 //! cargo bench --bench sql_tpch --profile release --all-features -- --queries 11 --explain  # both plans
 //! cargo bench --bench sql_tpch --profile release --all-features -- --queries 11 --analyze  # and metrics
 //! ```
@@ -49,6 +50,8 @@ struct Args {
     /// each operator's metrics after running them (`--analyze`).
     explain: bool,
     analyze: bool,
+    /// colvault's algorithm (`--algorithm aesctr`; default aes256).
+    algorithm: Algorithm,
 }
 
 fn args() -> Args {
@@ -58,6 +61,7 @@ fn args() -> Args {
         queries: (1..=22).collect(),
         explain: false,
         analyze: false,
+        algorithm: Algorithm::Aes256Gcm,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -65,6 +69,12 @@ fn args() -> Args {
             "--sf" => a.sf = it.next().and_then(|v| v.parse().ok()).expect("--sf N"),
             "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--explain" => a.explain = true,
+            "--algorithm" => {
+                a.algorithm = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--algorithm aes256|aesctr")
+            }
             "--analyze" => (a.explain, a.analyze) = (true, true),
             "--queries" => {
                 a.queries = it
@@ -191,11 +201,11 @@ fn main() {
         start.elapsed().as_secs_f64()
     );
 
-    // colvault, aes256, one file per table.
+    // colvault (aes256 unless --algorithm says otherwise), one file per table.
     let catalog = colvault::catalog::open(&format!("sqlite:{}", tmp.path().join("catalog.db").display())).unwrap();
     let kdir = tmp.path().join("keys");
     std::fs::create_dir_all(&kdir).unwrap();
-    let settings = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault);
+    let settings = ProjectSettings::encrypted(a.algorithm, KeyChoice::ProjectDefault);
     let p = Project::create(
         &catalog,
         tmp.path().join("tpch"),
@@ -213,7 +223,8 @@ fn main() {
         colvault_bytes += t.head().unwrap().files.iter().map(|f| f.len).sum::<u64>();
     }
     println!(
-        "wrote colvault aes256 ({:.1} MB) in {:.1} s",
+        "wrote colvault {} ({:.1} MB) in {:.1} s",
+        a.algorithm,
         colvault_bytes as f64 / 1e6,
         start.elapsed().as_secs_f64()
     );
