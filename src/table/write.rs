@@ -17,8 +17,12 @@ use crate::write::FileWriter;
 /// Files a partitioned write keeps open at once (one per partition); past it, the oldest is finished.
 const MAX_OPEN_PARTITIONS: usize = 64;
 
-/// A data file being written, with its partition values.
-pub(super) type OpenFile = (FileWriter<ObjectWriter>, String, FileId, Vec<PartitionValue>);
+/// A data file being written: its writer, its object's name and its partition values.
+pub(super) struct OpenFile {
+    writer: FileWriter<ObjectWriter>,
+    name: String,
+    partition: Vec<PartitionValue>,
+}
 
 impl Table {
     /// Writes `batches` into new data files (published, not yet committed). In a partitioned
@@ -48,7 +52,7 @@ impl Table {
                 partition::split(&batch, &partition_columns)?
             };
             for (values, piece) in pieces {
-                let at = match open.iter().position(|f| f.3 == values) {
+                let at = match open.iter().position(|f| f.partition == values) {
                     Some(i) => i,
                     None => {
                         if open.len() >= MAX_OPEN_PARTITIONS {
@@ -58,7 +62,7 @@ impl Table {
                         open.len() - 1
                     }
                 };
-                let w = &mut open[at].0;
+                let w = &mut open[at].writer;
                 w.write(&piece)?;
                 if w.num_rows() >= self.write.file_rows as u64 {
                     out.push(self.finish_file(open.remove(at))?);
@@ -90,13 +94,21 @@ impl Table {
         // A fresh random name (the file id is the writer's own, chosen inside it).
         let name = format!("{}.cvlt", new_id()?);
         let sink = self.storage.writer(&Self::data_object(&name))?;
-        let w = FileWriter::try_new(sink, schema.clone(), self.writer_options())?;
-        let id = w.file_id();
-        Ok((w, name, id, values))
+        let writer = FileWriter::try_new(sink, schema.clone(), self.writer_options())?;
+        Ok(OpenFile {
+            writer,
+            name,
+            partition: values,
+        })
     }
 
-    pub(super) fn finish_file(&self, (w, name, _id, partition): OpenFile) -> Result<FileRef> {
-        let (meta, sink) = w.close_into_sink()?;
+    pub(super) fn finish_file(&self, f: OpenFile) -> Result<FileRef> {
+        let OpenFile {
+            writer,
+            name,
+            partition,
+        } = f;
+        let (meta, sink) = writer.close_into_sink()?;
         sink.finish()?;
         Ok(FileRef {
             file_id: meta.file_id,
