@@ -1,6 +1,8 @@
 //! The `colvault` command line: a thin layer over the library.
 
 mod catalog;
+#[cfg(feature = "ballista")]
+mod cluster;
 mod context;
 mod dataio;
 mod error;
@@ -105,6 +107,12 @@ enum Command {
     /// DROP TABLE; without a statement, a prompt reading statements from stdin
     #[cfg(feature = "datafusion")]
     Sql(sql::SqlArgs),
+    /// Run the processes of a Ballista cluster for SQL: a scheduler, or an executor
+    #[cfg(feature = "ballista")]
+    Cluster {
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
+    },
     /// Show a data file's envelope without any key; with --project, also its row groups and statistics
     Inspect(inspect::InspectArgs),
     /// Measure seal and open throughput of every algorithm and cipher provider on this machine (all
@@ -145,6 +153,8 @@ pub fn main() -> ExitCode {
         Command::Table { cmd } => table::run(cmd, &cli.keys),
         #[cfg(feature = "datafusion")]
         Command::Sql(args) => sql::run(args, &cli.keys),
+        #[cfg(feature = "ballista")]
+        Command::Cluster { cmd } => cluster::run(cmd, &cli.keys),
         Command::Inspect(args) => inspect::run(args, &cli.keys),
         Command::Speed { mib, runs } => speed::speed(mib, runs).map_err(Into::into),
     };

@@ -50,6 +50,60 @@ pub struct SqlArgs {
     /// Print the query plan (logical and physical) instead of running the statement
     #[arg(long)]
     explain: bool,
+    /// Run queries and INSERTs on the Ballista cluster whose scheduler is at URL
+    /// (http://HOST:PORT, or HOST:PORT); this process plans them, with its own catalog and keys,
+    /// and the executors read and write with theirs
+    #[cfg(feature = "ballista")]
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+}
+
+/// Where statements run: in this process, or on a cluster.
+enum Engine {
+    Local(SqlSession),
+    #[cfg(feature = "ballista")]
+    Cluster(colvault::sql::cluster::ClusterSession),
+}
+
+impl Engine {
+    /// The statement's plan as text (for --explain).
+    async fn explain(&self, sql: &str) -> CliResult<String> {
+        match self {
+            Engine::Local(session) => {
+                let plan = session
+                    .sql(sql)
+                    .await?
+                    .explain(false, false)
+                    .map_err(colvault::sql::error_from_datafusion)?
+                    .collect()
+                    .await
+                    .map_err(colvault::sql::error_from_datafusion)?;
+                Ok(arrow::util::pretty::pretty_format_batches(&plan)?.to_string())
+            }
+            #[cfg(feature = "ballista")]
+            Engine::Cluster(cluster) => {
+                let plan = cluster.plan(sql).await?;
+                let text = datafusion::physical_plan::displayable(plan.as_ref())
+                    .indent(true)
+                    .to_string();
+                Ok(text)
+            }
+        }
+    }
+
+    /// Runs the statement; its result as a stream.
+    async fn execute(&self, sql: &str) -> CliResult<datafusion::physical_plan::SendableRecordBatchStream> {
+        match self {
+            Engine::Local(session) => Ok(session
+                .sql(sql)
+                .await?
+                .execute_stream()
+                .await
+                .map_err(colvault::sql::error_from_datafusion)?),
+            #[cfg(feature = "ballista")]
+            Engine::Cluster(cluster) => Ok(cluster.execute(sql).await?),
+        }
+    }
 }
 
 pub fn run(args: SqlArgs, opts: &KeyOpts) -> CliResult {
@@ -60,6 +114,13 @@ pub fn run(args: SqlArgs, opts: &KeyOpts) -> CliResult {
     let ctx = opts.open_existing()?;
     let project = ctx.project(&args.project)?;
     let session = SqlSession::for_project(&project);
+    #[cfg(feature = "ballista")]
+    let session = match &args.cluster {
+        Some(url) => Engine::Cluster(colvault::sql::cluster::ClusterSession::new(session, url)?),
+        None => Engine::Local(session),
+    };
+    #[cfg(not(feature = "ballista"))]
+    let session = Engine::Local(session);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,22 +159,12 @@ pub fn run(args: SqlArgs, opts: &KeyOpts) -> CliResult {
 }
 
 /// Runs one statement and prints (or writes) its result.
-async fn statement(session: &SqlSession, sql: &str, args: &SqlArgs) -> CliResult {
-    let df = session.sql(sql).await?;
+async fn statement(session: &Engine, sql: &str, args: &SqlArgs) -> CliResult {
     if args.explain {
-        let plan = df
-            .explain(false, false)
-            .map_err(colvault::sql::error_from_datafusion)?
-            .collect()
-            .await
-            .map_err(colvault::sql::error_from_datafusion)?;
-        println!("{}", arrow::util::pretty::pretty_format_batches(&plan)?);
+        println!("{}", session.explain(sql).await?);
         return Ok(());
     }
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(colvault::sql::error_from_datafusion)?;
+    let mut stream = session.execute(sql).await?;
     let schema = stream.schema();
     let next = |b: Option<datafusion::error::Result<RecordBatch>>| -> CliResult<Option<RecordBatch>> {
         b.transpose()

@@ -27,10 +27,30 @@ use super::plan::{FileSlice, ScanPlan};
 use crate::error::Result;
 use crate::table::{column_map, conform};
 
+/// What a scan reads: a project's table, by name and by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ScanTarget {
+    pub(crate) project: String,
+    pub(crate) project_id: String,
+    pub(crate) table: String,
+    pub(crate) table_id: String,
+}
+
+impl ScanTarget {
+    pub(crate) fn of(table: &crate::table::Table) -> Self {
+        ScanTarget {
+            project: table.project().name().to_string(),
+            project_id: table.project().project_id().to_string(),
+            table: table.name().to_string(),
+            table_id: table.table_id().to_string(),
+        }
+    }
+}
+
 /// A scan of one version of a colvault table.
 #[derive(Debug)]
 pub struct ColvaultScanExec {
-    table: String,
+    target: ScanTarget,
     version: u64,
     /// The output schema (the projected table schema).
     schema: SchemaRef,
@@ -52,7 +72,7 @@ impl ColvaultScanExec {
     /// already projected to it).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        table: &str,
+        target: ScanTarget,
         version: u64,
         schema: SchemaRef,
         plan: ScanPlan,
@@ -69,7 +89,7 @@ impl ColvaultScanExec {
             Boundedness::Bounded,
         );
         ColvaultScanExec {
-            table: table.to_string(),
+            target,
             version,
             schema,
             partitions: plan.partitions,
@@ -88,6 +108,27 @@ impl ColvaultScanExec {
     pub fn version(&self) -> u64 {
         self.version
     }
+
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn target(&self) -> &ScanTarget {
+        &self.target
+    }
+
+    /// The file slices of every partition.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn partitions(&self) -> &[Vec<FileSlice>] {
+        &self.partitions
+    }
+
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    pub(crate) fn scan_statistics(&self) -> &Statistics {
+        &self.statistics
+    }
 }
 
 impl DisplayAs for ColvaultScanExec {
@@ -98,7 +139,7 @@ impl DisplayAs for ColvaultScanExec {
                 write!(
                     f,
                     "ColvaultScanExec: table={}, version={}, files={}, row_groups={}, partitions={}, projection=[{}]",
-                    self.table,
+                    self.target.table,
                     self.version,
                     self.files,
                     self.row_groups,
@@ -114,7 +155,7 @@ impl DisplayAs for ColvaultScanExec {
                 Ok(())
             }
             DisplayFormatType::TreeRender => {
-                writeln!(f, "table={}", self.table)?;
+                writeln!(f, "table={}", self.target.table)?;
                 writeln!(f, "version={}", self.version)?;
                 write!(f, "files={}", self.files)
             }
@@ -271,7 +312,11 @@ fn scan_stream(
 }
 
 /// The batches of one file slice, filled out to `schema`.
-fn slice_stream(slice: FileSlice, schema: SchemaRef, batch_size: usize) -> BoxStream<'static, Result<RecordBatch>> {
+pub(crate) fn slice_stream(
+    slice: FileSlice,
+    schema: SchemaRef,
+    batch_size: usize,
+) -> BoxStream<'static, Result<RecordBatch>> {
     let file_schema = slice.reader.schema();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let (present, map) = column_map(&names, &file_schema);

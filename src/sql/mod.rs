@@ -50,6 +50,8 @@
 //! ```
 
 mod catalog;
+#[cfg(feature = "ballista")]
+pub mod cluster;
 mod ddl;
 mod error;
 mod exec;

@@ -26,6 +26,8 @@ const OPEN_CONCURRENCY: usize = 16;
 /// Part of one file that one partition reads: some of its row groups.
 #[derive(Clone)]
 pub(crate) struct FileSlice {
+    /// The data file's name, as the manifest records it.
+    pub(crate) name: String,
     pub(crate) reader: Arc<FileReader>,
     pub(crate) row_groups: Vec<usize>,
     pub(crate) rows: u64,
@@ -34,7 +36,7 @@ pub(crate) struct FileSlice {
 impl std::fmt::Debug for FileSlice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSlice")
-            .field("file_id", &self.reader.file_id())
+            .field("name", &self.name)
             .field("row_groups", &self.row_groups)
             .finish()
     }
@@ -48,6 +50,13 @@ pub(crate) struct ScanPlan {
     pub(crate) statistics: Statistics,
     pub(crate) files: usize,
     pub(crate) row_groups: usize,
+}
+
+/// A file opened while planning, with the row groups its statistics did not rule out.
+struct OpenedFile {
+    name: String,
+    reader: Arc<FileReader>,
+    row_groups: Vec<usize>,
 }
 
 /// Opens committed file `f` of snapshot `m` from `source` (its object, when storage has it),
@@ -92,7 +101,7 @@ pub(crate) async fn plan(
         files.truncate(keep);
     }
     let predicates = Arc::new(predicates);
-    let opened: Vec<(Arc<FileReader>, Vec<usize>)> = futures::stream::iter(files)
+    let opened: Vec<OpenedFile> = futures::stream::iter(files)
         .map(|f| {
             let (table, m, predicates) = (table.clone(), m.clone(), predicates.clone());
             async move {
@@ -109,8 +118,8 @@ pub(crate) async fn plan(
         .try_collect()
         .await?;
     let statistics = statistics(&m, &opened);
-    let files = opened.iter().filter(|(_, rgs)| !rgs.is_empty()).count();
-    let row_groups = opened.iter().map(|(_, rgs)| rgs.len()).sum();
+    let files = opened.iter().filter(|o| !o.row_groups.is_empty()).count();
+    let row_groups = opened.iter().map(|o| o.row_groups.len()).sum();
     Ok(ScanPlan {
         partitions: partition(&opened, target_partitions),
         statistics,
@@ -126,7 +135,7 @@ fn open_and_select(
     m: &Manifest,
     source: Option<Arc<dyn ReadAt>>,
     predicates: &[Predicate],
-) -> Result<(Arc<FileReader>, Vec<usize>)> {
+) -> Result<OpenedFile> {
     let r = open_file(table, f, m, source)?;
     let schema = r.schema();
     let rgs = {
@@ -138,7 +147,11 @@ fn open_and_select(
         }
         scan.selected_row_groups()?
     };
-    Ok((Arc::new(r), rgs))
+    Ok(OpenedFile {
+        name: f.name.clone(),
+        reader: Arc::new(r),
+        row_groups: rgs,
+    })
 }
 
 fn rg_rows(r: &FileReader, rg: usize) -> u64 {
@@ -147,21 +160,22 @@ fn rg_rows(r: &FileReader, rg: usize) -> u64 {
 
 /// Cuts the selected row groups into at most `n` partitions of about equal rows, in table order
 /// (a partition holds whole row groups, of one file or several).
-fn partition(opened: &[(Arc<FileReader>, Vec<usize>)], n: usize) -> Vec<Vec<FileSlice>> {
+fn partition(opened: &[OpenedFile], n: usize) -> Vec<Vec<FileSlice>> {
     let total: u64 = opened
         .iter()
-        .flat_map(|(r, rgs)| rgs.iter().map(|&rg| rg_rows(r, rg)))
+        .flat_map(|o| o.row_groups.iter().map(|&rg| rg_rows(&o.reader, rg)))
         .sum();
     let per = total.div_ceil(n.max(1) as u64).max(1);
     let mut parts: Vec<Vec<FileSlice>> = Vec::new();
     let mut current: Vec<FileSlice> = Vec::new();
     let mut current_rows = 0u64;
-    for (r, rgs) in opened {
+    for o in opened {
         let mut slice: Option<FileSlice> = None;
-        for &rg in rgs {
-            let rows = rg_rows(r, rg);
+        for &rg in &o.row_groups {
+            let rows = rg_rows(&o.reader, rg);
             let s = slice.get_or_insert_with(|| FileSlice {
-                reader: r.clone(),
+                name: o.name.clone(),
+                reader: o.reader.clone(),
                 row_groups: Vec::new(),
                 rows: 0,
             });
@@ -184,17 +198,18 @@ fn partition(opened: &[(Arc<FileReader>, Vec<usize>)], n: usize) -> Vec<Vec<File
 
 /// Row counts, null counts and (inexact) min/max of every column of the table schema over the
 /// selected row groups, from the footers' statistics where the caller's keys opened them.
-fn statistics(m: &Manifest, opened: &[(Arc<FileReader>, Vec<usize>)]) -> Statistics {
+fn statistics(m: &Manifest, opened: &[OpenedFile]) -> Statistics {
     let schema = &m.schema;
     let rows: u64 = opened
         .iter()
-        .flat_map(|(r, rgs)| rgs.iter().map(|&rg| rg_rows(r, rg)))
+        .flat_map(|o| o.row_groups.iter().map(|&rg| rg_rows(&o.reader, rg)))
         .sum();
     let bytes: i64 = opened
         .iter()
-        .flat_map(|(r, rgs)| {
-            rgs.iter()
-                .map(|&rg| r.parquet_metadata().row_group(rg).total_byte_size())
+        .flat_map(|o| {
+            o.row_groups
+                .iter()
+                .map(|&rg| o.reader.parquet_metadata().row_group(rg).total_byte_size())
         })
         .sum();
     let columns = schema
@@ -212,11 +227,16 @@ fn statistics(m: &Manifest, opened: &[(Arc<FileReader>, Vec<usize>)]) -> Statist
     }
 }
 
-fn column_statistics(name: &str, opened: &[(Arc<FileReader>, Vec<usize>)]) -> ColumnStatistics {
+fn column_statistics(name: &str, opened: &[OpenedFile]) -> ColumnStatistics {
     let mut nulls: Option<u64> = Some(0);
     let mut min: Option<Option<ScalarValue>> = Some(None);
     let mut max: Option<Option<ScalarValue>> = Some(None);
-    for (r, rgs) in opened {
+    for OpenedFile {
+        reader: r,
+        row_groups: rgs,
+        ..
+    } in opened
+    {
         if rgs.is_empty() {
             continue;
         }

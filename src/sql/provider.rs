@@ -16,7 +16,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::error::to_df;
-use super::exec::ColvaultScanExec;
+use super::exec::{ColvaultScanExec, ScanTarget};
 use super::partitions::{files_to_read, is_partition_filter};
 use super::plan::{blocking, plan};
 use super::sink::TableSink;
@@ -121,7 +121,7 @@ impl TableProvider for ColvaultTable {
             }
         }
         Ok(Arc::new(ColvaultScanExec::new(
-            self.table.name(),
+            ScanTarget::of(&self.table),
             head.version,
             schema,
             planned,

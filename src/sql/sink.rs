@@ -95,68 +95,87 @@ impl DataSink for TableSink {
         &self.schema
     }
 
-    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
-        let table = self.table.clone();
-        let target = blocking(move || table.head()).await.map_err(to_df)?.schema.clone();
-        let (tx, rx) = mpsc::channel::<Msg>(2);
-        // The writer starts with the first batch: a statement of no rows commits nothing.
-        let mut writer: Option<tokio::task::JoinHandle<Result<CommitInfo>>> = None;
-        let mut rx = Some(rx);
-        let outcome: Result<()> = async {
-            while let Some(batch) = data.next().await {
-                let batch = batch.map_err(super::error::from_df)?;
-                if batch.num_rows() == 0 {
-                    continue;
-                }
-                let batch = conform(&batch, &target, self.table.name())?;
-                if writer.is_none() {
-                    let (table, overwrite) = (self.table.clone(), self.overwrite);
-                    let incoming = Incoming {
-                        rx: rx.take().expect("one writer"),
-                        done: false,
-                    };
-                    writer = Some(tokio::task::spawn_blocking(move || {
-                        if overwrite {
-                            table.overwrite(incoming)
-                        } else {
-                            table.append(incoming)
-                        }
-                    }));
-                }
-                // Waits only while the writer is two batches behind.
-                if tx.send(Msg::Batch(batch)).await.is_err() {
-                    // The writer stopped early: its error is reported below.
-                    break;
-                }
+    async fn write_all(&self, data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
+        write_stream(self.table.clone(), self.overwrite, data).await
+    }
+}
+
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+impl TableSink {
+    pub(crate) fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub(crate) fn overwrite(&self) -> bool {
+        self.overwrite
+    }
+}
+
+/// Writes the batches of `data` to `table` (appended, or replacing its rows when `overwrite`), in
+/// one commit made after the last batch: a failure or a dropped statement commits nothing.
+/// Returns the rows written.
+pub(crate) async fn write_stream(table: Table, overwrite: bool, mut data: SendableRecordBatchStream) -> DfResult<u64> {
+    let target = {
+        let table = table.clone();
+        blocking(move || table.head()).await.map_err(to_df)?.schema.clone()
+    };
+    let (tx, rx) = mpsc::channel::<Msg>(2);
+    // The writer starts with the first batch: a statement of no rows commits nothing.
+    let mut writer: Option<tokio::task::JoinHandle<Result<CommitInfo>>> = None;
+    let mut rx = Some(rx);
+    let outcome: Result<()> = async {
+        while let Some(batch) = data.next().await {
+            let batch = batch.map_err(super::error::from_df)?;
+            if batch.num_rows() == 0 {
+                continue;
             }
-            Ok(())
-        }
-        .await;
-        if outcome.is_ok() {
-            let _ = tx.send(Msg::End).await;
-        }
-        drop(tx);
-        let committed = match writer {
-            Some(w) => Some(
-                w.await
-                    .map_err(|e| Error::InvalidArgument(format!("the colvault writer did not finish: {e}")))
-                    .and_then(|r| r),
-            ),
-            None => None,
-        };
-        outcome.map_err(to_df)?;
-        match committed {
-            Some(info) => Ok(info.map_err(to_df)?.rows_added),
-            None if self.overwrite => {
-                // INSERT OVERWRITE with no rows empties the table, in one commit.
-                let table = self.table.clone();
-                blocking(move || table.overwrite(std::iter::empty::<RecordBatch>()))
-                    .await
-                    .map_err(to_df)?;
-                Ok(0)
+            let batch = conform(&batch, &target, table.name())?;
+            if writer.is_none() {
+                let (table, overwrite) = (table.clone(), overwrite);
+                let incoming = Incoming {
+                    rx: rx.take().expect("one writer"),
+                    done: false,
+                };
+                writer = Some(tokio::task::spawn_blocking(move || {
+                    if overwrite {
+                        table.overwrite(incoming)
+                    } else {
+                        table.append(incoming)
+                    }
+                }));
             }
-            None => Ok(0),
+            // Waits only while the writer is two batches behind.
+            if tx.send(Msg::Batch(batch)).await.is_err() {
+                // The writer stopped early: its error is reported below.
+                break;
+            }
         }
+        Ok(())
+    }
+    .await;
+    if outcome.is_ok() {
+        let _ = tx.send(Msg::End).await;
+    }
+    drop(tx);
+    let committed = match writer {
+        Some(w) => Some(
+            w.await
+                .map_err(|e| Error::InvalidArgument(format!("the colvault writer did not finish: {e}")))
+                .and_then(|r| r),
+        ),
+        None => None,
+    };
+    outcome.map_err(to_df)?;
+    match committed {
+        Some(info) => Ok(info.map_err(to_df)?.rows_added),
+        None if overwrite => {
+            // INSERT OVERWRITE with no rows empties the table, in one commit.
+            blocking(move || table.overwrite(std::iter::empty::<RecordBatch>()))
+                .await
+                .map_err(to_df)?;
+            Ok(0)
+        }
+        None => Ok(0),
     }
 }
 

@@ -4,6 +4,7 @@
 //! Errors"). A message from the service never carries key material; a plaintext never reaches an
 //! error (the SDK redacts sensitive fields in `Debug`, and colvault never formats them).
 
+use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use super::NAME;
@@ -52,15 +53,20 @@ impl<'a> Call<'a> {
 }
 
 /// The typed error of an SDK failure of `call`.
-pub(super) fn map<E, R>(err: SdkError<E, R>, call: Call<'_>) -> Error
+pub(super) fn map<E>(err: SdkError<E, HttpResponse>, call: Call<'_>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     match &err {
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("").to_string();
             let message = se.err().message().unwrap_or("").to_string();
+            // HTTP 403 is a refusal of this identity whatever the body says (an IAM policy or a
+            // key policy that does not allow the call; some services and emulators answer it
+            // without a JSON error code).
+            if code.is_empty() && se.raw().status().as_u16() == 403 {
+                return from_code("AccessDeniedException", &message, call);
+            }
             from_code(&code, &message, call)
         }
         SdkError::TimeoutError(_) => call.service("the request timed out".into(), true),
