@@ -11,6 +11,10 @@ pub mod pg;
 #[cfg(any(feature = "s3", feature = "aws-kms"))]
 pub mod moto;
 
+/// A moto server enforcing IAM, with a user per process (feature `ballista`).
+#[cfg(feature = "ballista")]
+pub mod moto_iam;
+
 /// A store wrapper that fails requests or holds GETs on demand.
 pub mod faulty;
 

@@ -86,6 +86,29 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u1
 
 impl MotoServer {
     fn start() -> Result<MotoServer, (bool, String)> {
+        Self::start_with(&[])
+    }
+
+    /// A server of its own, with `env` set for it (for example `INITIAL_NO_AUTH_ACTION_COUNT`);
+    /// `None` (after printing why) when moto cannot run here and services are not required.
+    pub fn start_own(test: &str, env: &[(&str, &str)]) -> Option<MotoServer> {
+        match Self::start_with(env) {
+            Ok(s) => Some(s),
+            Err((true, why)) if !services_required() => {
+                eprintln!("SKIPPED {test} on moto: {why} (COLVAULT_REQUIRE_SERVICES=1 makes this a failure)");
+                None
+            }
+            Err((true, why)) => panic!("{test}: moto is required (COLVAULT_REQUIRE_SERVICES=1): {why}"),
+            Err((false, why)) => panic!("{test}: the moto test server did not start: {why}"),
+        }
+    }
+
+    /// The moto program (for its virtual environment's Python).
+    pub fn program() -> Option<PathBuf> {
+        find_program()
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Result<MotoServer, (bool, String)> {
         let program = find_program().ok_or_else(|| {
             (
                 true,
@@ -99,6 +122,7 @@ impl MotoServer {
             let port = free_port().map_err(|e| (false, format!("free port: {e}")))?;
             let mut child = Command::new(&program)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

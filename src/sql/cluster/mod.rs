@@ -178,3 +178,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod plan_tests;
