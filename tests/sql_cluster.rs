@@ -40,9 +40,7 @@ impl Proc {
     fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
+        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
         Proc {
             name: name.to_string(),
@@ -79,7 +77,12 @@ fn wait_listening(p: &mut Proc, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(p.alive(), "{} exited:\n{}", p.name, p.tail());
-        assert!(Instant::now() < deadline, "{} does not listen on {port}:\n{}", p.name, p.tail());
+        assert!(
+            Instant::now() < deadline,
+            "{} does not listen on {port}:\n{}",
+            p.name,
+            p.tail()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -271,12 +274,20 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
             .block_on(answer_cluster(&remote, n))
             .unwrap_or_else(|e| panic!("Q{n} on the cluster: {e}\n{}", cluster.logs()));
         let got = tpch::canonical_rows(&got);
-        assert_eq!(got.len(), want.len(), "Q{n}: {} rows on the cluster, {} in one process", got.len(), want.len());
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "Q{n}: {} rows on the cluster, {} in one process",
+            got.len(),
+            want.len()
+        );
         assert_eq!(got, want, "Q{n} on the cluster differs from one process");
     }
     // The plan the scheduler got reads through colvault file sources, and holds no key.
     let plan = rt.block_on(remote.plan("SELECT count(*) FROM lineitem")).unwrap();
-    let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
     assert!(shown.contains("file_type=colvault"), "{shown}");
 
     // INSERT INTO ... SELECT through the cluster: one commit.
@@ -293,7 +304,7 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
     // Executor B loses KMS access (its IAM policy now allows S3 only).
     moto.revoke_kms("executor_b");
     std::thread::sleep(Duration::from_secs(2)); // past B's one-second KEK cache
-    // Enough partitions that both executors (one task at a time each) get some.
+                                                // Enough partitions that both executors (one task at a time each) get some.
     let state = remote.session().context().state_ref();
     state.write().config_mut().options_mut().execution.target_partitions = 8;
     let err = rt

@@ -36,9 +36,13 @@ pub enum ClusterCmd {
         /// The scheduler's address
         #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
         scheduler: SocketAddr,
-        /// The host to listen on, as the scheduler and other executors reach it
+        /// The host to listen on
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// The host the scheduler, other executors and clients reach this executor at, when not
+        /// --host (behind a proxy or NAT)
+        #[arg(long, value_name = "HOST")]
+        advertise_host: Option<String>,
         /// The Arrow Flight port (other executors fetch shuffle data from it)
         #[arg(long, default_value_t = 50051)]
         flight_port: u16,
@@ -71,6 +75,7 @@ pub fn run(cmd: ClusterCmd, opts: &KeyOpts) -> CliResult {
         ClusterCmd::Executor {
             scheduler,
             host,
+            advertise_host,
             flight_port,
             grpc_port,
             concurrent_tasks,
@@ -81,6 +86,7 @@ pub fn run(cmd: ClusterCmd, opts: &KeyOpts) -> CliResult {
             let options = ExecutorOptions {
                 scheduler,
                 host,
+                advertise_host,
                 flight_port,
                 grpc_port,
                 concurrent_tasks: concurrent_tasks.map(|n| n as usize),

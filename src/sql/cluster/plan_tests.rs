@@ -50,7 +50,8 @@ fn fixture() -> Fixture {
     let t = project.create_table("t", schema.clone()).unwrap();
     t.append([batch(vec![1, 2, 3], vec![Some("Oslo"), None, Some("Lima")])])
         .unwrap();
-    t.append([batch(vec![4, 5], vec![Some("Oslo"), Some("Quito")])]).unwrap();
+    t.append([batch(vec![4, 5], vec![Some("Oslo"), Some("Quito")])])
+        .unwrap();
     // The executor's own catalog client and keys (here: the same catalog and keystore).
     let env = Arc::new(ClusterEnv::new(catalog.clone(), keys));
     Fixture {
@@ -100,7 +101,14 @@ fn shipped_plans_answer_as_the_local_engine() {
     ] {
         let local = rt.block_on(session.query(sql)).unwrap();
         let plan = rt
-            .block_on(async { session.sql(sql).await?.create_physical_plan().await.map_err(crate::sql::error_from_datafusion) })
+            .block_on(async {
+                session
+                    .sql(sql)
+                    .await?
+                    .create_physical_plan()
+                    .await
+                    .map_err(crate::sql::error_from_datafusion)
+            })
             .unwrap();
         let plan = distribute(plan).unwrap();
         let shipped = ship(plan, &fx.env);
@@ -129,7 +137,12 @@ fn planned(fx: &Fixture) -> (ColvaultFileSource, Vec<Vec<SliceRef>>) {
             let groups = config
                 .file_groups
                 .iter()
-                .map(|g| g.files().iter().map(|f| f.extension::<SliceRef>().unwrap().clone()).collect())
+                .map(|g| {
+                    g.files()
+                        .iter()
+                        .map(|f| f.extension::<SliceRef>().unwrap().clone())
+                        .collect()
+                })
                 .collect();
             found = Some((source.clone(), groups));
         }
@@ -139,7 +152,11 @@ fn planned(fx: &Fixture) -> (ColvaultFileSource, Vec<Vec<SliceRef>>) {
 }
 
 /// Runs a scan of `groups` with `source`'s selection, on the executor of `fx`.
-fn run_forged(fx: &Fixture, source: &ColvaultFileSource, groups: Vec<Vec<SliceRef>>) -> crate::Result<Vec<RecordBatch>> {
+fn run_forged(
+    fx: &Fixture,
+    source: &ColvaultFileSource,
+    groups: Vec<Vec<SliceRef>>,
+) -> crate::Result<Vec<RecordBatch>> {
     let forged = ColvaultFileSource::new(
         source.target.clone(),
         source.version,
@@ -157,7 +174,11 @@ fn forged_selections_are_refused_before_reading() {
     assert_eq!(all.len(), 2, "two files");
     // The planned selection reads.
     assert_eq!(
-        run_forged(&fx, &source, vec![all.clone()]).unwrap().iter().map(|b| b.num_rows()).sum::<usize>(),
+        run_forged(&fx, &source, vec![all.clone()])
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
         5
     );
 
@@ -165,19 +186,28 @@ fn forged_selections_are_refused_before_reading() {
     let mut other = all[0].clone();
     other.name = "00000000000000000000000000000000.cvlt".into();
     let e = run_forged(&fx, &source, vec![vec![other]]).unwrap_err();
-    assert!(matches!(&e, Error::Integrity { what } if what.contains("does not hold")), "{e}");
+    assert!(
+        matches!(&e, Error::Integrity { what } if what.contains("does not hold")),
+        "{e}"
+    );
 
     // A row group the file lacks.
     let mut rg = all[0].clone();
     rg.row_groups = vec![7];
     let e = run_forged(&fx, &source, vec![vec![rg]]).unwrap_err();
-    assert!(matches!(&e, Error::Integrity { what } if what.contains("row group 7")), "{e}");
+    assert!(
+        matches!(&e, Error::Integrity { what } if what.contains("row group 7")),
+        "{e}"
+    );
 
     // Another table id under the same name (a replaced table).
     let mut s = source.clone();
     s.target.table_id = "ffffffffffffffffffffffffffffffff".into();
     let e = run_forged(&fx, &s, vec![all.clone()]).unwrap_err();
-    assert!(matches!(&e, Error::Integrity { what } if what.contains("replaced")), "{e}");
+    assert!(
+        matches!(&e, Error::Integrity { what } if what.contains("replaced")),
+        "{e}"
+    );
 
     // Another project id.
     let mut s = source.clone();
@@ -189,7 +219,10 @@ fn forged_selections_are_refused_before_reading() {
     let mut s = source.clone();
     s.version += 5;
     let e = run_forged(&fx, &s, vec![all.clone()]).unwrap_err();
-    assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("no version")), "{e}");
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("no version")),
+        "{e}"
+    );
 
     // A column read as another type.
     let wrong = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
@@ -225,7 +258,12 @@ fn a_shipped_insert_commits_once() {
         .to_string();
     assert!(shown.contains("ColvaultSink: table=p.t, append"), "{shown}");
     let out = run(ship(distribute(plan).unwrap(), &fx.env)).unwrap();
-    let n = out[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().unwrap().value(0);
+    let n = out[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        .unwrap()
+        .value(0);
     assert_eq!(n, 2);
     let after = t.head().unwrap();
     assert_eq!(after.version, before.version + 1, "one commit");

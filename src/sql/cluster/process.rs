@@ -59,8 +59,11 @@ pub async fn run_scheduler(opts: SchedulerOptions) -> Result<()> {
 pub struct ExecutorOptions {
     /// The scheduler's address.
     pub scheduler: SocketAddr,
-    /// The host this executor listens on (and tells the scheduler and other executors).
+    /// The host this executor listens on.
     pub host: String,
+    /// The host the scheduler, other executors and clients reach it at [default: `host`] (behind
+    /// a proxy or NAT).
+    pub advertise_host: Option<String>,
     /// The Arrow Flight port (shuffle data is fetched from it).
     pub flight_port: u16,
     /// The gRPC port (the scheduler pushes tasks to it).
@@ -78,7 +81,7 @@ pub async fn run_executor(opts: ExecutorOptions, env: Arc<ClusterEnv>) -> Result
     let defaults = ExecutorProcessConfig::default();
     let config = ExecutorProcessConfig {
         bind_host: opts.host.clone(),
-        external_host: Some(opts.host.clone()),
+        external_host: Some(opts.advertise_host.clone().unwrap_or_else(|| opts.host.clone())),
         port: opts.flight_port,
         grpc_port: opts.grpc_port,
         scheduler_host: opts.scheduler.ip().to_string(),
