@@ -326,3 +326,40 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
     let n = count(&rt.block_on(local.query("SELECT count(*) FROM orders")).unwrap());
     assert_eq!(n, before.rows());
 }
+
+/// Malformed addresses are usage errors, before anything starts.
+#[test]
+fn cluster_commands_refuse_malformed_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["cluster", "scheduler", "--bind", "localhost"][..],
+        &[
+            "cluster",
+            "scheduler",
+            "--bind",
+            "127.0.0.1:50050",
+            "--task-max-failures",
+            "0",
+        ][..],
+        &["cluster", "executor", "--scheduler", "127.0.0.1"][..],
+        &["cluster", "executor", "--flight-port", "70000"][..],
+    ] {
+        let out = colvault(dir.path(), &[]).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A scheduler URL that is not HOST:PORT is refused with what to give.
+    let e = ClusterSession::new(
+        SqlSession::new(
+            colvault::catalog::open(&format!("sqlite:{}", dir.path().join("c.db").display())).unwrap(),
+            common::keys(&common::Fixture::new()),
+        ),
+        "localhost",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("HOST:PORT"), "{e}");
+}

@@ -18,7 +18,7 @@ use super::error::to_df;
 use super::plan::blocking;
 use crate::error::{Error, Result};
 use crate::project::Project;
-use crate::table::{CommitInfo, Table, TableOptions};
+use crate::table::{CommitInfo, CommitTag, Table, TableOptions};
 
 /// What the writer thread receives.
 enum Msg {
@@ -96,7 +96,7 @@ impl DataSink for TableSink {
     }
 
     async fn write_all(&self, data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
-        write_stream(self.table.clone(), self.overwrite, data).await
+        write_stream(self.table.clone(), self.overwrite, None, data).await
     }
 }
 
@@ -112,9 +112,15 @@ impl TableSink {
 }
 
 /// Writes the batches of `data` to `table` (appended, or replacing its rows when `overwrite`), in
-/// one commit made after the last batch: a failure or a dropped statement commits nothing.
-/// Returns the rows written.
-pub(crate) async fn write_stream(table: Table, overwrite: bool, mut data: SendableRecordBatchStream) -> DfResult<u64> {
+/// one commit made after the last batch: a failure or a dropped statement commits nothing. With a
+/// `tag`, a statement that already committed (a retried task) commits nothing again and returns
+/// what it committed. Returns the rows written.
+pub(crate) async fn write_stream(
+    table: Table,
+    overwrite: bool,
+    tag: Option<CommitTag>,
+    mut data: SendableRecordBatchStream,
+) -> DfResult<u64> {
     let target = {
         let table = table.clone();
         blocking(move || table.head()).await.map_err(to_df)?.schema.clone()
@@ -131,17 +137,13 @@ pub(crate) async fn write_stream(table: Table, overwrite: bool, mut data: Sendab
             }
             let batch = conform(&batch, &target, table.name())?;
             if writer.is_none() {
-                let (table, overwrite) = (table.clone(), overwrite);
+                let (table, tag) = (table.clone(), tag.clone());
                 let incoming = Incoming {
                     rx: rx.take().expect("one writer"),
                     done: false,
                 };
                 writer = Some(tokio::task::spawn_blocking(move || {
-                    if overwrite {
-                        table.overwrite(incoming)
-                    } else {
-                        table.append(incoming)
-                    }
+                    write(&table, incoming, overwrite, tag.as_ref())
                 }));
             }
             // Waits only while the writer is two batches behind.
@@ -170,12 +172,25 @@ pub(crate) async fn write_stream(table: Table, overwrite: bool, mut data: Sendab
         Some(info) => Ok(info.map_err(to_df)?.rows_added),
         None if overwrite => {
             // INSERT OVERWRITE with no rows empties the table, in one commit.
-            blocking(move || table.overwrite(std::iter::empty::<RecordBatch>()))
+            blocking(move || write(&table, std::iter::empty::<RecordBatch>(), true, tag.as_ref()))
                 .await
                 .map_err(to_df)?;
             Ok(0)
         }
         None => Ok(0),
+    }
+}
+
+fn write(
+    table: &Table,
+    batches: impl IntoIterator<Item = RecordBatch>,
+    overwrite: bool,
+    tag: Option<&CommitTag>,
+) -> Result<CommitInfo> {
+    match (tag, overwrite) {
+        (Some(tag), _) => table.write_once(batches, overwrite, tag),
+        (None, true) => table.overwrite(batches),
+        (None, false) => table.append(batches),
     }
 }
 

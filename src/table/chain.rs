@@ -80,6 +80,11 @@ impl Table {
         Ok(self.manifest_dir().join(name))
     }
 
+    /// The version the catalog records as the table's head (one catalog read; nothing verified).
+    pub(crate) fn head_version(&self) -> Result<u64> {
+        Ok(self.catalog_head()?.version)
+    }
+
     /// The head the catalog records.
     pub(super) fn catalog_head(&self) -> Result<TableHead> {
         let catalog = self.project.catalog();

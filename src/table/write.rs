@@ -144,6 +144,58 @@ impl Table {
         self.write_and_commit("overwrite", batches, true)
     }
 
+    /// [`append`](Self::append) (or [`overwrite`](Self::overwrite)) of one statement that may be
+    /// run again (a retried distributed task): its commit carries `tag`, and if a commit of the
+    /// same statement is already in the chain (after `tag.since_version`), that commit is
+    /// returned and nothing is written.
+    pub(crate) fn write_once(
+        &self,
+        batches: impl IntoIterator<Item = RecordBatch>,
+        overwrite: bool,
+        tag: &CommitTag,
+    ) -> Result<CommitInfo> {
+        let op = format!(
+            "{} (statement {})",
+            if overwrite { "overwrite" } else { "append" },
+            tag.statement
+        );
+        if let Some(done) = self.find_commit(&op, tag.since_version)? {
+            return Ok(done);
+        }
+        self.write_and_commit(&op, batches, overwrite)
+    }
+
+    /// The commit whose operation is `op` among versions after `since`, if any.
+    fn find_commit(&self, op: &str, since: u64) -> Result<Option<CommitInfo>> {
+        let head = self.head()?;
+        let oldest = head.oldest_retained.max(1).max(since.saturating_add(1));
+        let mut m = head;
+        while m.version >= oldest {
+            let prev = if m.version > 1 {
+                Some(self.snapshot(m.version - 1)?)
+            } else {
+                None
+            };
+            if m.operation == op {
+                let before: HashSet<&str> = prev
+                    .iter()
+                    .flat_map(|p| p.files.iter().map(|f| f.name.as_str()))
+                    .collect();
+                let added: Vec<&FileRef> = m.files.iter().filter(|f| !before.contains(f.name.as_str())).collect();
+                return Ok(Some(CommitInfo {
+                    version: m.version,
+                    files_added: added.len(),
+                    rows_added: added.iter().map(|f| f.rows).sum(),
+                }));
+            }
+            match prev {
+                Some(p) => m = p,
+                None => break,
+            }
+        }
+        Ok(None)
+    }
+
     /// Writes `batches` into new files, then commits them added to (or replacing) the head's files.
     fn write_and_commit(
         &self,
@@ -211,4 +263,13 @@ impl Table {
         })?;
         Ok(Some(m.version))
     }
+}
+
+/// The identity of a statement's commit, for a statement that may run more than once (a retried
+/// distributed task): a random statement id, and the table version before the statement was
+/// planned (its commit, if made, is newer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CommitTag {
+    pub(crate) statement: String,
+    pub(crate) since_version: u64,
 }

@@ -25,6 +25,7 @@ use prost::Message;
 use super::super::exec::ScanTarget;
 use super::sink::ClusterSink;
 use super::source::{ClusterEnv, ColvaultFileSource, SliceRef};
+use crate::table::CommitTag;
 
 /// What starts colvault's own nodes (a zero byte cannot start a protobuf message, so these never
 /// collide with Ballista's).
@@ -81,6 +82,12 @@ struct SinkNode {
     schema: Option<datafusion_proto::protobuf::Schema>,
     #[prost(bool, tag = "3")]
     overwrite: bool,
+    /// The statement's random id, which its commit carries.
+    #[prost(string, tag = "4")]
+    statement: String,
+    /// The table's version when the statement was planned.
+    #[prost(uint64, tag = "5")]
+    since_version: u64,
 }
 
 /// The physical extension codec of clients, the scheduler and executors: colvault scans and sinks,
@@ -258,10 +265,18 @@ impl ClusterCodec {
         let [input] = inputs else {
             return Err(bad("decoding a sink", format!("{} inputs, expected 1", inputs.len())));
         };
+        if node.statement.len() != 32 || !node.statement.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("decoding a sink", "a statement id that is not 32 hex digits"));
+        }
+        let tag = CommitTag {
+            statement: node.statement,
+            since_version: node.since_version,
+        };
         let sink = ClusterSink::new(
             decode_target(node.target)?,
             decode_schema(node.schema)?,
             node.overwrite,
+            tag,
             self.env.clone(),
         );
         Ok(Arc::new(DataSinkExec::new(input.clone(), Arc::new(sink), None)))
@@ -300,6 +315,8 @@ impl PhysicalExtensionCodec for ClusterCodec {
                     target: Some(encode_target(sink.target())),
                     schema: Some(encode_schema(sink.table_schema())?),
                     overwrite: sink.overwrite(),
+                    statement: sink.tag().statement.clone(),
+                    since_version: sink.tag().since_version,
                 };
                 buf.extend_from_slice(SINK_MAGIC);
                 return node.encode(buf).map_err(|e| bad("encoding a sink", e));

@@ -2,6 +2,7 @@
 //! cut into tasks: each colvault scan becomes a `DataSourceExec` of its file slices, each colvault
 //! sink a sink that executors resolve through their own catalog.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -9,10 +10,12 @@ use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::Result as DfResult;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::super::error::to_df;
 use super::super::exec::{ColvaultScanExec, ScanTarget};
 use super::super::sink::TableSink;
 use super::sink::ClusterSink;
 use super::source::{ColvaultFileSource, SliceRef};
+use crate::table::{CommitTag, Table};
 
 /// `plan` with its colvault scans and sinks in their distributed form. The scans keep the
 /// snapshot, the file slices and the partitioning the client planned (so every executor reads the
@@ -25,14 +28,52 @@ pub fn distribute(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPla
         }
         if let Some(exec) = any.downcast_ref::<DataSinkExec>() {
             if let Some(sink) = (exec.sink() as &dyn std::any::Any).downcast_ref::<TableSink>() {
+                let tag = CommitTag {
+                    statement: super::random_id().map_err(to_df)?,
+                    since_version: 0,
+                };
                 let sink = ClusterSink::new(
                     ScanTarget::of(sink.table()),
                     exec.sink().schema().clone(),
                     sink.overwrite(),
+                    tag,
                     None,
                 );
                 let rebuilt = DataSinkExec::new(exec.input().clone(), Arc::new(sink), exec.sort_order().clone());
                 return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
+            }
+        }
+        Ok(Transformed::no(node))
+    })
+    .map(|t| t.data)
+}
+
+/// The tables the colvault sinks of `plan` (a local plan) write.
+pub(crate) fn sink_tables(plan: &Arc<dyn ExecutionPlan>) -> Vec<Table> {
+    let mut out = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(p) = stack.pop() {
+        if let Some(exec) = (p.as_ref() as &dyn std::any::Any).downcast_ref::<DataSinkExec>() {
+            if let Some(sink) = (exec.sink() as &dyn std::any::Any).downcast_ref::<TableSink>() {
+                out.push(sink.table().clone());
+            }
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    out
+}
+
+/// `plan` (distributed) with each sink's statement marked as planned at its table's version in
+/// `versions` (by table id).
+pub(crate) fn stamp(plan: Arc<dyn ExecutionPlan>, versions: &HashMap<String, u64>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if let Some(exec) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<DataSinkExec>() {
+            if let Some(sink) = (exec.sink() as &dyn std::any::Any).downcast_ref::<ClusterSink>() {
+                if let Some(&v) = versions.get(&sink.target().table_id) {
+                    let rebuilt =
+                        DataSinkExec::new(exec.input().clone(), Arc::new(sink.since(v)), exec.sort_order().clone());
+                    return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
+                }
             }
         }
         Ok(Transformed::no(node))

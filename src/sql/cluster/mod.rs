@@ -83,7 +83,7 @@ impl ClusterSession {
             session,
             scheduler,
             codec: Arc::new(ClusterCodec::planner()),
-            session_id: uuid_like(),
+            session_id: random_id()?,
         })
     }
 
@@ -131,10 +131,20 @@ impl ClusterSession {
     }
 }
 
-/// The physical plan of `df`, in its distributed form.
+/// The physical plan of `df`, in its distributed form; an INSERT's statement marked with the
+/// version its table is at now (so a rerun of its task finds its commit).
 async fn distributed(df: DataFrame) -> Result<Arc<dyn ExecutionPlan>> {
     let plan = df.create_physical_plan().await.map_err(from_df)?;
-    distribute(plan).map_err(from_df)
+    let tables = distribute::sink_tables(&plan);
+    let versions = super::plan::blocking(move || {
+        tables
+            .iter()
+            .map(|t| Ok((t.table_id().to_string(), t.head_version()?)))
+            .collect::<Result<std::collections::HashMap<_, _>>>()
+    })
+    .await?;
+    let plan = distribute(plan).map_err(from_df)?;
+    distribute::stamp(plan, &versions).map_err(from_df)
 }
 
 /// `http://HOST:PORT` for `HOST:PORT` or a URL of it.
@@ -159,10 +169,10 @@ fn scheduler_url(s: &str) -> Result<String> {
     })
 }
 
-/// A fresh random session id (hex).
-fn uuid_like() -> String {
-    let bytes = crate::crypto::random_array::<16>().unwrap_or([0; 16]);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A fresh random id: 32 hex digits (128 bits from the OS's random source).
+pub(crate) fn random_id() -> Result<String> {
+    let bytes = crate::crypto::random_array::<16>()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

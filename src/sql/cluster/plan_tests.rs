@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{collect, ExecutionPlan};
+use datafusion::prelude::SessionContext;
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 
@@ -64,7 +64,8 @@ fn fixture() -> Fixture {
 /// `plan` as an executor gets it: encoded by the planner's codec, decoded by the executor's.
 fn ship(plan: Arc<dyn ExecutionPlan>, env: &Arc<ClusterEnv>) -> Arc<dyn ExecutionPlan> {
     let node = PhysicalPlanNode::try_from_physical_plan(plan, &ClusterCodec::planner()).unwrap();
-    let ctx = TaskContext::default();
+    // An executor's context: DataFusion's functions registered, as Ballista's executors have them.
+    let ctx = SessionContext::new().task_ctx();
     node.try_into_physical_plan(&ctx, &ClusterCodec::executor(env.clone()))
         .unwrap()
 }
@@ -78,7 +79,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn run(plan: Arc<dyn ExecutionPlan>) -> crate::Result<Vec<RecordBatch>> {
-    rt().block_on(collect(plan, Arc::new(TaskContext::default())))
+    rt().block_on(collect(plan, SessionContext::new().task_ctx()))
         .map_err(crate::sql::error_from_datafusion)
 }
 

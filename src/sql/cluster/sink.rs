@@ -16,27 +16,57 @@ use super::super::plan::blocking;
 use super::super::sink::write_stream;
 use super::source::ClusterEnv;
 use crate::error::Error;
+use crate::table::CommitTag;
 
 /// The sink of `INSERT INTO` / `INSERT OVERWRITE` in a distributed plan. Ballista runs a
 /// `DataSinkExec` as one task: that executor opens the table through its own catalog and keys
 /// (checking it is the table, by id, the client planned for), encrypts and writes the rows, and
 /// commits them in one compare-and-swap of the table's head after the last batch. A task that
 /// fails (a KMS that refuses the executor, a lost input) commits nothing.
+///
+/// Ballista may run a task again (an executor lost after its commit, before it reported). The
+/// commit therefore carries the statement's random id; a rerun that finds it in the table's
+/// chain (after the version the table had when the client planned) commits nothing again.
 pub(crate) struct ClusterSink {
     target: ScanTarget,
     schema: SchemaRef,
     overwrite: bool,
+    tag: CommitTag,
     env: Option<Arc<ClusterEnv>>,
 }
 
 impl ClusterSink {
-    pub(crate) fn new(target: ScanTarget, schema: SchemaRef, overwrite: bool, env: Option<Arc<ClusterEnv>>) -> Self {
+    pub(crate) fn new(
+        target: ScanTarget,
+        schema: SchemaRef,
+        overwrite: bool,
+        tag: CommitTag,
+        env: Option<Arc<ClusterEnv>>,
+    ) -> Self {
         ClusterSink {
             target,
             schema,
             overwrite,
+            tag,
             env,
         }
+    }
+
+    pub(crate) fn tag(&self) -> &CommitTag {
+        &self.tag
+    }
+
+    /// The same sink, its statement planned when the table was at `version`.
+    pub(crate) fn since(&self, version: u64) -> Self {
+        let mut tag = self.tag.clone();
+        tag.since_version = version;
+        ClusterSink::new(
+            self.target.clone(),
+            self.schema.clone(),
+            self.overwrite,
+            tag,
+            self.env.clone(),
+        )
     }
 
     pub(crate) fn target(&self) -> &ScanTarget {
@@ -88,6 +118,6 @@ impl DataSink for ClusterSink {
         };
         let target = self.target.clone();
         let table = blocking(move || env.table(&target)).await.map_err(to_df)?;
-        write_stream(table, self.overwrite, data).await
+        write_stream(table, self.overwrite, Some(self.tag.clone()), data).await
     }
 }
