@@ -28,7 +28,7 @@ use crate::error::Result;
 use crate::table::{column_map, conform};
 
 /// What a scan reads: a project's table, by name and by id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ScanTarget {
     pub(crate) project: String,
     pub(crate) project_id: String,

@@ -35,7 +35,7 @@ fn fixture() -> Fixture {
     let cache = Arc::new(KeyCache::new(kms.clone(), CacheOptions::default()).unwrap());
     let keys = Keys { kms, cache };
     let settings = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault);
-    let project = Project::create(&catalog, dir.path().join("p"), "p", settings, keys.clone()).unwrap();
+    let project = Project::create(&catalog, dir.path().join("shop"), "shop", settings, keys.clone()).unwrap();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("city", DataType::Utf8, true),
@@ -257,7 +257,7 @@ fn a_shipped_insert_commits_once() {
     let shown = datafusion::physical_plan::displayable(distribute(plan.clone()).unwrap().as_ref())
         .indent(false)
         .to_string();
-    assert!(shown.contains("ColvaultSink: table=p.t, append"), "{shown}");
+    assert!(shown.contains("ColvaultSink: table=shop.t, append"), "{shown}");
     let out = run(ship(distribute(plan).unwrap(), &fx.env)).unwrap();
     let n = out[0]
         .column(0)

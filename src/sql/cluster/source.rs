@@ -45,7 +45,8 @@ pub(crate) struct SliceRef {
 pub struct ClusterEnv {
     catalog: Arc<dyn Catalog>,
     keys: Keys,
-    snapshots: Mutex<HashMap<(String, u64), Arc<Snapshot>>>,
+    /// Proved snapshots by everything the plan named: project and table (names and ids), version.
+    snapshots: Mutex<HashMap<(ScanTarget, u64), Arc<Snapshot>>>,
 }
 
 impl fmt::Debug for ClusterEnv {
@@ -105,7 +106,7 @@ impl ClusterEnv {
     /// Version `version` of `target`'s table, proved against the catalog's head and the manifest
     /// chain (blocking; kept for the next task).
     pub(crate) fn snapshot(&self, target: &ScanTarget, version: u64) -> Result<Arc<Snapshot>> {
-        let key = (target.table_id.clone(), version);
+        let key = (target.clone(), version);
         if let Some(s) = self.snapshots.lock().map_err(|_| Error::Poisoned)?.get(&key) {
             return Ok(s.clone());
         }
