@@ -584,6 +584,36 @@ fn processes_through_separate_catalogs(b: &Backend) {
 }
 
 /// Declares each suite function as a test per backend: `sqlite::NAME` and `postgres::NAME`.
+/// A catalog opened and used from a thread that drives an async runtime (a DataFusion planner
+/// asking the SQL layer's catalog provider, a Ballista executor's task): PostgreSQL's
+/// synchronous client cannot block there and once panicked ("Cannot start a runtime from within a
+/// runtime"); every call works, on both flavours of runtime.
+fn usable_from_async_code(b: &Backend) {
+    for rt in [
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    ] {
+        rt.block_on(async {
+            let c = b.open();
+            let p = project(7, "async_p");
+            if c.project(&p.name).unwrap().is_none() {
+                c.create_project(&p, &[]).unwrap();
+            }
+            assert_eq!(
+                c.project("async_p").unwrap().map(|r| r.project_id),
+                Some(p.project_id.clone())
+            );
+            assert!(c.list_projects().unwrap().iter().any(|r| r.name == "async_p"));
+        });
+    }
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -620,6 +650,7 @@ suite!(
     threads_through_one_handle,
     threads_through_separate_handles,
     processes_through_separate_catalogs,
+    usable_from_async_code,
 );
 
 /// PostgreSQL only: a connection the server ended is replaced, so the catalog goes on.

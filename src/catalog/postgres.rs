@@ -156,7 +156,7 @@ impl PostgresConn {
         if config.get_application_name().is_none() {
             config.application_name("colvault");
         }
-        let client = config.connect(NoTls).map_err(map_err)?;
+        let client = off_runtime(|| config.connect(NoTls)).map_err(map_err)?;
         Ok(PostgresConn {
             config,
             client,
@@ -187,8 +187,39 @@ impl PostgresConn {
     }
 }
 
+/// Runs `f`, which blocks on the synchronous client. That client drives its own runtime, which
+/// cannot start on a thread that already drives one (a DataFusion planner asking a catalog
+/// provider, a task on an executor): there, `f` runs on a scoped thread of its own.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 impl SqlConn for PostgresConn {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
+        off_runtime(|| self.execute_here(sql, params))
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
+        off_runtime(|| self.query_here(sql, params))
+    }
+
+    fn begin_write(&mut self) -> Result<(), SqlError> {
+        off_runtime(|| self.begin_write_here())
+    }
+
+    fn lock_schema(&mut self) -> Result<(), SqlError> {
+        off_runtime(|| self.lock_schema_here())
+    }
+}
+
+impl PostgresConn {
+    fn execute_here(&mut self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
         let ends = ["COMMIT", "ROLLBACK"]
             .iter()
             .any(|k| sql.trim().eq_ignore_ascii_case(k));
@@ -211,7 +242,7 @@ impl SqlConn for PostgresConn {
         }
     }
 
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
+    fn query_here(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
         self.ensure_connected()?;
         let rows = match self.client.query(sql, &to_pg(params)) {
             Ok(rows) => rows,
@@ -228,7 +259,7 @@ impl SqlConn for PostgresConn {
         rows.iter().map(from_row).collect()
     }
 
-    fn begin_write(&mut self) -> Result<(), SqlError> {
+    fn begin_write_here(&mut self) -> Result<(), SqlError> {
         self.ensure_connected()?;
         match self.client.batch_execute("BEGIN") {
             Ok(()) => {
@@ -239,7 +270,7 @@ impl SqlConn for PostgresConn {
         }
     }
 
-    fn lock_schema(&mut self) -> Result<(), SqlError> {
+    fn lock_schema_here(&mut self) -> Result<(), SqlError> {
         // Released by the transaction's COMMIT or ROLLBACK.
         match self
             .client

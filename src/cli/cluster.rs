@@ -59,6 +59,14 @@ pub enum ClusterCmd {
 }
 
 pub fn run(cmd: ClusterCmd, opts: &KeyOpts) -> CliResult {
+    // Ballista's log on stderr: RUST_LOG (error, warn, info, debug, trace) selects, default warn.
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<log::LevelFilter>().ok())
+        .unwrap_or(log::LevelFilter::Warn);
+    if log::set_logger(&STDERR_LOG).is_ok() {
+        log::set_max_level(level);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,4 +104,24 @@ pub fn run(cmd: ClusterCmd, opts: &KeyOpts) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Log records on stderr, one line each: the level, where, and the message (never key material:
+/// colvault logs none, and Ballista's records are about jobs, tasks and plans).
+struct StderrLog;
+
+static STDERR_LOG: StderrLog = StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!("{:<5} {}: {}", record.level(), record.target(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
 }

@@ -1,7 +1,9 @@
-//! A moto server that authenticates and authorizes every request as AWS IAM does: each process
-//! (the test, each executor) has an IAM user of its own with its own access key, and a user's
-//! access can be revoked by changing its policy, as an administrator revokes a role's access to
-//! KMS. The users are made with the moto virtual environment's boto3 before enforcement starts
+//! A moto server for the KMS API that authenticates and authorizes every request as AWS IAM does:
+//! each process (the test, each executor) has an IAM user of its own with its own access key, and
+//! a user's access can be revoked by changing its policy, as an administrator revokes a role's
+//! access to KMS. (S3 stays on the shared moto server: moto's S3 signature check refuses
+//! object_store's signed listings, so the processes reach S3 and KMS at two endpoints, as
+//! `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_KMS` allow.) The users are made with the moto virtual environment's boto3 before enforcement starts
 //! (`INITIAL_NO_AUTH_ACTION_COUNT`: the first requests, exactly those of the setup, are not checked).
 #![allow(dead_code)]
 
@@ -74,36 +76,16 @@ impl IamMoto {
         self.users.iter().find(|u| u.user == name).unwrap()
     }
 
-    /// The `AWS_*` environment of a process acting as `who`.
-    pub fn env(&self, who: &Credentials) -> Vec<(&'static str, String)> {
+    /// The `AWS_*` environment of a process reaching KMS here as `who` (its credentials, which
+    /// the shared S3 server takes without checking).
+    pub fn kms_env(&self, who: &Credentials) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ENDPOINT_URL", self.server.endpoint()),
+            ("AWS_ENDPOINT_URL_KMS", self.server.endpoint()),
             ("AWS_ACCESS_KEY_ID", who.access_key_id.clone()),
             ("AWS_SECRET_ACCESS_KEY", who.secret_access_key.clone()),
             ("AWS_REGION", REGION.to_string()),
             ("AWS_DEFAULT_REGION", REGION.to_string()),
-            ("AWS_ALLOW_HTTP", "true".to_string()),
         ]
-    }
-
-    /// Creates bucket `name`, as the administrator.
-    pub fn create_bucket(&self, name: &str) {
-        let admin = &self.users[0];
-        let script = "import boto3, sys\n\
-             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name=sys.argv[2], \
-             aws_access_key_id=sys.argv[3], aws_secret_access_key=sys.argv[4])\n\
-             s3.create_bucket(Bucket=sys.argv[5])\n";
-        run_python(
-            &self.python,
-            script,
-            &[
-                &self.server.endpoint(),
-                REGION,
-                &admin.access_key_id,
-                &admin.secret_access_key,
-                name,
-            ],
-        );
     }
 
     /// Takes KMS away from `user` (its policy then allows S3 only), acting as the administrator
