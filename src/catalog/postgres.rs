@@ -30,7 +30,8 @@ const SCHEMA_LOCK: i64 = 0x636f_6c76_6175_6c74;
 /// tried once more on a new one (a write is not: it may have taken effect).
 pub struct PostgresConn {
     config: Config,
-    client: Client,
+    /// Always set until the connection is dropped (see `Drop`).
+    client: Option<Client>,
     in_transaction: bool,
     /// The last failure said the connection is gone (the client may not know yet).
     broken: bool,
@@ -159,7 +160,7 @@ impl PostgresConn {
         let client = off_runtime(|| config.connect(NoTls)).map_err(map_err)?;
         Ok(PostgresConn {
             config,
-            client,
+            client: Some(client),
             in_transaction: false,
             broken: false,
         })
@@ -168,14 +169,14 @@ impl PostgresConn {
     /// Replaces a connection found broken, once, unless a transaction was under way on it (then
     /// the caller's `ROLLBACK` ends the transaction first and the next call reconnects).
     fn ensure_connected(&mut self) -> Result<(), SqlError> {
-        if (self.broken || self.client.is_closed()) && !self.in_transaction {
+        if (self.broken || self.closed()) && !self.in_transaction {
             self.reconnect()?;
         }
         Ok(())
     }
 
     fn reconnect(&mut self) -> Result<(), SqlError> {
-        self.client = self.config.connect(NoTls).map_err(map_err)?;
+        self.client = Some(self.config.connect(NoTls).map_err(map_err)?);
         self.broken = false;
         Ok(())
     }
@@ -218,14 +219,34 @@ impl SqlConn for PostgresConn {
     }
 }
 
+impl Drop for PostgresConn {
+    /// The client's own drop blocks on its runtime (closing the session): off any runtime here.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
 impl PostgresConn {
+    fn client(&mut self) -> Result<&mut Client, SqlError> {
+        self.client.as_mut().ok_or_else(|| SqlError::Other {
+            detail: "the connection to the catalog is closed".into(),
+            retriable: true,
+        })
+    }
+
+    fn closed(&self) -> bool {
+        self.client.as_ref().is_none_or(|c| c.is_closed())
+    }
+
     fn execute_here(&mut self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
         let ends = ["COMMIT", "ROLLBACK"]
             .iter()
             .any(|k| sql.trim().eq_ignore_ascii_case(k));
         if ends {
             self.in_transaction = false;
-            if self.broken || self.client.is_closed() {
+            if self.broken || self.closed() {
                 // The server ended the transaction with the connection; a COMMIT must not look
                 // like it succeeded.
                 return Err(SqlError::Other {
@@ -233,10 +254,10 @@ impl PostgresConn {
                     retriable: true,
                 });
             }
-            return self.client.batch_execute(sql).map(|()| 0).map_err(|e| self.fail(e));
+            return self.client()?.batch_execute(sql).map(|()| 0).map_err(|e| self.fail(e));
         }
         self.ensure_connected()?;
-        match self.client.execute(sql, &to_pg(params)) {
+        match self.client()?.execute(sql, &to_pg(params)) {
             Ok(n) => Ok(n),
             Err(e) => Err(self.fail(e)),
         }
@@ -244,12 +265,12 @@ impl PostgresConn {
 
     fn query_here(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
         self.ensure_connected()?;
-        let rows = match self.client.query(sql, &to_pg(params)) {
+        let rows = match self.client()?.query(sql, &to_pg(params)) {
             Ok(rows) => rows,
             Err(e) if broken(&e) && !self.in_transaction => {
                 // A read is safe to repeat: once more on a new connection.
                 self.reconnect()?;
-                match self.client.query(sql, &to_pg(params)) {
+                match self.client()?.query(sql, &to_pg(params)) {
                     Ok(rows) => rows,
                     Err(e) => return Err(self.fail(e)),
                 }
@@ -261,7 +282,7 @@ impl PostgresConn {
 
     fn begin_write_here(&mut self) -> Result<(), SqlError> {
         self.ensure_connected()?;
-        match self.client.batch_execute("BEGIN") {
+        match self.client()?.batch_execute("BEGIN") {
             Ok(()) => {
                 self.in_transaction = true;
                 Ok(())
@@ -273,7 +294,7 @@ impl PostgresConn {
     fn lock_schema_here(&mut self) -> Result<(), SqlError> {
         // Released by the transaction's COMMIT or ROLLBACK.
         match self
-            .client
+            .client()?
             .batch_execute(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
         {
             Ok(()) => Ok(()),
