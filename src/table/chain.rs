@@ -81,6 +81,7 @@ impl Table {
     }
 
     /// The version the catalog records as the table's head (one catalog read; nothing verified).
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
     pub(crate) fn head_version(&self) -> Result<u64> {
         Ok(self.catalog_head()?.version)
     }

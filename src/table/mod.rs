@@ -49,6 +49,7 @@ pub use partitions::DroppedPartition;
 pub(crate) use scan::{column_map, conform};
 pub use scan::{TableReader, TableScan};
 pub use stream::TableStream;
+#[cfg(feature = "datafusion")]
 pub(crate) use write::CommitTag;
 
 const MAX_COMMIT_ATTEMPTS: usize = 100_000;

@@ -148,6 +148,7 @@ impl Table {
     /// run again (a retried distributed task): its commit carries `tag`, and if a commit of the
     /// same statement is already in the chain (after `tag.since_version`), that commit is
     /// returned and nothing is written.
+    #[cfg_attr(not(feature = "datafusion"), allow(dead_code))]
     pub(crate) fn write_once(
         &self,
         batches: impl IntoIterator<Item = RecordBatch>,
@@ -166,6 +167,7 @@ impl Table {
     }
 
     /// The commit whose operation is `op` among versions after `since`, if any.
+    #[cfg_attr(not(feature = "datafusion"), allow(dead_code))]
     fn find_commit(&self, op: &str, since: u64) -> Result<Option<CommitInfo>> {
         let head = self.head()?;
         let oldest = head.oldest_retained.max(1).max(since.saturating_add(1));
@@ -269,6 +271,7 @@ impl Table {
 /// distributed task): a random statement id, and the table version before the statement was
 /// planned (its commit, if made, is newer).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "datafusion"), allow(dead_code))]
 pub(crate) struct CommitTag {
     pub(crate) statement: String,
     pub(crate) since_version: u64,
