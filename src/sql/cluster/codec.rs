@@ -309,18 +309,16 @@ impl PhysicalExtensionCodec for ClusterCodec {
         if let Some((config, source)) = as_scan(node.as_ref()) {
             return self.encode_scan(config, source, buf);
         }
-        if let Some(exec) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<DataSinkExec>() {
-            if let Some(sink) = (exec.sink() as &dyn std::any::Any).downcast_ref::<ClusterSink>() {
-                let node = SinkNode {
-                    target: Some(encode_target(sink.target())),
-                    schema: Some(encode_schema(sink.table_schema())?),
-                    overwrite: sink.overwrite(),
-                    statement: sink.tag().statement.clone(),
-                    since_version: sink.tag().since_version,
-                };
-                buf.extend_from_slice(SINK_MAGIC);
-                return node.encode(buf).map_err(|e| bad("encoding a sink", e));
-            }
+        if let Some((_, sink)) = super::distribute::sink_of::<ClusterSink>(node.as_ref()) {
+            let node = SinkNode {
+                target: Some(encode_target(sink.target())),
+                schema: Some(encode_schema(sink.table_schema())?),
+                overwrite: sink.overwrite(),
+                statement: sink.tag().statement.clone(),
+                since_version: sink.tag().since_version,
+            };
+            buf.extend_from_slice(SINK_MAGIC);
+            return node.encode(buf).map_err(|e| bad("encoding a sink", e));
         }
         self.ballista.try_encode(node, buf, proto_converter)
     }

@@ -21,27 +21,33 @@ use crate::table::{CommitTag, Table};
 /// snapshot, the file slices and the partitioning the client planned (so every executor reads the
 /// version the client saw); nothing of the client's keys goes into the plan.
 pub fn distribute(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    distribute_at(plan, &HashMap::new())
+}
+
+/// [`distribute`], each INSERT's statement marked as planned at its table's version in `versions`
+/// (by table id; 0 where absent), after which a rerun of its task looks for its commit.
+pub(crate) fn distribute_at(
+    plan: Arc<dyn ExecutionPlan>,
+    versions: &HashMap<String, u64>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
-        let any = node.as_ref() as &dyn std::any::Any;
-        if let Some(scan) = any.downcast_ref::<ColvaultScanExec>() {
+        if let Some(scan) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<ColvaultScanExec>() {
             return Ok(Transformed::yes(scan_of(scan)));
         }
-        if let Some(exec) = any.downcast_ref::<DataSinkExec>() {
-            if let Some(sink) = (exec.sink() as &dyn std::any::Any).downcast_ref::<TableSink>() {
-                let tag = CommitTag {
-                    statement: super::random_id().map_err(to_df)?,
-                    since_version: 0,
-                };
-                let sink = ClusterSink::new(
-                    ScanTarget::of(sink.table()),
-                    exec.sink().schema().clone(),
-                    sink.overwrite(),
-                    tag,
-                    None,
-                );
-                let rebuilt = DataSinkExec::new(exec.input().clone(), Arc::new(sink), exec.sort_order().clone());
-                return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
-            }
+        if let Some((exec, sink)) = sink_of::<TableSink>(node.as_ref()) {
+            let tag = CommitTag {
+                statement: super::random_id().map_err(to_df)?,
+                since_version: versions.get(sink.table().table_id()).copied().unwrap_or(0),
+            };
+            let sink = ClusterSink::new(
+                ScanTarget::of(sink.table()),
+                exec.sink().schema().clone(),
+                sink.overwrite(),
+                tag,
+                None,
+            );
+            let rebuilt = DataSinkExec::new(exec.input().clone(), Arc::new(sink), exec.sort_order().clone());
+            return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
         }
         Ok(Transformed::no(node))
     })
@@ -53,32 +59,19 @@ pub(crate) fn sink_tables(plan: &Arc<dyn ExecutionPlan>) -> Vec<Table> {
     let mut out = Vec::new();
     let mut stack = vec![plan.clone()];
     while let Some(p) = stack.pop() {
-        if let Some(exec) = (p.as_ref() as &dyn std::any::Any).downcast_ref::<DataSinkExec>() {
-            if let Some(sink) = (exec.sink() as &dyn std::any::Any).downcast_ref::<TableSink>() {
-                out.push(sink.table().clone());
-            }
+        if let Some((_, sink)) = sink_of::<TableSink>(p.as_ref()) {
+            out.push(sink.table().clone());
         }
         stack.extend(p.children().into_iter().cloned());
     }
     out
 }
 
-/// `plan` (distributed) with each sink's statement marked as planned at its table's version in
-/// `versions` (by table id).
-pub(crate) fn stamp(plan: Arc<dyn ExecutionPlan>, versions: &HashMap<String, u64>) -> DfResult<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        if let Some(exec) = (node.as_ref() as &dyn std::any::Any).downcast_ref::<DataSinkExec>() {
-            if let Some(sink) = (exec.sink() as &dyn std::any::Any).downcast_ref::<ClusterSink>() {
-                if let Some(&v) = versions.get(&sink.target().table_id) {
-                    let rebuilt =
-                        DataSinkExec::new(exec.input().clone(), Arc::new(sink.since(v)), exec.sort_order().clone());
-                    return Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>));
-                }
-            }
-        }
-        Ok(Transformed::no(node))
-    })
-    .map(|t| t.data)
+/// The `DataSinkExec` `plan` is, and its sink, if that is a `T`.
+pub(crate) fn sink_of<T: 'static>(plan: &dyn ExecutionPlan) -> Option<(&DataSinkExec, &T)> {
+    let exec = (plan as &dyn std::any::Any).downcast_ref::<DataSinkExec>()?;
+    let sink = (exec.sink() as &dyn std::any::Any).downcast_ref::<T>()?;
+    Some((exec, sink))
 }
 
 fn scan_of(scan: &ColvaultScanExec) -> Arc<dyn ExecutionPlan> {

@@ -143,8 +143,7 @@ async fn distributed(df: DataFrame) -> Result<Arc<dyn ExecutionPlan>> {
             .collect::<Result<std::collections::HashMap<_, _>>>()
     })
     .await?;
-    let plan = distribute(plan).map_err(from_df)?;
-    distribute::stamp(plan, &versions).map_err(from_df)
+    distribute::distribute_at(plan, &versions).map_err(from_df)
 }
 
 /// `http://HOST:PORT` for `HOST:PORT` or a URL of it.

@@ -56,19 +56,6 @@ impl ClusterSink {
         &self.tag
     }
 
-    /// The same sink, its statement planned when the table was at `version`.
-    pub(crate) fn since(&self, version: u64) -> Self {
-        let mut tag = self.tag.clone();
-        tag.since_version = version;
-        ClusterSink::new(
-            self.target.clone(),
-            self.schema.clone(),
-            self.overwrite,
-            tag,
-            self.env.clone(),
-        )
-    }
-
     pub(crate) fn target(&self) -> &ScanTarget {
         &self.target
     }
