@@ -209,35 +209,19 @@ fn main() {
 
     // One process, for reference (and the answers every cluster run is checked against).
     let local = SqlSession::for_project(&p);
-    let answer = async |run: &dyn Fn(String) -> futures::future::BoxFuture<'static, Vec<RecordBatch>>, n: i32| {
-        let mut out = Vec::new();
-        for (i, stmt) in tpch::statements(n).into_iter().enumerate() {
-            let got = run(stmt).await;
-            if i == tpch::answer_index(n) {
-                out = got;
-            }
-        }
-        out
-    };
     let mut want = Vec::new();
     let mut local_times = Vec::new();
-    {
-        let local = Arc::new(local);
-        let run = |s: String| -> futures::future::BoxFuture<'static, Vec<RecordBatch>> {
-            let local = local.clone();
-            Box::pin(async move { local.query(&s).await.unwrap() })
-        };
-        for n in 1..=22 {
-            let mut times = Vec::new();
-            let mut rows = Vec::new();
-            for _ in 0..a.rounds {
-                let t = Instant::now();
-                rows = tpch::canonical_rows(&rt.block_on(answer(&run, n)));
-                times.push(t.elapsed());
-            }
-            want.push(rows);
-            local_times.push(median(times));
+    for n in 1..=22 {
+        let mut times = Vec::new();
+        let mut rows = Vec::new();
+        for _ in 0..a.rounds {
+            let t = Instant::now();
+            let got = rt.block_on(tpch::answer(n, async |s| local.query(s).await)).unwrap();
+            rows = tpch::canonical_rows(&got);
+            times.push(t.elapsed());
         }
+        want.push(rows);
+        local_times.push(median(times));
     }
 
     let mut columns = vec![("1 process".to_string(), local_times, 0u64, 0u64)];
@@ -254,17 +238,14 @@ fn main() {
             .options_mut()
             .execution
             .target_partitions = cores * executors;
-        let remote = Arc::new(ClusterSession::new(session, &cluster.url).unwrap());
-        let run = |s: String| -> futures::future::BoxFuture<'static, Vec<RecordBatch>> {
-            let remote = remote.clone();
-            Box::pin(async move { remote.query(&s).await.unwrap() })
-        };
+        let remote = ClusterSession::new(session, &cluster.url).unwrap();
         let mut times = Vec::new();
         for n in 1..=22 {
             let mut t_n = Vec::new();
             for _ in 0..a.rounds {
                 let t = Instant::now();
-                let got = tpch::canonical_rows(&rt.block_on(answer(&run, n)));
+                let got = rt.block_on(tpch::answer(n, async |s| remote.query(s).await)).unwrap();
+                let got = tpch::canonical_rows(&got);
                 t_n.push(t.elapsed());
                 assert_eq!(got, want[(n - 1) as usize], "Q{n} on {executors} executor(s) differs");
             }

@@ -176,36 +176,6 @@ impl Cluster {
     }
 }
 
-fn load(p: &Project, data: &[(&str, Vec<RecordBatch>)]) {
-    for (name, batches) in data {
-        let schema = batches[0].schema();
-        if batches.len() >= 3 {
-            // The big tables in three appends, so they span several files.
-            let third = batches.len().div_ceil(3);
-            let t = p.create_table(name, schema).unwrap();
-            for part in batches.chunks(third) {
-                t.append(part.iter().cloned()).unwrap();
-            }
-        } else {
-            p.create_table_from(name, schema, batches.iter().cloned()).unwrap();
-        }
-    }
-}
-
-async fn answer_local(session: &SqlSession, n: i32) -> Vec<RecordBatch> {
-    let mut answer = Vec::new();
-    for (i, stmt) in tpch::statements(n).iter().enumerate() {
-        let got = session
-            .query(stmt)
-            .await
-            .unwrap_or_else(|e| panic!("Q{n} statement {i} in one process: {e}"));
-        if i == tpch::answer_index(n) {
-            answer = got;
-        }
-    }
-    answer
-}
-
 /// A statement on the cluster, failing (instead of waiting forever) after two minutes.
 async fn on_cluster(session: &ClusterSession, sql: &str) -> colvault::Result<Vec<RecordBatch>> {
     match tokio::time::timeout(Duration::from_secs(120), session.query(sql)).await {
@@ -214,17 +184,6 @@ async fn on_cluster(session: &ClusterSession, sql: &str) -> colvault::Result<Vec
             "no answer from the cluster within 120 s: {sql}"
         ))),
     }
-}
-
-async fn answer_cluster(session: &ClusterSession, n: i32) -> colvault::Result<Vec<RecordBatch>> {
-    let mut answer = Vec::new();
-    for (i, stmt) in tpch::statements(n).iter().enumerate() {
-        let got = on_cluster(session, stmt).await?;
-        if i == tpch::answer_index(n) {
-            answer = got;
-        }
-    }
-    Ok(answer)
 }
 
 fn count(batches: &[RecordBatch]) -> u64 {
@@ -268,7 +227,7 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
     let settings = ProjectSettings::encrypted(Algorithm::Aes256Gcm, KeyChoice::ProjectDefault);
     let project = Project::create(&catalog, format!("s3://{bucket}/tpch"), "tpch", settings, keys).unwrap();
     let data: Vec<(&str, Vec<RecordBatch>)> = tpch::TABLES.iter().map(|&t| (t, tpch::generate(t, SF, 8192))).collect();
-    load(&project, &data);
+    tpch::load(&project, &data);
 
     let s3_env: Vec<(&'static str, String)> = s3
         .env()
@@ -288,9 +247,12 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
 
     // The 22 queries: the cluster's answers are the single process's.
     for n in 1..=22 {
-        let want = tpch::canonical_rows(&rt.block_on(answer_local(&local, n)));
+        let want = rt
+            .block_on(tpch::answer(n, async |s| local.query(s).await))
+            .unwrap_or_else(|e| panic!("in one process: {e}"));
+        let want = tpch::canonical_rows(&want);
         let got = rt
-            .block_on(answer_cluster(&remote, n))
+            .block_on(tpch::answer(n, async |s| on_cluster(&remote, s).await))
             .unwrap_or_else(|e| panic!("Q{n} on the cluster: {e}\n{}", cluster.logs()));
         let got = tpch::canonical_rows(&got);
         assert_eq!(

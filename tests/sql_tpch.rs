@@ -18,22 +18,6 @@ use parquet::file::properties::WriterProperties;
 
 const SF: f64 = 0.01;
 
-/// Loads every table into `p`; the big two in three appends each, so they span several files.
-fn load(p: &Project, data: &[(&str, Vec<RecordBatch>)]) {
-    for (name, batches) in data {
-        let schema = batches[0].schema();
-        if batches.len() >= 3 {
-            let third = batches.len().div_ceil(3);
-            let t = p.create_table(name, schema).unwrap();
-            for part in batches.chunks(third) {
-                t.append(part.iter().cloned()).unwrap();
-            }
-        } else {
-            p.create_table_from(name, schema, batches.iter().cloned()).unwrap();
-        }
-    }
-}
-
 fn write_parquet(rt: &tokio::runtime::Runtime, dir: &Path, data: &[(&str, Vec<RecordBatch>)]) -> SessionContext {
     let ctx = SessionContext::new();
     for (name, batches) in data {
@@ -53,38 +37,6 @@ fn write_parquet(rt: &tokio::runtime::Runtime, dir: &Path, data: &[(&str, Vec<Re
     ctx
 }
 
-async fn run_colvault(session: &SqlSession, n: i32) -> Vec<RecordBatch> {
-    let mut answer = Vec::new();
-    for (i, stmt) in tpch::statements(n).iter().enumerate() {
-        let got = session
-            .query(stmt)
-            .await
-            .unwrap_or_else(|e| panic!("Q{n} statement {i} on colvault: {e}"));
-        if i == tpch::answer_index(n) {
-            answer = got;
-        }
-    }
-    answer
-}
-
-async fn run_parquet(ctx: &SessionContext, n: i32) -> Vec<RecordBatch> {
-    let mut answer = Vec::new();
-    for (i, stmt) in tpch::statements(n).iter().enumerate() {
-        let df = ctx
-            .sql(stmt)
-            .await
-            .unwrap_or_else(|e| panic!("Q{n} statement {i} on Parquet: {e}"));
-        let got = df
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("Q{n} statement {i} on Parquet: {e}"));
-        if i == tpch::answer_index(n) {
-            answer = got;
-        }
-    }
-    answer
-}
-
 #[test]
 fn tpch_queries_match_datafusion_over_parquet() {
     let data: Vec<(&str, Vec<RecordBatch>)> = tpch::TABLES.iter().map(|&t| (t, tpch::generate(t, SF, 8192))).collect();
@@ -98,7 +50,10 @@ fn tpch_queries_match_datafusion_over_parquet() {
         .unwrap();
     let plain = write_parquet(&rt, &parquet_dir, &data);
     let want: Vec<Vec<String>> = (1..=22)
-        .map(|n| tpch::canonical_rows(&rt.block_on(run_parquet(&plain, n))))
+        .map(|n| {
+            let got = rt.block_on(tpch::answer(n, async |s| plain.sql(s).await?.collect().await));
+            tpch::canonical_rows(&got.unwrap_or_else(|e| panic!("Parquet: {e}")))
+        })
         .collect();
     assert!(
         want.iter().filter(|rows| !rows.is_empty()).count() >= 20,
@@ -111,10 +66,13 @@ fn tpch_queries_match_datafusion_over_parquet() {
     ] {
         let settings = ProjectSettings::encrypted(alg, KeyChoice::ProjectDefault);
         let p = Project::create(&fx.catalog, fx.dir.path().join(name), name, settings, keys(&fx)).unwrap();
-        load(&p, &data);
+        tpch::load(&p, &data);
         let session = SqlSession::for_project(&p);
         for n in 1..=22 {
-            let got = tpch::canonical_rows(&rt.block_on(run_colvault(&session, n)));
+            let got = rt
+                .block_on(tpch::answer(n, async |s| session.query(s).await))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = tpch::canonical_rows(&got);
             let expected = &want[(n - 1) as usize];
             assert_eq!(
                 got.len(),

@@ -96,6 +96,39 @@ pub fn statements(n: i32) -> Vec<String> {
         .collect()
 }
 
+/// Runs query `n`'s statements in order with `run` (Q15 creates and drops a view); the result of
+/// the statement that answers it. An error names the query and the statement.
+pub async fn answer<E: std::fmt::Display>(
+    n: i32,
+    run: impl AsyncFn(&str) -> Result<Vec<RecordBatch>, E>,
+) -> Result<Vec<RecordBatch>, String> {
+    let mut answer = Vec::new();
+    for (i, stmt) in statements(n).iter().enumerate() {
+        let got = run(stmt).await.map_err(|e| format!("Q{n} statement {i}: {e}"))?;
+        if i == answer_index(n) {
+            answer = got;
+        }
+    }
+    Ok(answer)
+}
+
+/// Loads every table of `data` into `p`; tables of three batches or more in three appends, so
+/// they span several files.
+pub fn load(p: &colvault::project::Project, data: &[(&str, Vec<RecordBatch>)]) {
+    for (name, batches) in data {
+        let schema = batches[0].schema();
+        if batches.len() >= 3 {
+            let third = batches.len().div_ceil(3);
+            let t = p.create_table(name, schema).unwrap();
+            for part in batches.chunks(third) {
+                t.append(part.iter().cloned()).unwrap();
+            }
+        } else {
+            p.create_table_from(name, schema, batches.iter().cloned()).unwrap();
+        }
+    }
+}
+
 /// Which statement of [`statements`] answers the query.
 pub fn answer_index(n: i32) -> usize {
     if n == 15 {
