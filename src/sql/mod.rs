@@ -134,6 +134,19 @@ impl SqlSession {
         SqlSession { ctx, projects }
     }
 
+    /// This session with its DataFusion state replaced by `f(state)`; the catalogs, tables and
+    /// options it had are `f`'s to keep.
+    #[cfg(feature = "ballista")]
+    pub(crate) fn map_state(
+        self,
+        f: impl FnOnce(datafusion::execution::SessionState) -> datafusion::execution::SessionState,
+    ) -> Self {
+        SqlSession {
+            ctx: SessionContext::new_with_state(f(self.ctx.state())),
+            projects: self.projects,
+        }
+    }
+
     /// The DataFusion context (to register other tables or functions, or run DataFrames).
     pub fn context(&self) -> &SessionContext {
         &self.ctx

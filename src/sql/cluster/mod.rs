@@ -45,6 +45,7 @@ use ballista_core::execution_plans::execute_physical_plan;
 use ballista_core::extension::SessionConfigExt;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion_proto::protobuf::PhysicalPlanNode;
@@ -77,10 +78,13 @@ impl std::fmt::Debug for ClusterSession {
 
 impl ClusterSession {
     /// Queries of `session` on the scheduler at `scheduler` (`http://HOST:PORT`, or `HOST:PORT`).
+    ///
+    /// The session takes Ballista's configuration for the plans it makes, as a Ballista client's
+    /// does ([`for_ballista`]): without it, some plans never finish on a cluster.
     pub fn new(session: SqlSession, scheduler: &str) -> Result<Self> {
         let scheduler = scheduler_url(scheduler)?;
         Ok(ClusterSession {
-            session,
+            session: session.map_state(for_ballista),
             scheduler,
             codec: Arc::new(ClusterCodec::planner()),
             session_id: random_id()?,
@@ -144,6 +148,24 @@ async fn distributed(df: DataFrame) -> Result<Arc<dyn ExecutionPlan>> {
     })
     .await?;
     distribute::distribute_at(plan, &versions).map_err(from_df)
+}
+
+/// `state` planning for a Ballista cluster: Ballista's session options and its logical rules,
+/// as Ballista's own client sets them. Among them:
+/// - no dynamic filters: a filter that a join's build side or a TopK fills at run time cannot
+///   cross a stage boundary, so the scan waiting for it in another stage waits forever, and the
+///   scheduler's adaptive planning refuses to swap a join's inputs once one exists (the error
+///   "Cannot swap HashJoinExec inputs after dynamic filters have been constructed");
+/// - `NOT IN (subquery)` rewritten before it becomes a null-aware anti join, which Ballista
+///   cannot distribute;
+/// - sort-merge joins preferred (they spill) and no round-robin repartitioning.
+fn for_ballista(state: SessionState) -> SessionState {
+    let config = state.config().clone().upgrade_for_ballista();
+    let rules = ballista_core::optimizer::with_ballista_optimizer_rules(state.optimizers());
+    SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
+        .with_optimizer_rules(rules)
+        .build()
 }
 
 /// `http://HOST:PORT` for `HOST:PORT` or a URL of it.
