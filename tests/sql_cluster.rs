@@ -206,7 +206,12 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
     let Some(moto) = IamMoto::start(TEST, &["admin", "executor_a", "executor_b"]) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    // COLVAULT_KEEP_TEST_DIR=1 keeps the processes' logs (and their work directories).
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(std::env::var_os("COLVAULT_KEEP_TEST_DIR").is_some())
+        .tempdir()
+        .unwrap();
+    println!("cluster logs in {}", dir.path().display());
     let bucket = s3.bucket(TEST);
     let admin = moto.user("admin");
 

@@ -72,6 +72,14 @@ struct ScanNode {
     limit: Option<u64>,
     #[prost(message, repeated, tag = "5")]
     groups: Vec<GroupNode>,
+    /// The statistics the client planned with (row counts, min/max, nulls), so the scheduler's
+    /// stage planner (which re-checks each stage's distribution requirements) takes the
+    /// decisions the client took. Without them it hash-repartitioned a small join input the
+    /// client had left whole, above a sort of it; Ballista then had each of the stage's tasks
+    /// read the whole input, and the join's rows came back doubled (TPC-H Q11 gave twice its
+    /// sums). They steer planning only: executors read what the catalog proves.
+    #[prost(message, optional, tag = "6")]
+    statistics: Option<datafusion_proto_common::Statistics>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -222,6 +230,7 @@ impl ClusterCodec {
             schema: Some(encode_schema(source.schema())?),
             limit: config.limit.map(|l| l as u64),
             groups,
+            statistics: Some((&config.statistics()).into()),
         };
         buf.extend_from_slice(SCAN_MAGIC);
         node.encode(buf).map_err(|e| bad("encoding a scan", e))
@@ -256,8 +265,22 @@ impl ClusterCodec {
             .limit
             .map(|l| usize::try_from(l).map_err(|e| bad("decoding a limit", e)))
             .transpose()?;
+        let statistics = node
+            .statistics
+            .as_ref()
+            .map(datafusion::common::Statistics::try_from)
+            .transpose()
+            .map_err(|e| bad("decoding a scan's statistics", e))?;
+        if let Some(st) = &statistics {
+            if st.column_statistics.len() != schema.fields().len() {
+                return Err(bad(
+                    "decoding a scan",
+                    "its statistics do not have one entry per column",
+                ));
+            }
+        }
         let source = ColvaultFileSource::new(target, node.version, schema, self.env.clone());
-        Ok(scan_exec(source, groups, limit, None))
+        Ok(scan_exec(source, groups, limit, statistics))
     }
 
     fn decode_sink(&self, bytes: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>> {

@@ -154,7 +154,7 @@ async fn distributed(df: DataFrame) -> Result<Arc<dyn ExecutionPlan>> {
 /// as Ballista's own client sets them. Among them:
 /// - no dynamic filters: a filter that a join's build side or a TopK fills at run time cannot
 ///   cross a stage boundary, so the scan waiting for it in another stage waits forever, and the
-///   scheduler's adaptive planning refuses to swap a join's inputs once one exists (the error
+///   scheduler's join selection refuses to swap a join's inputs once one exists (the error
 ///   "Cannot swap HashJoinExec inputs after dynamic filters have been constructed");
 /// - `NOT IN (subquery)` rewritten before it becomes a null-aware anti join, which Ballista
 ///   cannot distribute;
