@@ -195,7 +195,6 @@ fn count(batches: &[RecordBatch]) -> u64 {
 }
 
 #[test]
-#[ignore = "issue 19, open: the first TPC-H job on the process cluster does not finish (cut into its stages, run in part, then no progress); run by hand with --ignored"]
 fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing() {
     let Some(db) = common::pg::database(TEST) else {
         return;
@@ -270,7 +269,7 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
         assert_eq!(got, want, "Q{n} on the cluster differs from one process");
     }
     // The plan the scheduler got reads through colvault file sources, and holds no key.
-    let plan = rt.block_on(remote.plan("SELECT count(*) FROM lineitem")).unwrap();
+    let plan = rt.block_on(remote.plan("SELECT sum(l_quantity) FROM lineitem")).unwrap();
     let shown = datafusion::physical_plan::displayable(plan.as_ref())
         .indent(true)
         .to_string();
