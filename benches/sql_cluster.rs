@@ -17,8 +17,10 @@
 //! a byte-counting relay on 127.0.0.1 (its advertised address), as is the scheduler. "data" is
 //! what the executors' Arrow Flight services served (shuffle partitions fetched by other
 //! executors, results fetched by the client); "control" is the gRPC traffic between scheduler,
-//! executors and client (plans, task status, heartbeats). Shuffle partitions an executor reads
-//! from its own disk cross no network and are not counted.
+//! executors and client (plans, task status, heartbeats). On one machine every executor could
+//! read every shuffle file from disk, so the benchmark sets Ballista's
+//! `ballista.shuffle.force_remote_read`: every shuffle partition is fetched over Flight,
+//! as between machines (an executor's own partitions included).
 
 mod common;
 
@@ -61,23 +63,47 @@ fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Relays 127.0.0.1:`port` to 127.0.0.2:`port`, counting the bytes both ways into `bytes`.
+/// Relays 127.0.0.1:`port` to 127.0.0.2:`port`, counting the bytes both ways into `bytes` as
+/// they pass (gRPC and Flight keep their connections open, so counting at close would miss them).
 async fn relay(port: u16, bytes: Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
+        let Ok((inbound, _)) = listener.accept().await else {
             continue;
         };
         let bytes = bytes.clone();
         tokio::spawn(async move {
-            let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.2", port)).await else {
+            let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.2", port)).await else {
                 return;
             };
-            if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
-                bytes.fetch_add(a + b, Ordering::Relaxed);
-            }
+            let (in_r, in_w) = inbound.into_split();
+            let (out_r, out_w) = outbound.into_split();
+            tokio::spawn(pipe(in_r, out_w, bytes.clone()));
+            pipe(out_r, in_w, bytes).await;
         });
     }
+}
+
+/// Copies `from` to `to` until either ends, adding each chunk's length to `bytes`.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    bytes: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 struct Proc(Child);
@@ -239,6 +265,15 @@ fn main() {
             .execution
             .target_partitions = cores * executors;
         let remote = ClusterSession::new(session, &cluster.url).unwrap();
+        remote
+            .session()
+            .context()
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .set("ballista.shuffle.force_remote_read", "true")
+            .unwrap();
         let mut times = Vec::new();
         for n in 1..=22 {
             let mut t_n = Vec::new();
