@@ -270,3 +270,64 @@ fn a_shipped_insert_commits_once() {
     assert_eq!(after.version, before.version + 1, "one commit");
     assert_eq!(after.rows(), 7);
 }
+
+/// The statistics of the first scan in `plan` (depth first).
+fn scan_statistics(plan: &Arc<dyn ExecutionPlan>) -> datafusion::common::Statistics {
+    use datafusion::datasource::memory::DataSourceExec;
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    match plan.children().first() {
+        Some(child) => scan_statistics(child),
+        None => {
+            let exec = plan.downcast_ref::<DataSourceExec>().expect("a scan");
+            let source: &dyn std::any::Any = exec.data_source().as_ref();
+            source.downcast_ref::<FileScanConfig>().expect("a file scan").statistics()
+        }
+    }
+}
+
+/// A shipped scan reports the statistics the client planned with, so a scheduler's planner takes
+/// the client's decisions (without them, Ballista's stage planner repartitioned small inputs and
+/// doubled a join's rows).
+#[test]
+fn shipped_scans_keep_the_clients_statistics() {
+    let fx = fixture();
+    let session = SqlSession::for_project(&fx.project);
+    let plan = rt()
+        .block_on(async {
+            session
+                .sql("SELECT id, city FROM t")
+                .await?
+                .create_physical_plan()
+                .await
+                .map_err(crate::sql::error_from_datafusion)
+        })
+        .unwrap();
+    let plan = distribute(plan).unwrap();
+    let planned = scan_statistics(&plan);
+    assert_eq!(
+        planned.num_rows,
+        datafusion::common::stats::Precision::Exact(5),
+        "the client knows the row count"
+    );
+    let shipped = scan_statistics(&ship(plan, &fx.env));
+    assert_eq!(shipped, planned);
+}
+
+/// A cluster session plans as Ballista's own client does: no dynamic filters (a filter filled in
+/// one stage and awaited in another hung jobs) and sort-merge joins.
+#[test]
+fn cluster_sessions_plan_with_ballistas_options() {
+    let fx = fixture();
+    let local = SqlSession::for_project(&fx.project);
+    assert!(local.context().copied_config().options().optimizer.enable_dynamic_filter_pushdown);
+    let cluster = super::ClusterSession::new(SqlSession::for_project(&fx.project), "127.0.0.1:50050").unwrap();
+    let config = cluster.session().context().copied_config();
+    let optimizer = &config.options().optimizer;
+    assert!(!optimizer.enable_dynamic_filter_pushdown);
+    assert!(!optimizer.prefer_hash_join);
+    // The project's tables are still there.
+    let n = rt()
+        .block_on(cluster.session().query("SELECT count(*) FROM t"))
+        .unwrap();
+    assert_eq!(n[0].num_rows(), 1);
+}
