@@ -269,7 +269,9 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
         assert_eq!(got, want, "Q{n} on the cluster differs from one process");
     }
     // The plan the scheduler got reads through colvault file sources, and holds no key.
-    let plan = rt.block_on(remote.plan("SELECT sum(l_quantity) FROM lineitem")).unwrap();
+    let plan = rt
+        .block_on(remote.plan("SELECT sum(l_quantity) FROM lineitem"))
+        .unwrap();
     let shown = datafusion::physical_plan::displayable(plan.as_ref())
         .indent(true)
         .to_string();

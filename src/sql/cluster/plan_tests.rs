@@ -280,7 +280,10 @@ fn scan_statistics(plan: &Arc<dyn ExecutionPlan>) -> datafusion::common::Statist
         None => {
             let exec = plan.downcast_ref::<DataSourceExec>().expect("a scan");
             let source: &dyn std::any::Any = exec.data_source().as_ref();
-            source.downcast_ref::<FileScanConfig>().expect("a file scan").statistics()
+            source
+                .downcast_ref::<FileScanConfig>()
+                .expect("a file scan")
+                .statistics()
         }
     }
 }
@@ -319,7 +322,14 @@ fn shipped_scans_keep_the_clients_statistics() {
 fn cluster_sessions_plan_with_ballistas_options() {
     let fx = fixture();
     let local = SqlSession::for_project(&fx.project);
-    assert!(local.context().copied_config().options().optimizer.enable_dynamic_filter_pushdown);
+    assert!(
+        local
+            .context()
+            .copied_config()
+            .options()
+            .optimizer
+            .enable_dynamic_filter_pushdown
+    );
     let cluster = super::ClusterSession::new(SqlSession::for_project(&fx.project), "127.0.0.1:50050").unwrap();
     let config = cluster.session().context().copied_config();
     let optimizer = &config.options().optimizer;
