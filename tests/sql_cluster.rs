@@ -186,6 +186,16 @@ async fn on_cluster(session: &ClusterSession, sql: &str) -> colvault::Result<Vec
     }
 }
 
+/// `err` is the KMS's access error (as moto's IAM words it, or as colvault maps it).
+fn assert_access_error(err: &colvault::Error, cluster: &Cluster) {
+    let text = err.to_string();
+    assert!(
+        text.contains("access denied") || text.contains("AccessDenied") || text.contains("not authorized"),
+        "the access error: {text}\n{}",
+        cluster.logs()
+    );
+}
+
 fn count(batches: &[RecordBatch]) -> u64 {
     let c = batches[0].column(0);
     if let Some(a) = c.as_any().downcast_ref::<Int64Array>() {
@@ -303,23 +313,13 @@ fn tpch_on_a_cluster_matches_one_process_and_a_revoked_executor_commits_nothing(
             "SELECT l_returnflag, sum(l_quantity) FROM lineitem GROUP BY l_returnflag",
         ))
         .expect_err("a query with tasks on the revoked executor fails");
-    let text = err.to_string();
-    assert!(
-        text.contains("access denied") || text.contains("AccessDenied") || text.contains("not authorized"),
-        "the access error: {text}\n{}",
-        cluster.logs()
-    );
+    assert_access_error(&err, &cluster);
     // An INSERT whose scan has several tasks (lineitem spans three files), so both executors,
     // one task slot each, get one in the first round; a one-task statement could land on A alone.
     let before = project.table("lineitem").unwrap().head().unwrap();
     let failed = rt.block_on(on_cluster(&remote, "INSERT INTO lineitem SELECT * FROM lineitem"));
     let err = failed.expect_err("an INSERT reading through the revoked executor fails");
-    let text = err.to_string();
-    assert!(
-        text.contains("access denied") || text.contains("AccessDenied") || text.contains("not authorized"),
-        "the access error: {text}\n{}",
-        cluster.logs()
-    );
+    assert_access_error(&err, &cluster);
     let after = project.table("lineitem").unwrap().head().unwrap();
     assert_eq!(after.version, before.version, "nothing is committed");
     assert_eq!(after.rows(), before.rows());

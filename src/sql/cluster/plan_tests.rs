@@ -83,6 +83,19 @@ fn run(plan: Arc<dyn ExecutionPlan>) -> crate::Result<Vec<RecordBatch>> {
         .map_err(crate::sql::error_from_datafusion)
 }
 
+/// The physical plan `session` makes of `sql`, as a client makes it before distributing it.
+fn physical_plan(session: &SqlSession, sql: &str) -> Arc<dyn ExecutionPlan> {
+    rt().block_on(async {
+        session
+            .sql(sql)
+            .await?
+            .create_physical_plan()
+            .await
+            .map_err(crate::sql::error_from_datafusion)
+    })
+    .unwrap()
+}
+
 fn pretty(batches: &[RecordBatch]) -> String {
     datafusion::arrow::util::pretty::pretty_format_batches(batches)
         .unwrap()
@@ -101,16 +114,7 @@ fn shipped_plans_answer_as_the_local_engine() {
         "SELECT * FROM t ORDER BY id LIMIT 2",
     ] {
         let local = rt.block_on(session.query(sql)).unwrap();
-        let plan = rt
-            .block_on(async {
-                session
-                    .sql(sql)
-                    .await?
-                    .create_physical_plan()
-                    .await
-                    .map_err(crate::sql::error_from_datafusion)
-            })
-            .unwrap();
+        let plan = physical_plan(&session, sql);
         let plan = distribute(plan).unwrap();
         let shipped = ship(plan, &fx.env);
         assert_eq!(pretty(&run(shipped).unwrap()), pretty(&local), "{sql}");
@@ -120,16 +124,7 @@ fn shipped_plans_answer_as_the_local_engine() {
 /// The scan of `t` at its head, as the client planned it (the source and its file groups).
 fn planned(fx: &Fixture) -> (ColvaultFileSource, Vec<Vec<SliceRef>>) {
     let session = SqlSession::for_project(&fx.project);
-    let plan = rt()
-        .block_on(async {
-            session
-                .sql("SELECT id, city FROM t")
-                .await?
-                .create_physical_plan()
-                .await
-                .map_err(crate::sql::error_from_datafusion)
-        })
-        .unwrap();
+    let plan = physical_plan(&session, "SELECT id, city FROM t");
     let plan = distribute(plan).unwrap();
     let mut found = None;
     let mut stack = vec![plan];
@@ -241,19 +236,12 @@ fn forged_selections_are_refused_before_reading() {
 fn a_shipped_insert_commits_once() {
     let fx = fixture();
     let session = SqlSession::for_project(&fx.project);
-    let rt = rt();
     let t = fx.project.table("t").unwrap();
     let before = t.head().unwrap();
-    let plan = rt
-        .block_on(async {
-            session
-                .sql("INSERT INTO t SELECT id + 10, city FROM t WHERE city = 'Oslo'")
-                .await?
-                .create_physical_plan()
-                .await
-                .map_err(crate::sql::error_from_datafusion)
-        })
-        .unwrap();
+    let plan = physical_plan(
+        &session,
+        "INSERT INTO t SELECT id + 10, city FROM t WHERE city = 'Oslo'",
+    );
     let shown = datafusion::physical_plan::displayable(distribute(plan.clone()).unwrap().as_ref())
         .indent(false)
         .to_string();
@@ -295,16 +283,7 @@ fn scan_statistics(plan: &Arc<dyn ExecutionPlan>) -> datafusion::common::Statist
 fn shipped_scans_keep_the_clients_statistics() {
     let fx = fixture();
     let session = SqlSession::for_project(&fx.project);
-    let plan = rt()
-        .block_on(async {
-            session
-                .sql("SELECT id, city FROM t")
-                .await?
-                .create_physical_plan()
-                .await
-                .map_err(crate::sql::error_from_datafusion)
-        })
-        .unwrap();
+    let plan = physical_plan(&session, "SELECT id, city FROM t");
     let plan = distribute(plan).unwrap();
     let planned = scan_statistics(&plan);
     assert_eq!(
