@@ -583,7 +583,6 @@ fn processes_through_separate_catalogs(b: &Backend) {
     processes_swap(b, processes, 100);
 }
 
-/// Declares each suite function as a test per backend: `sqlite::NAME` and `postgres::NAME`.
 /// A catalog opened and used from a thread that drives an async runtime (a DataFusion planner
 /// asking the SQL layer's catalog provider, a Ballista executor's task): PostgreSQL's
 /// synchronous client cannot block there and once panicked ("Cannot start a runtime from within a
@@ -614,6 +613,7 @@ fn usable_from_async_code(b: &Backend) {
     }
 }
 
+/// Declares each suite function as a test per backend: `sqlite::NAME` and `postgres::NAME`.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

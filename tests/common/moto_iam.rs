@@ -3,8 +3,9 @@
 //! a user's access can be revoked by changing its policy, as an administrator revokes a role's
 //! access to KMS. (S3 stays on the shared moto server: moto's S3 signature check refuses
 //! object_store's signed listings, so the processes reach S3 and KMS at two endpoints, as
-//! `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_KMS` allow.) The users are made with the moto virtual environment's boto3 before enforcement starts
-//! (`INITIAL_NO_AUTH_ACTION_COUNT`: the first requests, exactly those of the setup, are not checked).
+//! `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_KMS` allow.) The users are made with the moto virtual
+//! environment's boto3 before enforcement starts (`INITIAL_NO_AUTH_ACTION_COUNT`: the first
+//! requests, exactly those of the setup, are not checked).
 #![allow(dead_code)]
 
 use std::path::PathBuf;

@@ -261,19 +261,10 @@ fn a_shipped_insert_commits_once() {
 
 /// The statistics of the first scan in `plan` (depth first).
 fn scan_statistics(plan: &Arc<dyn ExecutionPlan>) -> datafusion::common::Statistics {
-    use datafusion::datasource::memory::DataSourceExec;
-    use datafusion::datasource::physical_plan::FileScanConfig;
-    match plan.children().first() {
-        Some(child) => scan_statistics(child),
-        None => {
-            let exec = plan.downcast_ref::<DataSourceExec>().expect("a scan");
-            let source: &dyn std::any::Any = exec.data_source().as_ref();
-            source
-                .downcast_ref::<FileScanConfig>()
-                .expect("a file scan")
-                .statistics()
-        }
+    if let Some((config, _)) = as_scan(plan.as_ref()) {
+        return config.statistics();
     }
+    scan_statistics(plan.children().first().expect("a plan with a scan"))
 }
 
 /// A shipped scan reports the statistics the client planned with, so a scheduler's planner takes
