@@ -459,17 +459,31 @@ impl BatchReader {
     /// batch to rayon and back costs more than it gains and moves the decoded data between cores.
     /// A poll does the CPU work of one batch, as DataFusion's own Parquet scan does; on local
     /// storage it may also read the batch's chunk segments from the file (page cache reads).
+    ///
+    /// The stream yields to the executor ([`tokio::task::yield_now`]; outside tokio it wakes
+    /// itself at once) before its first batch and once per row group, where DataFusion's Parquet
+    /// scan awaits the row group's read. Local reads never wait, so without it the stream would
+    /// never return `Pending`, and the task driving it would keep its worker thread for the whole
+    /// scan: tokio runs the task it wakes (the consumer of its batches) next on the same worker,
+    /// from a slot no other worker steals from, so producer and consumer shared one core while the
+    /// other idled. That made TPC-H Q10 take 1.5 times as long in about half its runs. A yield per
+    /// batch fixed Q10 but moved scans between cores batch by batch and made Q13 1.3 to 1.5 times
+    /// as slow (`benches/sql_tpch.rs`, SF 1).
     pub fn into_inline_stream(self) -> BatchStream {
         self.shared.inline.store(true, Ordering::Relaxed);
         let schema = self.schema.clone();
-        let inner = futures::stream::unfold(Some(self), |state| async move {
+        let inner = futures::stream::unfold((Some(self), None), |(state, yielded_at)| async move {
             let mut reader = state?;
+            let at = reader.current;
+            if yielded_at != Some(at) {
+                tokio::task::yield_now().await;
+            }
             let ranges = reader.upcoming_ranges();
             reader.source.ready(&ranges).await;
             match reader.next_batch() {
-                Ok(Some(b)) => Some((Ok(b), Some(reader))),
+                Ok(Some(b)) => Some((Ok(b), (Some(reader), Some(at)))),
                 Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
+                Err(e) => Some((Err(e), (None, None))),
             }
         });
         BatchStream {
