@@ -1,6 +1,6 @@
 //! Scans decode row groups and fields in parallel (lanes on rayon): batches still come in file
 //! order, never span row groups, survive being consumed inside rayon tasks, and damage is reported
-//! where it is reached.
+//! where it is reached. Several readers can share one row group by row ranges.
 
 mod common;
 
@@ -204,4 +204,78 @@ fn damage_in_a_later_row_group_is_reported_after_the_earlier_batches() {
             assert_eq!(ok.iter().map(RecordBatch::num_rows).sum::<usize>(), GROUP_ROWS * GROUPS);
         }
     }
+}
+
+#[test]
+fn row_ranges_of_one_row_group_read_exactly_those_rows() {
+    let fx = Fixture::new();
+    // One row group of 100,000 rows: several pages per column (20,000 rows at most each), so a
+    // range skips whole pages, starts and ends inside pages, and spans them.
+    let rows = 100_000;
+    let want = {
+        let b = input(3);
+        let big: Vec<RecordBatch> = (0..25).map(|_| b.clone()).collect();
+        arrow::compute::concat_batches(&b.schema(), &big).unwrap()
+    };
+    assert_eq!(want.num_rows(), rows);
+    for alg in [Algorithm::Aes256Gcm, Algorithm::Aes256Ctr, Algorithm::None] {
+        let mut out = Vec::new();
+        let opts = if alg.is_encrypted() {
+            WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
+        } else {
+            WriterOptions::plaintext()
+        }
+        .max_row_group_rows(rows);
+        let mut w = FileWriter::try_new(&mut out, want.schema(), opts.build()).unwrap();
+        w.write(&want).unwrap();
+        w.close().unwrap();
+        let reader = open(&fx, alg, out);
+        assert_eq!(reader.num_row_groups(), 1);
+        for range in [
+            0..1,
+            0..30_000,
+            25_000..65_003,
+            40_000..60_000,
+            99_999..100_000,
+            0..100_000,
+        ] {
+            for projection in [vec![0, 1, 2], vec![1]] {
+                let got = reader
+                    .scan()
+                    .project(projection.clone())
+                    .row_groups(vec![0])
+                    .rows(range.start as u64..range.end as u64)
+                    .batch_size(7_000)
+                    .build()
+                    .unwrap()
+                    .read_all()
+                    .unwrap();
+                let expected = want.project(&projection).unwrap().slice(range.start, range.len());
+                let got = arrow::compute::concat_batches(&expected.schema(), &got).unwrap();
+                assert_eq!(got, expected, "{alg}: rows {range:?} of columns {projection:?}");
+            }
+        }
+        // A range must be non-empty, inside its row group, and of one selected row group.
+        for bad in [5..5, 9..3, 99_000..100_001] {
+            let err = reader.scan().row_groups(vec![0]).rows(bad.clone()).build().unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
+        }
+        let err = reader.scan().rows(0..10).row_groups(vec![]).build().unwrap_err();
+        assert!(err.to_string().contains("selects 0"), "{err}");
+    }
+    // Of a file of several row groups, a range needs the scan to select one.
+    let file = write(&fx, Algorithm::Aes256Gcm, &input(0));
+    let reader = open(&fx, Algorithm::Aes256Gcm, file);
+    let err = reader.scan().rows(0..10).build().unwrap_err();
+    assert!(err.to_string().contains("selects 4"), "{err}");
+    let got = reader
+        .scan()
+        .row_groups(vec![2])
+        .rows(10..20)
+        .build()
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+    assert_eq!(got, input(0).slice(2 * GROUP_ROWS + 10, 10));
 }

@@ -1,6 +1,7 @@
 //! SQL over colvault tables (feature `datafusion`): queries over an encrypted table against the
 //! same queries over a DataFusion MemTable of the same rows, statistics pruning and partitions,
-//! a pinned snapshot, INSERT INTO (one commit), CREATE TABLE AS, DROP TABLE, and errors.
+//! a pinned snapshot, INSERT INTO (one commit), CREATE TABLE AS, DROP TABLE, and errors. A row
+//! group too big for one partition is read by several.
 #![cfg(feature = "datafusion")]
 
 mod common;
@@ -160,6 +161,43 @@ fn scans_prune_row_groups_and_use_partitions() {
         .block_on(session.query("SELECT count(*) FROM orders WHERE id % 2 = 1"))
         .unwrap();
     assert_eq!(single_i64(&n), 500);
+}
+
+#[test]
+fn one_big_row_group_is_read_by_several_partitions() {
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    // 200,000 rows in one row group (the default holds 1 Mi rows): each of two partitions reads
+    // its half of the rows.
+    let t = p.create_table("orders", schema()).unwrap();
+    let batch = rows(0, 200_000);
+    t.append([batch.clone()]).unwrap();
+    let session = SqlSession::for_project(&p);
+    let mem = SessionContext::new();
+    mem.register_table(
+        "orders",
+        Arc::new(MemTable::try_new(schema(), vec![vec![batch]]).unwrap()),
+    )
+    .unwrap();
+    let rt = rt();
+    rt.block_on(session.query("SET datafusion.execution.target_partitions = 2"))
+        .unwrap();
+    let plan = text(
+        &rt.block_on(session.query("EXPLAIN SELECT sum(amount) FROM orders"))
+            .unwrap(),
+    );
+    assert!(plan.contains("files=1, row_groups=1, partitions=2,"), "{plan}");
+    for q in [
+        "SELECT count(*) AS n, sum(id) AS s, sum(amount) AS a, count(city) AS c FROM orders",
+        "SELECT city, count(*) AS n, sum(amount) AS s, min(id) AS lo, max(id) AS hi FROM orders GROUP BY city ORDER BY city",
+        "SELECT id, city, amount FROM orders WHERE id BETWEEN 99990 AND 100010 ORDER BY id",
+        "SELECT qty, count(*) AS n FROM orders WHERE id % 1000 = 999 GROUP BY qty ORDER BY qty",
+        "SELECT id FROM orders ORDER BY amount DESC, id LIMIT 5",
+    ] {
+        let ours = rt.block_on(session.query(q)).unwrap_or_else(|e| panic!("{q}: {e}"));
+        let theirs = rt.block_on(async { mem.sql(q).await?.collect().await }).unwrap();
+        assert_eq!(text(&ours), text(&theirs), "{q}");
+    }
 }
 
 #[test]

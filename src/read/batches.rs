@@ -24,7 +24,9 @@ use std::task::{Context, Poll};
 use arrow::array::{RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+};
 use parquet::arrow::ProjectionMask;
 
 use super::chunks::VirtualFile;
@@ -95,6 +97,8 @@ pub(super) struct Lane {
     row_group: usize,
     /// The position of the lane's row group among the scan's.
     ordinal: usize,
+    /// The rows of the row group it reads, when not all ([`ScanBuilder::rows`](super::ScanBuilder::rows)).
+    selection: Option<RowSelection>,
     shared: Arc<ScanShared>,
 }
 
@@ -105,6 +109,7 @@ impl Lane {
         mask: ProjectionMask,
         row_group: usize,
         ordinal: usize,
+        selection: Option<RowSelection>,
     ) -> Arc<Self> {
         Arc::new(Lane {
             state: Mutex::new(LaneState {
@@ -118,6 +123,7 @@ impl Lane {
             file,
             row_group,
             ordinal,
+            selection,
             shared,
         })
     }
@@ -215,12 +221,15 @@ impl Lane {
     fn decode_one(&self, decoder: &mut Decoder) -> Option<Result<RecordBatch>> {
         if let Decoder::Pending(mask) = decoder {
             let built = crate::error::contain("column chunk", || {
-                ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.shared.metadata.clone())
-                    .with_projection(mask.clone())
-                    .with_row_groups(vec![self.row_group])
-                    .with_batch_size(self.shared.batch_size)
-                    .build()
-                    .map_err(|e| Error::Parquet(e.to_string()))
+                let mut builder =
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(self.file.clone(), self.shared.metadata.clone())
+                        .with_projection(mask.clone())
+                        .with_row_groups(vec![self.row_group])
+                        .with_batch_size(self.shared.batch_size);
+                if let Some(selection) = &self.selection {
+                    builder = builder.with_row_selection(selection.clone());
+                }
+                builder.build().map_err(|e| Error::Parquet(e.to_string()))
             });
             match built {
                 Ok(r) => *decoder = Decoder::Ready(Box::new(r)),

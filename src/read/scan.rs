@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BooleanArray, Scalar};
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use parquet::arrow::ProjectionMask;
 
 use super::batches::{BatchReader, Lane, ScanShared};
@@ -162,6 +163,7 @@ pub struct ScanBuilder<'a> {
     reader: &'a FileReader,
     projection: Option<Vec<usize>>,
     row_groups: Option<Vec<usize>>,
+    rows: Option<std::ops::Range<u64>>,
     batch_size: usize,
     predicates: Vec<Predicate>,
 }
@@ -172,6 +174,7 @@ impl<'a> ScanBuilder<'a> {
             reader,
             projection: None,
             row_groups: None,
+            rows: None,
             batch_size: 8192,
             predicates: Vec::new(),
         }
@@ -199,6 +202,15 @@ impl<'a> ScanBuilder<'a> {
     /// Reads only these row groups.
     pub fn row_groups(mut self, rgs: Vec<usize>) -> Self {
         self.row_groups = Some(rgs);
+        self
+    }
+    /// Reads only rows `range` (counted from 0) of the one row group the scan selects, so that
+    /// several readers can share a big row group. Pages wholly before the range are skipped
+    /// undecoded (their headers are still read, so their segments are opened), and reading stops
+    /// at its end. [`build`](Self::build) refuses a range unless exactly one row group is
+    /// selected and the range is non-empty and inside it.
+    pub fn rows(mut self, range: std::ops::Range<u64>) -> Self {
+        self.rows = Some(range);
         self
     }
     /// Rows per batch (at least 1).
@@ -246,6 +258,10 @@ impl<'a> ScanBuilder<'a> {
             None => (0..fields).collect(),
         };
         let row_groups = self.selected_row_groups()?;
+        let selection = match &self.rows {
+            None => None,
+            Some(range) => Some(row_selection(reader, &row_groups, range)?),
+        };
         let wanted_leaves: Vec<usize> = (0..reader.leaf_field.len())
             .filter(|l| projection.contains(&reader.leaf_field[*l]))
             .collect();
@@ -318,7 +334,7 @@ impl<'a> ScanBuilder<'a> {
                             layout.clone(),
                             group_leaves.iter().map(|l| (*l, openers[l].clone())).collect(),
                         );
-                        Lane::new(shared.clone(), file, mask.clone(), rg, ordinal)
+                        Lane::new(shared.clone(), file, mask.clone(), rg, ordinal, selection.clone())
                     })
                     .collect()
             })
@@ -331,4 +347,28 @@ impl<'a> ScanBuilder<'a> {
         );
         Ok(BatchReader::new(lanes, schema, shared, reader.source.clone(), ranges))
     }
+}
+
+/// The selection of rows `range` of the one row group in `row_groups`.
+fn row_selection(reader: &FileReader, row_groups: &[usize], range: &std::ops::Range<u64>) -> Result<RowSelection> {
+    let [rg] = row_groups else {
+        return Err(Error::InvalidArgument(format!(
+            "a row range reads one row group, and the scan selects {}",
+            row_groups.len()
+        )));
+    };
+    let rows = reader.parquet_metadata().row_group(*rg).num_rows().max(0) as u64;
+    if range.start >= range.end || range.end > rows {
+        return Err(Error::InvalidArgument(format!(
+            "rows {}..{} of row group {rg}, which has {rows}",
+            range.start, range.end
+        )));
+    }
+    let n = |v: u64| usize::try_from(v).map_err(|_| Error::InvalidArgument(format!("row {v}")));
+    let mut selectors = Vec::with_capacity(2);
+    if range.start > 0 {
+        selectors.push(RowSelector::skip(n(range.start)?));
+    }
+    selectors.push(RowSelector::select(n(range.end - range.start)?));
+    Ok(RowSelection::from(selectors))
 }

@@ -327,7 +327,10 @@ pub(crate) fn slice_stream(
             .row_groups
             .iter()
             .flat_map(|&rg| {
-                let rows = meta.row_group(rg).num_rows().max(0) as usize;
+                let rows = match &slice.row_range {
+                    Some(r) => (r.end - r.start) as usize,
+                    None => meta.row_group(rg).num_rows().max(0) as usize,
+                };
                 (0..rows.div_ceil(batch_size)).map(move |i| (rows - i * batch_size).min(batch_size))
             })
             .collect();
@@ -335,13 +338,16 @@ pub(crate) fn slice_stream(
             .map(move |n| conform(&schema, &[], &[], n))
             .boxed();
     }
-    let built = slice
+    let mut scan = slice
         .reader
         .scan()
         .project(present)
         .row_groups(slice.row_groups.clone())
-        .batch_size(batch_size)
-        .build();
+        .batch_size(batch_size);
+    if let Some(range) = slice.row_range.clone() {
+        scan = scan.rows(range);
+    }
+    let built = scan.build();
     match built {
         Ok(reader) => reader
             .into_inline_stream()

@@ -6,6 +6,7 @@
 //! on an object store, one round trip each, several at a time): the open readers go into the plan,
 //! so execution reads exactly the planned snapshot and never opens a footer twice.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::Array;
@@ -22,14 +23,20 @@ use crate::table::{FileRef, Manifest, Table};
 
 /// Files opened at once while planning (each open is one round trip on an object store).
 const OPEN_CONCURRENCY: usize = 16;
+/// Fewest rows on either side of a cut through a row group: a row group is cut only where both
+/// parts are worth a reader of their own (each reads the column chunks' dictionaries, and the
+/// later part the page headers before its rows).
+const MIN_CUT_ROWS: u64 = 64 * 1024;
 
-/// Part of one file that one partition reads: some of its row groups.
+/// Part of one file that one partition reads: some of its row groups, or some rows of one.
 #[derive(Clone)]
 pub(crate) struct FileSlice {
     /// The data file's name, as the manifest records it.
     pub(crate) name: String,
     pub(crate) reader: Arc<FileReader>,
     pub(crate) row_groups: Vec<usize>,
+    /// Rows start..end of the one row group in `row_groups`, when the slice is not all of it.
+    pub(crate) row_range: Option<Range<u64>>,
     pub(crate) rows: u64,
 }
 
@@ -38,6 +45,7 @@ impl std::fmt::Debug for FileSlice {
         f.debug_struct("FileSlice")
             .field("name", &self.name)
             .field("row_groups", &self.row_groups)
+            .field("row_range", &self.row_range)
             .finish()
     }
 }
@@ -158,37 +166,110 @@ fn rg_rows(r: &FileReader, rg: usize) -> u64 {
     r.parquet_metadata().row_group(rg).num_rows().max(0) as u64
 }
 
-/// Cuts the selected row groups into at most `n` partitions of about equal rows, in table order
-/// (a partition holds whole row groups, of one file or several).
+/// Cuts the selected row groups into at most `n` partitions of about equal rows, in table order.
+/// A partition holds whole row groups, except that a row group on which an even share of rows
+/// ends is cut there, so that each side reads its rows of it ([`FileSlice::row_range`]) when both
+/// sides have at least [`MIN_CUT_ROWS`] and the cut is more than an eighth of a share from the
+/// row group's ends (nearer, the partition ends at that end instead). So a table of one big row
+/// group, or of a big and a small one, still runs on every core: DataFusion's Parquet scan reads
+/// a row group in one partition, and TPC-H's part, partsupp and customer (one row group each at
+/// scale factor 1) ran on one core of two.
 fn partition(opened: &[OpenedFile], n: usize) -> Vec<Vec<FileSlice>> {
-    let total: u64 = opened
+    let groups: Vec<Vec<u64>> = opened
         .iter()
-        .flat_map(|o| o.row_groups.iter().map(|&rg| rg_rows(&o.reader, rg)))
-        .sum();
-    let per = total.div_ceil(n.max(1) as u64).max(1);
-    let mut parts: Vec<Vec<FileSlice>> = Vec::new();
-    let mut current: Vec<FileSlice> = Vec::new();
+        .map(|o| o.row_groups.iter().map(|&rg| rg_rows(&o.reader, rg)).collect())
+        .collect();
+    cut(&groups, n)
+        .into_iter()
+        .map(|part| {
+            part.into_iter()
+                .map(|p| {
+                    let o = &opened[p.file];
+                    FileSlice {
+                        name: o.name.clone(),
+                        reader: o.reader.clone(),
+                        row_groups: p.row_groups.iter().map(|&i| o.row_groups[i]).collect(),
+                        row_range: p.row_range,
+                        rows: p.rows,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A [`FileSlice`] by position: file `file` of the planned ones, its selected row groups
+/// `row_groups` (by position among them).
+#[derive(Debug, PartialEq, Eq)]
+struct Piece {
+    file: usize,
+    row_groups: Vec<usize>,
+    row_range: Option<Range<u64>>,
+    rows: u64,
+}
+
+/// [`partition`] over row counts: `files[f][g]` is the rows of file f's g-th selected row group.
+fn cut(files: &[Vec<u64>], n: usize) -> Vec<Vec<Piece>> {
+    let total: u64 = files.iter().flatten().sum();
+    let n = n.max(1) as u64;
+    let per = total.div_ceil(n).max(1);
+    let slack = per / 8;
+    let mut parts: Vec<Vec<Piece>> = Vec::new();
+    let mut current: Vec<Piece> = Vec::new();
     let mut current_rows = 0u64;
-    for o in opened {
-        let mut slice: Option<FileSlice> = None;
-        for &rg in &o.row_groups {
-            let rows = rg_rows(&o.reader, rg);
-            let s = slice.get_or_insert_with(|| FileSlice {
-                name: o.name.clone(),
-                reader: o.reader.clone(),
-                row_groups: Vec::new(),
-                rows: 0,
-            });
-            s.row_groups.push(rg);
-            s.rows += rows;
-            current_rows += rows;
-            if current_rows >= per && parts.len() + 1 < n {
-                current.extend(slice.take());
-                parts.push(std::mem::take(&mut current));
-                current_rows = 0;
+    for (file, groups) in files.iter().enumerate() {
+        // Whole row groups of this file, gathered into one piece.
+        let mut whole: Option<Piece> = None;
+        for (g, &rows) in groups.iter().enumerate() {
+            let mut start = 0;
+            while start < rows {
+                let last = parts.len() as u64 + 1 >= n;
+                let room = if last { u64::MAX } else { per - current_rows };
+                let left = rows - start;
+                let take = if left <= room {
+                    left
+                } else {
+                    let after = left - room;
+                    if room < MIN_CUT_ROWS || after < MIN_CUT_ROWS || after <= slack {
+                        left
+                    } else if room <= slack && start == 0 && current_rows > 0 {
+                        // The share is nearly full: end the partition before this row group.
+                        current.extend(whole.take());
+                        parts.push(std::mem::take(&mut current));
+                        current_rows = 0;
+                        continue;
+                    } else {
+                        room
+                    }
+                };
+                if start == 0 && take == rows {
+                    let w = whole.get_or_insert_with(|| Piece {
+                        file,
+                        row_groups: Vec::new(),
+                        row_range: None,
+                        rows: 0,
+                    });
+                    w.row_groups.push(g);
+                    w.rows += rows;
+                } else {
+                    current.extend(whole.take());
+                    current.push(Piece {
+                        file,
+                        row_groups: vec![g],
+                        row_range: Some(start..start + take),
+                        rows: take,
+                    });
+                }
+                start += take;
+                current_rows += take;
+                if !last && current_rows >= per {
+                    current.extend(whole.take());
+                    parts.push(std::mem::take(&mut current));
+                    current_rows = 0;
+                }
             }
         }
-        current.extend(slice);
+        current.extend(whole);
     }
     if !current.is_empty() || parts.is_empty() {
         parts.push(current);
@@ -308,5 +389,106 @@ fn fold(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (file, row groups by position, row range) of every piece, partition by partition.
+    type Shape = Vec<Vec<(usize, Vec<usize>, Option<Range<u64>>)>>;
+
+    fn shape(files: &[Vec<u64>], n: usize) -> Shape {
+        let parts = cut(files, n);
+        // Every row is read exactly once, and each piece's count is its rows.
+        for (f, groups) in files.iter().enumerate() {
+            for (g, &rows) in groups.iter().enumerate() {
+                let mut covered: Vec<Range<u64>> = parts
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.file == f && p.row_groups.contains(&g))
+                    .map(|p| p.row_range.clone().unwrap_or(0..rows))
+                    .collect();
+                covered.sort_by_key(|r| r.start);
+                let mut at = 0;
+                for r in covered {
+                    assert_eq!(r.start, at, "file {f} row group {g}: {parts:?}");
+                    at = r.end;
+                }
+                assert_eq!(at, rows, "file {f} row group {g}: {parts:?}");
+            }
+        }
+        for p in parts.iter().flatten() {
+            let rows: u64 = match &p.row_range {
+                Some(r) => r.end - r.start,
+                None => p.row_groups.iter().map(|&g| files[p.file][g]).sum(),
+            };
+            assert_eq!(p.rows, rows, "{p:?}");
+        }
+        parts
+            .into_iter()
+            .map(|part| part.into_iter().map(|p| (p.file, p.row_groups, p.row_range)).collect())
+            .collect()
+    }
+
+    const M: u64 = 1 << 20;
+
+    #[test]
+    fn one_big_row_group_is_cut_in_even_shares() {
+        // TPC-H SF 1 partsupp: 800,000 rows in one row group.
+        assert_eq!(
+            shape(&[vec![800_000]], 2),
+            vec![
+                vec![(0, vec![0], Some(0..400_000))],
+                vec![(0, vec![0], Some(400_000..800_000))]
+            ]
+        );
+        assert_eq!(shape(&[vec![800_000]], 3).len(), 3);
+    }
+
+    #[test]
+    fn a_big_and_a_small_row_group_share_evenly() {
+        // TPC-H SF 1 orders: 1,500,000 rows as a full row group and a part one.
+        assert_eq!(
+            shape(&[vec![M, 1_500_000 - M]], 2),
+            vec![
+                vec![(0, vec![0], Some(0..750_000))],
+                vec![(0, vec![0], Some(750_000..M)), (0, vec![1], None)]
+            ]
+        );
+    }
+
+    #[test]
+    fn cuts_near_a_row_group_end_keep_it_whole() {
+        // TPC-H SF 1 lineitem: 6 row groups; the even share ends 145,120 rows before the end of
+        // the third, within an eighth of a share, so the third stays whole.
+        let lineitem = vec![M, M, M, M, M, 6_001_215 - 5 * M];
+        assert_eq!(
+            shape(&[lineitem], 2),
+            vec![vec![(0, vec![0, 1, 2], None)], vec![(0, vec![3, 4, 5], None)]]
+        );
+        // Ends just past a row group's start: the partition ends before it.
+        assert_eq!(
+            shape(&[vec![M], vec![M + 200_000]], 2),
+            vec![vec![(0, vec![0], None)], vec![(1, vec![0], None)]]
+        );
+    }
+
+    #[test]
+    fn small_row_groups_are_never_cut() {
+        // Parts under MIN_CUT_ROWS: whole row groups, as many partitions as asked.
+        assert_eq!(
+            shape(&[vec![100; 11]], 4),
+            vec![
+                vec![(0, vec![0, 1, 2], None)],
+                vec![(0, vec![3, 4, 5], None)],
+                vec![(0, vec![6, 7, 8], None)],
+                vec![(0, vec![9, 10], None)]
+            ]
+        );
+        assert_eq!(shape(&[vec![100_000]], 2), vec![vec![(0, vec![0], None)]]);
+        assert_eq!(shape(&[vec![25]], 2), vec![vec![(0, vec![0], None)]]);
+        assert_eq!(shape(&[], 2), vec![vec![]]);
     }
 }

@@ -52,6 +52,11 @@ struct SliceNode {
     row_groups: Vec<u64>,
     #[prost(uint64, tag = "3")]
     rows: u64,
+    /// Rows start..end of its one row group, when the slice is not all of it.
+    #[prost(uint64, optional, tag = "4")]
+    row_start: Option<u64>,
+    #[prost(uint64, optional, tag = "5")]
+    row_end: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -218,6 +223,8 @@ impl ClusterCodec {
                             name: s.name.clone(),
                             row_groups: s.row_groups.iter().map(|&rg| rg as u64).collect(),
                             rows: s.rows,
+                            row_start: s.row_range.as_ref().map(|r| r.start),
+                            row_end: s.row_range.as_ref().map(|r| r.end),
                         })
                     })
                     .collect::<DfResult<Vec<_>>>()?;
@@ -252,9 +259,15 @@ impl ClusterCodec {
                             .into_iter()
                             .map(|rg| usize::try_from(rg).map_err(|e| bad("decoding a row group", e)))
                             .collect::<DfResult<Vec<_>>>()?;
+                        let row_range = match (s.row_start, s.row_end) {
+                            (None, None) => None,
+                            (Some(start), Some(end)) => Some(start..end),
+                            _ => return Err(bad("decoding a slice", "a row range without both ends")),
+                        };
                         Ok(SliceRef {
                             name: s.name,
                             row_groups,
+                            row_range,
                             rows: s.rows,
                         })
                     })

@@ -84,6 +84,7 @@ fn scan_of(scan: &ColvaultScanExec) -> Arc<dyn ExecutionPlan> {
                 .map(|s| SliceRef {
                     name: s.name.clone(),
                     row_groups: s.row_groups.clone(),
+                    row_range: s.row_range.clone(),
                     rows: s.rows,
                 })
                 .collect()

@@ -178,6 +178,23 @@ fn forged_selections_are_refused_before_reading() {
         5
     );
 
+    // Rows past the end of the row group, and a row range over more than one row group.
+    let mut r = all[0].clone();
+    r.row_range = Some(0..1000);
+    let e = run_forged(&fx, &source, vec![vec![r]]).unwrap_err();
+    assert!(
+        matches!(&e, Error::Integrity { what } if what.contains("rows 0..1000")),
+        "{e}"
+    );
+    let mut r = all[0].clone();
+    r.row_groups = vec![0, 0];
+    r.row_range = Some(0..1);
+    let e = run_forged(&fx, &source, vec![vec![r]]).unwrap_err();
+    assert!(
+        matches!(&e, Error::Integrity { what } if what.contains("rows 0..1")),
+        "{e}"
+    );
+
     // A file the version does not list.
     let mut other = all[0].clone();
     other.name = "00000000000000000000000000000000.cvlt".into();
@@ -284,6 +301,24 @@ fn shipped_scans_keep_the_clients_statistics() {
     );
     let shipped = scan_statistics(&ship(plan, &fx.env));
     assert_eq!(shipped, planned);
+}
+
+/// A slice of some rows of a row group reaches the executor with its range, and reads those rows.
+#[test]
+fn shipped_row_ranges_read_their_rows() {
+    let fx = fixture();
+    let (source, groups) = planned(&fx);
+    let mut slice = groups.into_iter().flatten().find(|s| s.rows == 3).unwrap();
+    slice.row_range = Some(1..3);
+    slice.rows = 2;
+    let shipped = ship(scan_exec(source, vec![vec![slice]], None, None), &fx.env);
+    let got = run(shipped).unwrap();
+    assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    let ids = pretty(&got);
+    assert!(
+        ids.contains("| 2 ") && ids.contains("| 3 ") && !ids.contains("| 1 "),
+        "{ids}"
+    );
 }
 
 /// A cluster session plans as Ballista's own client does: no dynamic filters (a filter filled in

@@ -36,6 +36,8 @@ use crate::table::{Manifest, Table};
 pub(crate) struct SliceRef {
     pub(crate) name: String,
     pub(crate) row_groups: Vec<usize>,
+    /// Rows start..end of its one row group, when the task reads only those.
+    pub(crate) row_range: Option<std::ops::Range<u64>>,
     pub(crate) rows: u64,
 }
 
@@ -291,10 +293,23 @@ async fn open_slice(
             slice.name, target.project, target.table
         )));
     }
+    if let Some(range) = &slice.row_range {
+        let rows = match slice.row_groups.as_slice() {
+            [rg] => reader.parquet_metadata().row_group(*rg).num_rows().max(0) as u64,
+            _ => 0,
+        };
+        if range.start >= range.end || range.end > rows {
+            return Err(Error::integrity(format!(
+                "the plan names rows {}..{} of row groups {:?} of data file {} of table {}.{} (a row range is inside one row group)",
+                range.start, range.end, slice.row_groups, slice.name, target.project, target.table
+            )));
+        }
+    }
     Ok(FileSlice {
         name: slice.name,
         reader: Arc::new(reader),
         row_groups: slice.row_groups,
+        row_range: slice.row_range,
         rows: slice.rows,
     })
 }
