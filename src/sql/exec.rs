@@ -1,5 +1,5 @@
 //! The execution plan of a colvault table scan: one DataFusion partition per group of file
-//! slices (whole files, or row-group ranges of big ones), all of one snapshot version.
+//! slices (whole row groups, or a range of rows of one), all of one snapshot version.
 
 use std::fmt;
 use std::sync::Arc;

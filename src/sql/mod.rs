@@ -2,8 +2,8 @@
 //!
 //! Tables are DataFusion tables ([`ColvaultTable`]): scans decrypt transparently, skip the
 //! partitions of a partitioned table that filters on its partition columns rule out (exactly, before
-//! opening a file), prune row groups by their statistics, run one partition per file or row-group
-//! range, and report statistics to the planner; `INSERT INTO`, `CREATE TABLE ... AS SELECT` and
+//! opening a file), prune row groups by their statistics, run one partition per core (a big row
+//! group is shared by rows), and report statistics to the planner; `INSERT INTO`, `CREATE TABLE ... AS SELECT` and
 //! `CREATE TABLE ... PARTITIONED BY` commit once per statement, encrypted per the project's settings. A query that touches a column whose key the caller cannot use fails
 //! with colvault's error naming it; one that does not touch it succeeds.
 //!
