@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use colvault::{Algorithm, Error, FileReader, FileWriter, ReaderOptions, WriterOptions};
+use colvault::{Algorithm, CmpOp, Error, FileReader, FileWriter, Predicate, ReaderOptions, WriterOptions};
 use common::Fixture;
 use rayon::prelude::*;
 
@@ -263,13 +263,13 @@ fn row_ranges_of_one_row_group_read_exactly_those_rows() {
             assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
         }
         let err = reader.scan().rows(0..10).row_groups(vec![]).build().unwrap_err();
-        assert!(err.to_string().contains("selects 0"), "{err}");
+        assert!(err.to_string().contains("asks for 0"), "{err}");
     }
     // Of a file of several row groups, a range needs the scan to select one.
     let file = write(&fx, Algorithm::Aes256Gcm, &input(0));
     let reader = open(&fx, Algorithm::Aes256Gcm, file);
     let err = reader.scan().rows(0..10).build().unwrap_err();
-    assert!(err.to_string().contains("selects 4"), "{err}");
+    assert!(err.to_string().contains("asks for 4"), "{err}");
     let got = reader
         .scan()
         .row_groups(vec![2])
@@ -280,4 +280,15 @@ fn row_ranges_of_one_row_group_read_exactly_those_rows() {
         .unwrap();
     let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
     assert_eq!(got, input(0).slice(2 * GROUP_ROWS + 10, 10));
+    // A range of a row group that a filter prunes reads nothing (ids of group 2 are 2000..3000).
+    let pruned = reader
+        .scan()
+        .row_groups(vec![2])
+        .rows(10..20)
+        .filter(Predicate::compare("id", CmpOp::Lt, Arc::new(Int64Array::from(vec![5]))))
+        .build()
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert!(pruned.is_empty(), "{pruned:?}");
 }

@@ -207,8 +207,9 @@ impl<'a> ScanBuilder<'a> {
     /// Reads only rows `range` (counted from 0) of the one row group the scan selects, so that
     /// several readers can share a big row group. Pages wholly before the range are skipped
     /// undecoded (their headers are still read, so their segments are opened), and reading stops
-    /// at its end. [`build`](Self::build) refuses a range unless exactly one row group is
-    /// selected and the range is non-empty and inside it.
+    /// at its end. [`build`](Self::build) refuses a range unless exactly one row group is asked
+    /// for ([`row_groups`](Self::row_groups), or a file of one) and the range is non-empty and
+    /// inside it; when a [`filter`](Self::filter) prunes that row group, the scan reads no rows.
     pub fn rows(mut self, range: std::ops::Range<u64>) -> Self {
         self.rows = Some(range);
         self
@@ -260,7 +261,15 @@ impl<'a> ScanBuilder<'a> {
         let row_groups = self.selected_row_groups()?;
         let selection = match &self.rows {
             None => None,
-            Some(range) => Some(row_selection(reader, &row_groups, range)?),
+            Some(range) => {
+                // Checked against the row groups asked for: a row group that pruning then
+                // removes is read as no rows.
+                let asked = match &self.row_groups {
+                    Some(rgs) => rgs.clone(),
+                    None => (0..reader.num_row_groups()).collect(),
+                };
+                Some(row_selection(reader, &asked, range)?)
+            }
         };
         let wanted_leaves: Vec<usize> = (0..reader.leaf_field.len())
             .filter(|l| projection.contains(&reader.leaf_field[*l]))
@@ -349,11 +358,11 @@ impl<'a> ScanBuilder<'a> {
     }
 }
 
-/// The selection of rows `range` of the one row group in `row_groups`.
+/// The selection of rows `range` of the one row group in `row_groups` (those the scan asked for).
 fn row_selection(reader: &FileReader, row_groups: &[usize], range: &std::ops::Range<u64>) -> Result<RowSelection> {
     let [rg] = row_groups else {
         return Err(Error::InvalidArgument(format!(
-            "a row range reads one row group, and the scan selects {}",
+            "a row range reads one row group, and the scan asks for {}",
             row_groups.len()
         )));
     };
