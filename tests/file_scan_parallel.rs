@@ -39,13 +39,18 @@ fn input(seed: i64) -> RecordBatch {
 }
 
 fn write(fx: &Fixture, alg: Algorithm, batch: &RecordBatch) -> Vec<u8> {
+    write_groups(fx, alg, batch, GROUP_ROWS)
+}
+
+/// `batch` as a file of row groups of `group_rows` rows.
+fn write_groups(fx: &Fixture, alg: Algorithm, batch: &RecordBatch, group_rows: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let opts = if alg.is_encrypted() {
         WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
     } else {
         WriterOptions::plaintext()
     }
-    .max_row_group_rows(GROUP_ROWS);
+    .max_row_group_rows(group_rows);
     let mut w = FileWriter::try_new(&mut out, batch.schema(), opts.build()).unwrap();
     // Odd-sized input batches, so row groups do not line up with them.
     let mut at = 0;
@@ -219,17 +224,7 @@ fn row_ranges_of_one_row_group_read_exactly_those_rows() {
     };
     assert_eq!(want.num_rows(), rows);
     for alg in [Algorithm::Aes256Gcm, Algorithm::Aes256Ctr, Algorithm::None] {
-        let mut out = Vec::new();
-        let opts = if alg.is_encrypted() {
-            WriterOptions::encrypted(alg, fx.access(), fx.cmk.clone())
-        } else {
-            WriterOptions::plaintext()
-        }
-        .max_row_group_rows(rows);
-        let mut w = FileWriter::try_new(&mut out, want.schema(), opts.build()).unwrap();
-        w.write(&want).unwrap();
-        w.close().unwrap();
-        let reader = open(&fx, alg, out);
+        let reader = open(&fx, alg, write_groups(&fx, alg, &want, rows));
         assert_eq!(reader.num_row_groups(), 1);
         for range in [
             0..1,
