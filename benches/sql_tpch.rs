@@ -52,6 +52,8 @@ struct Args {
     analyze: bool,
     /// colvault's algorithm (`--algorithm aesctr`; default aes256).
     algorithm: Algorithm,
+    /// Time one engine alone (`--only parquet|colvault|pme`), as a profiler wants it.
+    only: Option<usize>,
 }
 
 fn args() -> Args {
@@ -62,6 +64,7 @@ fn args() -> Args {
         explain: false,
         analyze: false,
         algorithm: Algorithm::Aes256Gcm,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -76,6 +79,11 @@ fn args() -> Args {
                     .expect("--algorithm aes256|aesctr")
             }
             "--analyze" => (a.explain, a.analyze) = (true, true),
+            "--only" => {
+                let engine = it.next().expect("--only parquet|colvault|pme");
+                let k = ["parquet", "colvault", "pme"].iter().position(|e| *e == engine);
+                a.only = Some(k.expect("--only parquet|colvault|pme"));
+            }
             "--queries" => {
                 a.queries = it
                     .next()
@@ -236,6 +244,23 @@ fn main() {
             let show = |b: Vec<RecordBatch>| arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
             println!("Q{n} on Parquet:\n{}", show(rt.block_on(on_parquet(&q))));
             println!("Q{n} on colvault:\n{}", show(rt.block_on(on_colvault(&q))));
+        }
+        return;
+    }
+    if let Some(engine) = a.only {
+        for &n in &a.queries {
+            let times = (0..a.rounds)
+                .map(|_| match engine {
+                    0 => rt.block_on(run(&on_parquet, n)).0,
+                    1 => rt.block_on(run(&on_colvault, n)).0,
+                    _ => rt.block_on(run(&on_pme, n)).0,
+                })
+                .collect();
+            println!(
+                "Q{n}: median of {} runs {:.1} ms",
+                a.rounds,
+                median(times).as_secs_f64() * 1e3
+            );
         }
         return;
     }

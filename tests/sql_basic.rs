@@ -200,6 +200,57 @@ fn one_big_row_group_is_read_by_several_partitions() {
     }
 }
 
+/// Join selection sees the bytes of the columns a query reads, not of whole rows, as DataFusion's
+/// Parquet scan reports them: a table whose rows are wide but whose key column is small is
+/// broadcast as a join's build side (`CollectLeft`) instead of repartitioning the other side.
+#[test]
+fn statistics_count_the_bytes_of_the_projected_columns() {
+    use datafusion::common::stats::Precision;
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    let fx = Fixture::new();
+    let p = project(&fx, Algorithm::Aes256Gcm);
+    let wide = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("note", DataType::Utf8, false),
+    ]));
+    let n = 20_000;
+    // 20,000 rows of 8 + 100 bytes: 2 MB of rows, 160 kB of ids (the broadcast bound is 1 MB).
+    let dim = RecordBatch::try_new(
+        wide.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("{i:0100}")))),
+        ],
+    )
+    .unwrap();
+    p.create_table("dim", wide).unwrap().append([dim]).unwrap();
+    p.create_table("orders", schema())
+        .unwrap()
+        .append([rows(0, 200_000)])
+        .unwrap();
+    let session = SqlSession::for_project(&p);
+    let rt = rt();
+    let provider = rt.block_on(session.context().table_provider("dim")).unwrap();
+    let state = session.context().state();
+    let ids = rt.block_on(provider.scan(&state, Some(&vec![0]), &[], None)).unwrap();
+    let stats_of = |plan| StatisticsContext::new().compute(plan, &StatisticsArgs::new()).unwrap();
+    let stats = stats_of(ids.as_ref());
+    assert_eq!(stats.num_rows, Precision::Exact(n as usize));
+    assert_eq!(stats.total_byte_size, Precision::Exact(n as usize * 8));
+    let both = rt.block_on(provider.scan(&state, None, &[], None)).unwrap();
+    let whole = stats_of(both.as_ref()).total_byte_size;
+    assert!(
+        whole.get_value().is_some_and(|b| *b > 2_000_000),
+        "a string column has no fixed width: the footers' size stands, {whole:?}"
+    );
+    rt.block_on(session.query("SET datafusion.execution.target_partitions = 2"))
+        .unwrap();
+    let q = "SELECT count(*) FROM orders o JOIN dim d ON o.id = d.id";
+    let plan = text(&rt.block_on(session.query(&format!("EXPLAIN {q}"))).unwrap());
+    assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+    assert_eq!(single_i64(&rt.block_on(session.query(q)).unwrap()), n);
+}
+
 #[test]
 fn a_plan_reads_the_version_it_was_planned_against() {
     let fx = Fixture::new();

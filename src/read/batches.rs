@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use arrow::array::{RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow::datatypes::SchemaRef;
@@ -43,6 +44,9 @@ const MAX_ROW_GROUPS_IN_FLIGHT: usize = 8;
 /// [`LANE_AHEAD`] batches each: enough for a one-column scan to decode the next row group while
 /// the current one is returned.
 const AHEAD_BYTES: usize = 32 << 20;
+/// How long an inline stream runs before it yields to the executor, so that tokio may move a
+/// task waiting on the same worker to an idle one ([`BatchReader::into_inline_stream`]).
+const INLINE_YIELD_AFTER: Duration = Duration::from_millis(2);
 
 /// What the lanes of a scan share.
 pub(super) struct ScanShared {
@@ -470,31 +474,50 @@ impl BatchReader {
     /// storage it may also read the batch's chunk segments from the file (page cache reads).
     ///
     /// The stream yields to the executor ([`tokio::task::yield_now`]; outside tokio it wakes
-    /// itself at once) before its first batch and once per row group, where DataFusion's Parquet
-    /// scan awaits the row group's read. Local reads never wait, so without it the stream would
+    /// itself at once) before its first batch, once per row group (where DataFusion's Parquet
+    /// scan awaits the row group's read), and before a batch once [`INLINE_YIELD_AFTER`] has
+    /// passed since its last yield. Local reads never wait, so without these the stream would
     /// never return `Pending`, and the task driving it would keep its worker thread for the whole
-    /// scan: tokio runs the task it wakes (the consumer of its batches) next on the same worker,
-    /// from a slot no other worker steals from, so producer and consumer shared one core while the
-    /// other idled. That made TPC-H Q10 take 1.5 times as long in about half its runs. A yield per
-    /// batch fixed Q10 but moved scans between cores batch by batch and made Q13 1.3 to 1.5 times
-    /// as slow (`benches/sql_tpch.rs`, SF 1).
+    /// scan. Tokio runs a task that another wakes (the consumer of its batches, or a join's other
+    /// partition when its shared build side is done) next on the waker's worker, from a slot no
+    /// other worker steals from, and a task that yields waits on its own worker until that worker
+    /// comes back to the scheduler. So:
+    /// - with no yield, producer and consumer shared one core while the other idled, and TPC-H Q10
+    ///   took 1.5 times as long in about half its runs;
+    /// - with a yield per row group only, the two partitions of Q11's one-row-group `partsupp`
+    ///   still ran one after the other on one worker (traced batch by batch), and Q11 took 1.12
+    ///   times Parquet's time;
+    /// - with a yield per batch, scans moved between cores batch by batch, and Q13 took 1.3 to 1.5
+    ///   times as long.
+    ///
+    /// A yield every 2 ms brought Q11 to 0.86 and kept Q13 at 0.80 (`benches/sql_tpch.rs`, SF 1,
+    /// 15 rounds).
     pub fn into_inline_stream(self) -> BatchStream {
         self.shared.inline.store(true, Ordering::Relaxed);
         let schema = self.schema.clone();
-        let inner = futures::stream::unfold((Some(self), None), |(state, yielded_at)| async move {
-            let mut reader = state?;
-            let at = reader.current;
-            if yielded_at != Some(at) {
-                tokio::task::yield_now().await;
-            }
-            let ranges = reader.upcoming_ranges();
-            reader.source.ready(&ranges).await;
-            match reader.next_batch() {
-                Ok(Some(b)) => Some((Ok(b), (Some(reader), Some(at)))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), (None, None))),
-            }
-        });
+        // The row group and the time of the last yield.
+        type Yielded = Option<(usize, Instant)>;
+        let inner = futures::stream::unfold(
+            (Some(self), None),
+            |(state, last): (Option<Self>, Yielded)| async move {
+                let mut reader = state?;
+                let at = reader.current;
+                let last = match last {
+                    Some((rg, t)) if rg == at && t.elapsed() < INLINE_YIELD_AFTER => (rg, t),
+                    _ => {
+                        tokio::task::yield_now().await;
+                        (at, Instant::now())
+                    }
+                };
+                let ranges = reader.upcoming_ranges();
+                reader.source.ready(&ranges).await;
+                match reader.next_batch() {
+                    Ok(Some(b)) => Some((Ok(b), (Some(reader), Some(last)))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), (None, None))),
+                }
+            },
+        );
         BatchStream {
             schema,
             inner: Box::pin(inner),

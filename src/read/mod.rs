@@ -6,6 +6,8 @@ mod pool;
 mod scan;
 
 pub use batches::{BatchReader, BatchStream};
+#[cfg(feature = "ballista")]
+pub(crate) use scan::row_range_fits;
 pub use scan::{CmpOp, Predicate, ScanBuilder};
 
 use std::collections::HashMap;
@@ -473,6 +475,11 @@ impl FileReader {
     /// Number of row groups.
     pub fn num_row_groups(&self) -> usize {
         self.metadata.metadata().num_row_groups()
+    }
+    /// The rows of row group `rg`, or `None` if the file has no such row group.
+    pub fn row_group_rows(&self, rg: usize) -> Option<u64> {
+        let meta = self.metadata.metadata();
+        (rg < meta.num_row_groups()).then(|| meta.row_group(rg).num_rows().max(0) as u64)
     }
     /// The Parquet metadata: row groups, column chunks, encodings and statistics.
     pub fn parquet_metadata(&self) -> &Arc<ParquetMetaData> {

@@ -358,20 +358,33 @@ impl<'a> ScanBuilder<'a> {
     }
 }
 
+/// Whether `range` names rows of one row group: `row_groups` is one row group of the file, and
+/// the range is non-empty and inside it. A scan refuses any other range ([`ScanBuilder::rows`]),
+/// and a cluster executor refuses a plan that ships one.
+pub(crate) fn row_range_fits(reader: &FileReader, row_groups: &[usize], range: &std::ops::Range<u64>) -> bool {
+    match row_groups {
+        [rg] => reader
+            .row_group_rows(*rg)
+            .is_some_and(|rows| range.start < range.end && range.end <= rows),
+        _ => false,
+    }
+}
+
 /// The selection of rows `range` of the one row group in `row_groups` (those the scan asked for).
 fn row_selection(reader: &FileReader, row_groups: &[usize], range: &std::ops::Range<u64>) -> Result<RowSelection> {
-    let [rg] = row_groups else {
-        return Err(Error::InvalidArgument(format!(
-            "a row range reads one row group, and the scan asks for {}",
-            row_groups.len()
-        )));
-    };
-    let rows = reader.parquet_metadata().row_group(*rg).num_rows().max(0) as u64;
-    if range.start >= range.end || range.end > rows {
-        return Err(Error::InvalidArgument(format!(
-            "rows {}..{} of row group {rg}, which has {rows}",
-            range.start, range.end
-        )));
+    if !row_range_fits(reader, row_groups, range) {
+        return Err(Error::InvalidArgument(match row_groups {
+            [rg] => format!(
+                "rows {}..{} of row group {rg}, which has {} (a row range is non-empty and inside its row group)",
+                range.start,
+                range.end,
+                reader.row_group_rows(*rg).unwrap_or(0)
+            ),
+            _ => format!(
+                "a row range reads one row group, and the scan asks for {}",
+                row_groups.len()
+            ),
+        }));
     }
     let n = |v: u64| usize::try_from(v).map_err(|_| Error::InvalidArgument(format!("row {v}")));
     let mut selectors = Vec::with_capacity(2);

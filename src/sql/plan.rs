@@ -162,8 +162,9 @@ fn open_and_select(
     })
 }
 
+/// The rows of row group `rg` of `r`, one the plan selected (so one the file has).
 fn rg_rows(r: &FileReader, rg: usize) -> u64 {
-    r.parquet_metadata().row_group(rg).num_rows().max(0) as u64
+    r.row_group_rows(rg).unwrap_or(0)
 }
 
 /// Cuts the selected row groups into at most `n` partitions of about equal rows, in table order.
@@ -177,7 +178,12 @@ fn rg_rows(r: &FileReader, rg: usize) -> u64 {
 fn partition(opened: &[OpenedFile], n: usize) -> Vec<Vec<FileSlice>> {
     let groups: Vec<Vec<u64>> = opened
         .iter()
-        .map(|o| o.row_groups.iter().map(|&rg| rg_rows(&o.reader, rg)).collect())
+        .map(|o| {
+            o.row_groups
+                .iter()
+                .map(|&rg| o.reader.row_group_rows(rg).unwrap_or(0))
+                .collect()
+        })
         .collect();
     cut(&groups, n)
         .into_iter()

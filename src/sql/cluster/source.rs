@@ -28,6 +28,7 @@ use super::super::plan::{blocking, open_file, FileSlice};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::project::{Keys, Project};
+use crate::read::row_range_fits;
 use crate::table::{Manifest, Table};
 
 /// One file slice of a distributed scan: a data file of the planned version, and the row groups
@@ -293,17 +294,15 @@ async fn open_slice(
             slice.name, target.project, target.table
         )));
     }
-    if let Some(range) = &slice.row_range {
-        let rows = match slice.row_groups.as_slice() {
-            [rg] => reader.parquet_metadata().row_group(*rg).num_rows().max(0) as u64,
-            _ => 0,
-        };
-        if range.start >= range.end || range.end > rows {
-            return Err(Error::integrity(format!(
-                "the plan names rows {}..{} of row groups {:?} of data file {} of table {}.{} (a row range is inside one row group)",
-                range.start, range.end, slice.row_groups, slice.name, target.project, target.table
-            )));
-        }
+    if let Some(range) = slice
+        .row_range
+        .as_ref()
+        .filter(|r| !row_range_fits(&reader, &slice.row_groups, r))
+    {
+        return Err(Error::integrity(format!(
+            "the plan names rows {}..{} of row groups {:?} of data file {} of table {}.{} (a row range is inside one row group)",
+            range.start, range.end, slice.row_groups, slice.name, target.project, target.table
+        )));
     }
     Ok(FileSlice {
         name: slice.name,
