@@ -322,15 +322,14 @@ pub(crate) fn slice_stream(
     let (present, map) = column_map(&names, &file_schema);
     if present.is_empty() {
         // Nothing to decrypt: batches of the row groups' row counts (all columns null here).
-        let meta = slice.reader.parquet_metadata().clone();
         let counts: Vec<usize> = slice
             .row_groups
             .iter()
             .flat_map(|&rg| {
                 let rows = match &slice.row_range {
-                    Some(r) => (r.end - r.start) as usize,
-                    None => meta.row_group(rg).num_rows().max(0) as usize,
-                };
+                    Some(r) => r.end - r.start,
+                    None => slice.reader.row_group_rows(rg).unwrap_or(0),
+                } as usize;
                 (0..rows.div_ceil(batch_size)).map(move |i| (rows - i * batch_size).min(batch_size))
             })
             .collect();

@@ -178,12 +178,7 @@ fn rg_rows(r: &FileReader, rg: usize) -> u64 {
 fn partition(opened: &[OpenedFile], n: usize) -> Vec<Vec<FileSlice>> {
     let groups: Vec<Vec<u64>> = opened
         .iter()
-        .map(|o| {
-            o.row_groups
-                .iter()
-                .map(|&rg| o.reader.row_group_rows(rg).unwrap_or(0))
-                .collect()
-        })
+        .map(|o| o.row_groups.iter().map(|&rg| rg_rows(&o.reader, rg)).collect())
         .collect();
     cut(&groups, n)
         .into_iter()
